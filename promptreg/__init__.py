@@ -1,0 +1,17 @@
+"""promptreg: a registry and lifecycle service for soft prompts.
+
+The package import is kept light (no torch, transformers, mlflow) so the CLI starts fast;
+``promptreg.Registry`` is imported on first access.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["Registry", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "Registry":
+        from promptreg.services.registry import Registry
+
+        return Registry
+    raise AttributeError(name)

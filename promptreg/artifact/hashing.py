@@ -48,7 +48,7 @@ def digest_entries(entries: list[tuple[str, str, int]]) -> str:
     """Outer sha256 over (relative path, file sha256 hex, size) entries (sorted here)."""
     outer = hashlib.sha256()
     for rel, sha, size in sorted(entries, key=lambda e: e[0].encode("utf-8")):
-        outer.update(f"{rel}\0{sha}\0{size}\n".encode("utf-8"))
+        outer.update(f"{rel}\0{sha}\0{size}\n".encode())
     return outer.hexdigest()
 
 

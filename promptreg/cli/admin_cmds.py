@@ -1,0 +1,78 @@
+"""init, doctor, db upgrade/downgrade/current."""
+
+from __future__ import annotations
+
+import click
+
+from promptreg.cli.output import emit_json, table
+
+
+def _print_checks(checks, as_json: bool) -> int:
+    if as_json:
+        emit_json([c.to_dict() for c in checks])
+    else:
+        table(["component", "target", "status", "detail", "from"],
+              [[c.component, c.target, "ok" if c.ok else "FAIL", c.detail, c.source] for c in checks])
+    return 0 if all(c.ok for c in checks) else 2
+
+
+@click.command("init")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def init_cmd(obj, as_json):
+    """Create the project's stores (embedded default: ./.promptreg/) and report them."""
+    reg = obj.get()
+    code = _print_checks(reg.init(), as_json)
+    if code == 0 and not as_json:
+        click.echo(f"initialised promptreg in {reg.settings.home}")
+    return code
+
+
+@click.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def doctor_cmd(obj, as_json):
+    """Show which stores are in use and whether each is reachable (exit 2 if one is not)."""
+    return _print_checks(obj.get().doctor(), as_json)
+
+
+@click.group("db")
+def db_group():
+    """Registry database schema (alembic migrations)."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_obj
+def db_upgrade(obj, revision):
+    """Upgrade the schema to REVISION (default: head)."""
+    from promptreg.registry.migrate import current_revision, upgrade
+
+    url = obj.get().settings.db_url
+    upgrade(url, revision)
+    click.echo(f"registry database at revision {current_revision(url)}")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+@click.option("--yes", is_flag=True, help="Confirm: a downgrade can drop data.")
+@click.pass_obj
+def db_downgrade(obj, revision, yes):
+    """Downgrade the schema to REVISION ('base' drops every table)."""
+    from promptreg.errors import InputError
+    from promptreg.registry.migrate import current_revision, downgrade
+
+    if not yes:
+        raise InputError("a downgrade can drop data: pass --yes to confirm")
+    url = obj.get().settings.db_url
+    downgrade(url, revision)
+    click.echo(f"registry database at revision {current_revision(url) or 'base'}")
+
+
+@db_group.command("current")
+@click.pass_obj
+def db_current(obj):
+    """Print the schema revision."""
+    from promptreg.registry.migrate import current_revision
+
+    click.echo(current_revision(obj.get().settings.db_url) or "base (empty)")

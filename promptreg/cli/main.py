@@ -1,0 +1,95 @@
+"""The ``promptreg`` command: parse, call the Registry, print. Errors are one line on stderr.
+
+Exit codes: 0 success; 1 a check ran and failed (or an internal error); 2 bad input, usage error,
+unknown name/version/alias, unreachable store, refused artifact.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from promptreg import __version__
+from promptreg.cli.admin_cmds import db_group, doctor_cmd, init_cmd
+from promptreg.cli.registry_cmds import history_cmd, list_cmd, pull_cmd, push_cmd, show_cmd, sync_cmd
+from promptreg.errors import PromptregError
+
+
+class LazyRegistry:
+    """Created on first use so `--help` and usage errors never touch a store."""
+
+    def __init__(self, **flags: str | None):
+        self.flags = flags
+        self._registry = None
+
+    def get(self):
+        if self._registry is None:
+            from promptreg.services.registry import Registry
+
+            self._registry = Registry(**self.flags)
+        return self._registry
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="promptreg")
+@click.option("--home", envvar=None, help="Project folder of the embedded default (default ./.promptreg).")
+@click.option("--db-url", help="Registry database URL (sqlite:///… or postgresql+psycopg://…).")
+@click.option("--tracking-uri", help="MLflow tracking URI (sqlite:///… or http(s)://server).")
+@click.option("--artifact-uri", help="Artifact store: a local folder or s3://bucket/prefix.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, home, db_url, tracking_uri, artifact_uri, verbose):
+    """promptreg: registry and lifecycle service for soft prompts."""
+    ctx.obj = LazyRegistry(home=home, db_url=db_url, tracking_uri=tracking_uri, artifact_uri=artifact_uri)
+
+
+for command in (init_cmd, doctor_cmd, db_group, push_cmd, list_cmd, show_cmd, history_cmd, pull_cmd, sync_cmd):
+    cli.add_command(command)
+
+
+def _verbose(argv: list[str]) -> bool:
+    return "-v" in argv or "--verbose" in argv or os.environ.get("PROMPTREG_VERBOSE") == "1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = _verbose(argv)
+    try:
+        rv = cli.main(args=argv, prog_name="promptreg", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx else "promptreg"
+        click.echo(f"error: {exc.format_message()} (see '{cmd} --help')", err=True)
+        code = 2
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        code = 130
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except PromptregError as exc:
+        if verbose:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
+        if verbose:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        click.echo(f"error: internal error: {type(exc).__name__}: {first} (run with --verbose for the traceback)",
+                   err=True)
+        code = 1
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

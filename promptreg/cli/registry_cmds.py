@@ -1,0 +1,137 @@
+"""push, list, show, history, pull, sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from promptreg.cli.output import emit_json, short, table, warn
+
+
+@click.command("push")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Prompt name (letters, digits, '.', '_', '-').")
+@click.option("--description", default=None, help="Description of this version (and of a new prompt).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def push_cmd(obj, folder, name, description, as_json):
+    """Validate FOLDER and register it as a new, immutable version of NAME."""
+    result = obj.get().push(folder, name, description=description)
+    for w in result.warnings:
+        warn(w)
+    if as_json:
+        emit_json(result.to_dict())
+        return 0
+    v = result.version
+    verb = "pushed" if result.created else "already registered (same content):"
+    click.echo(f"{verb} {v.name}:{v.version}  sha256 {short(v.sha256)}  {v.method}, "
+               f"{v.num_virtual_tokens} virtual tokens  mlflow: {v.mirror_status}")
+    return 0
+
+
+@click.command("list")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def list_cmd(obj, name, as_json):
+    """List prompts, or the versions of NAME."""
+    reg = obj.get()
+    if name is None:
+        prompts = reg.list_prompts()
+        if as_json:
+            emit_json([p.to_dict() for p in prompts])
+        elif not prompts:
+            click.echo("no prompts registered yet (promptreg push FOLDER --name NAME)")
+        else:
+            table(["name", "task", "versions", "latest", "aliases", "description"],
+                  [[p.name, p.task_type, p.versions, p.latest,
+                    ", ".join(f"{a}={n}" for a, n in sorted(p.aliases.items())), p.description[:50]]
+                   for p in prompts])
+        return 0
+    versions = reg.list_versions(name)
+    if as_json:
+        emit_json([v.to_dict() for v in versions])
+    else:
+        table(["version", "sha256", "method", "tokens", "base model", "aliases", "status", "mlflow", "created"],
+              [[v.version, short(v.sha256), v.method, v.num_virtual_tokens, short(v.base_model_fingerprint),
+                ",".join(v.aliases), v.status, v.mirror_status, v.created_at] for v in versions])
+    return 0
+
+
+@click.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--manifest", is_flag=True, help="Print the full manifest (promptreg.json).")
+@click.pass_obj
+def show_cmd(obj, ref, as_json, manifest):
+    """Show a version: NAME (latest), NAME:VERSION or NAME@ALIAS."""
+    reg = obj.get()
+    if manifest:
+        emit_json(reg.manifest(ref))
+        return 0
+    v = reg.show(ref)
+    if as_json:
+        emit_json(v.to_dict())
+        return 0
+    rows = [
+        ("version", f"{v.name}:{v.version}"), ("aliases", ", ".join(v.aliases) or "-"),
+        ("method", f"{v.method} ({v.num_virtual_tokens} virtual tokens)"), ("task", v.task_type or "-"),
+        ("sha256", v.sha256), ("artifact", v.artifact_uri), ("size", f"{v.size_bytes} bytes"),
+        ("base model", f"{v.base_model_fingerprint} ({v.base_model_name or 'unnamed'})"),
+        ("dataset", v.dataset_fingerprint or "-"), ("status", v.status),
+        ("mlflow", f"{v.mirror_status}" + (f" run {v.mlflow_run_id}, model version {v.mlflow_model_version}"
+                                          if v.mlflow_run_id else "") + (f" ({v.mirror_error})" if v.mirror_error else "")),
+        ("created", f"{v.created_at} by {v.created_by}"),
+    ]
+    rows += [(f"metric {k}", f"{val:.6g}") for k, val in sorted(v.metrics.items())]
+    if v.description:
+        rows.append(("description", v.description))
+    width = max(len(k) for k, _ in rows)
+    for k, val in rows:
+        click.echo(f"{k.ljust(width)}  {val}")
+    return 0
+
+
+@click.command("history")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def history_cmd(obj, name, as_json):
+    """The audit log of NAME (append-only): every push and alias move."""
+    events = obj.get().history(name)
+    if as_json:
+        emit_json([e.to_dict() for e in events])
+    else:
+        table(["#", "at", "actor", "action", "alias", "from", "to", "reason"],
+              [[e.id, e.at, e.actor, e.action, e.alias, e.from_version, e.to_version, e.reason or ""]
+               for e in events])
+    return 0
+
+
+@click.command("pull")
+@click.argument("ref")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.pass_obj
+def pull_cmd(obj, ref, dest):
+    """Download a version into DEST and verify its sha256 (a tampered artifact is refused)."""
+    path = obj.get().pull(ref, dest)
+    click.echo(f"pulled {ref} into {path} (sha256 verified)")
+    return 0
+
+
+@click.command("sync")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def sync_cmd(obj, as_json):
+    """Repair the MLflow mirror so it matches the registry database."""
+    report = obj.get().sync()
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        for label, items in (("mirrored", report.mirrored), ("alias set", report.aliases_set),
+                             ("alias removed", report.aliases_removed), ("FAILED", report.failed)):
+            for item in items:
+                click.echo(f"{label}: {item}")
+        click.echo(f"sync: {report.repaired} repaired, {len(report.failed)} failed")
+    return 2 if report.failed else 0

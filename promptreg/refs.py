@@ -1,0 +1,64 @@
+"""Names and references: ``NAME``, ``NAME:VERSION``, ``NAME@ALIAS``.
+
+Names are restricted so they are safe as path components, S3 keys and MLflow registered-model
+names: letters, digits, ``.``, ``_``, ``-``; starting with a letter or digit; at most 128 chars.
+Aliases follow MLflow's rules (``latest`` and ``v<digits>`` are reserved there).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from promptreg.errors import InputError
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+ALIAS_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_RESERVED_ALIAS = re.compile(r"latest|v\d+")
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise InputError(
+            f"invalid prompt name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit, at most 128 characters"
+        )
+    return name
+
+
+def check_alias(alias: str) -> str:
+    if not isinstance(alias, str) or not ALIAS_RE.fullmatch(alias) or _RESERVED_ALIAS.fullmatch(alias):
+        raise InputError(
+            f"invalid alias {alias!r}: use lowercase letters, digits, '_' or '-', starting with a letter "
+            "(not 'latest' or 'v<number>')"
+        )
+    return alias
+
+
+@dataclass(frozen=True)
+class Ref:
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}:{self.version}"
+        if self.alias is not None:
+            return f"{self.name}@{self.alias}"
+        return self.name
+
+
+def parse_ref(text: str) -> Ref:
+    """Parse ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS`` (InputError when malformed)."""
+    if not isinstance(text, str) or not text:
+        raise InputError("empty reference: expected NAME, NAME:VERSION or NAME@ALIAS")
+    if "@" in text:
+        name, alias = text.split("@", 1)
+        return Ref(check_name(name), alias=check_alias(alias))
+    if ":" in text:
+        name, version = text.split(":", 1)
+        if not version.isascii() or not version.isdigit() or int(version) < 1:
+            raise InputError(f"invalid version in {text!r}: expected a positive integer")
+        return Ref(check_name(name), version=int(version))
+    return Ref(check_name(text))

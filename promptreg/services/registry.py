@@ -1,0 +1,523 @@
+"""``promptreg.Registry``: the Python API. The CLI is a thin shell over it.
+
+The registry database is the source of truth. A push goes: validate the folder, upload the
+artifact to its content address and verify it, then ONE transaction creates the version row and
+its audit event; only then is the version mirrored into MLflow. Any failure before the commit
+leaves nothing visible (an uploaded but unreferenced artifact is an orphan for ``gc``); a failed
+mirror leaves the version marked ``mirror_status=failed`` (or ``pending`` after a crash) and
+``sync`` repairs it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from promptreg.errors import ConflictError, InputError, MirrorError, NotFoundError, PromptregError
+from promptreg.refs import Ref, check_alias, check_name, parse_ref
+from promptreg.services.views import (
+    AliasInfo,
+    AuditEntry,
+    Check,
+    PromptSummary,
+    PushResult,
+    SyncReport,
+    VersionInfo,
+)
+from promptreg.settings import Settings
+
+_PUSH_RETRIES = 20
+
+
+def _iso(dt) -> str:
+    return dt.isoformat(timespec="seconds") if dt is not None else ""
+
+
+def mask_url(url: str) -> str:
+    """Hide a password in a database URL."""
+    if "://" in url and "@" in url.split("://", 1)[1]:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            creds = creds.split(":", 1)[0] + ":***"
+        return f"{scheme}://{creds}@{host}"
+    return url
+
+
+class Registry:
+    def __init__(self, settings: Settings | None = None, **overrides: str | None):
+        self.settings = settings or Settings.load(**{k: v for k, v in overrides.items() if v})
+        self._engine = None
+        self._store = None
+        self._mirror = None
+
+    # ----- components, created lazily -------------------------------------------------------
+    @property
+    def engine(self):
+        if self._engine is None:
+            from promptreg.registry.db import make_engine
+            from promptreg.registry.migrate import ensure_schema
+
+            if self.settings.db_url.startswith("sqlite"):
+                self.settings.home.mkdir(parents=True, exist_ok=True)
+            with self._db_errors():
+                ensure_schema(self.settings.db_url, auto_upgrade=self.settings.db_url.startswith("sqlite"))
+                self._engine = make_engine(self.settings.db_url)
+        return self._engine
+
+    @property
+    def store(self):
+        if self._store is None:
+            from promptreg.registry.store import open_store
+
+            self._store = open_store(self.settings.artifact_uri, s3_endpoint_url=self.settings.s3_endpoint_url)
+        return self._store
+
+    @property
+    def mirror(self):
+        if self._mirror is None:
+            from promptreg.registry.mirror import MlflowMirror
+
+            self._mirror = MlflowMirror(self.settings.tracking_uri, artifact_location=self.settings.mlflow_artifact_uri)
+        return self._mirror
+
+    @contextmanager
+    def _db_errors(self) -> Iterator[None]:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        from promptreg.registry.db import translate_db_error
+
+        try:
+            yield
+        except (OperationalError, DBAPIError) as exc:
+            if getattr(exc, "connection_invalidated", False) or isinstance(exc, OperationalError):
+                raise translate_db_error(exc) from exc
+            raise
+
+    @contextmanager
+    def _session(self):
+        from promptreg.registry.db import session
+
+        with self._db_errors(), session(self.engine) as s:
+            yield s
+
+    # ----- setup --------------------------------------------------------------------------
+    def init(self) -> list[Check]:
+        """Create the embedded project folder and the schema; report every store."""
+        from promptreg.registry.migrate import upgrade
+
+        if self.settings.db_url.startswith("sqlite"):
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+        with self._db_errors():
+            upgrade(self.settings.db_url)
+        return self.doctor()
+
+    def doctor(self) -> list[Check]:
+        from promptreg.registry.migrate import HEAD_REVISION, current_revision
+
+        s = self.settings
+        checks = []
+        try:
+            with self._db_errors():
+                rev = current_revision(s.db_url)
+            ok = rev == HEAD_REVISION
+            detail = f"schema {rev}" if ok else f"schema {rev or 'missing'}, expected {HEAD_REVISION} (run `promptreg db upgrade`)"
+            checks.append(Check("registry database", mask_url(s.db_url), ok, detail, s.sources.get("db_url", "")))
+        except PromptregError as exc:
+            checks.append(Check("registry database", mask_url(s.db_url), False, str(exc), s.sources.get("db_url", "")))
+        for component, target, probe, key in (
+            ("artifact store", s.artifact_uri, lambda: self.store.check(), "artifact_uri"),
+            ("MLflow tracking", s.tracking_uri, lambda: self.mirror.check(), "tracking_uri"),
+        ):
+            try:
+                probe()
+                checks.append(Check(component, mask_url(target), True, "reachable", s.sources.get(key, "")))
+            except PromptregError as exc:
+                checks.append(Check(component, mask_url(target), False, str(exc), s.sources.get(key, "")))
+        return checks
+
+    # ----- push ---------------------------------------------------------------------------
+    def push(self, folder: Path | str, name: str, description: str | None = None,
+             run_id: str | None = None) -> PushResult:
+        """Register the artifact folder as a new version of ``name`` (idempotent by content)."""
+        from promptreg.artifact.validate import validate_artifact
+
+        check_name(name)
+        art = validate_artifact(folder)
+        existing = self._find_by_sha(name, art.sha256)
+        if existing is not None:
+            result = PushResult(self._version_info(existing), created=False)
+            if result.version.mirror_status != "ok":
+                result.warnings += self._mirror_version(existing, art.folder, run_id)
+                result.version = self._version_info(existing)
+            return result
+        uri = self.store.put_folder(art.folder, art.sha256)
+        version_id, created = self._insert_version(name, art, uri, description or "")
+        result = PushResult(self._version_info(version_id), created=created)
+        if result.version.mirror_status != "ok":
+            result.warnings += self._mirror_version(version_id, art.folder, run_id)
+            result.version = self._version_info(version_id)
+        return result
+
+    def _find_by_sha(self, name: str, sha256: str) -> int | None:
+        from sqlmodel import select
+
+        from promptreg.registry.models import Prompt, PromptVersion
+
+        with self._session() as s:
+            row = s.exec(
+                select(PromptVersion.id).join(Prompt, Prompt.id == PromptVersion.prompt_id)
+                .where(Prompt.name == name, PromptVersion.sha256 == sha256)
+            ).first()
+        return row
+
+    def _insert_version(self, name: str, art, uri: str, description: str) -> tuple[int, bool]:
+        from sqlalchemy import func
+        from sqlalchemy.exc import IntegrityError
+        from sqlmodel import select
+
+        from promptreg.registry.models import AuditEvent, Prompt, PromptVersion, utcnow
+
+        m = art.manifest
+        user = self.settings.user
+        for _ in range(_PUSH_RETRIES):
+            try:
+                with self._session() as s:
+                    prompt = s.exec(select(Prompt).where(Prompt.name == name)).first()
+                    if prompt is None:
+                        prompt = Prompt(name=name, task_type=m.task.type, description=description,
+                                        created_at=utcnow(), created_by=user)
+                        s.add(prompt)
+                        s.flush()
+                    latest = s.exec(
+                        select(func.max(PromptVersion.number)).where(PromptVersion.prompt_id == prompt.id)
+                    ).one()
+                    number = (latest or 0) + 1
+                    version = PromptVersion(
+                        prompt_id=prompt.id, number=number, sha256=art.sha256, artifact_uri=uri,
+                        size_bytes=art.size_bytes, method=m.method, method_config=m.method_config,
+                        base_model_fingerprint=m.base_model.fingerprint, base_model_name=m.base_model.name_or_path,
+                        dataset_fingerprint=m.dataset.fingerprint if m.dataset else None,
+                        metrics=m.metrics, manifest=m.model_dump(mode="json"), mirror_status="pending",
+                        status="active", description=description, created_by=user, created_at=utcnow(),
+                    )
+                    s.add(version)
+                    s.flush()
+                    s.add(AuditEvent(at=utcnow(), actor=user, action="push", prompt_id=prompt.id,
+                                     to_version=number, details={"sha256": art.sha256, "artifact_uri": uri}))
+                    s.flush()
+                    return version.id, True
+            except IntegrityError:
+                # A concurrent push took this number, or pushed the same content, or created the prompt.
+                existing = self._find_by_sha(name, art.sha256)
+                if existing is not None:
+                    return existing, False
+                continue
+        raise ConflictError(f"could not allocate a version number for {name} after {_PUSH_RETRIES} tries")
+
+    # ----- MLflow mirror ------------------------------------------------------------------
+    def _mirror_version(self, version_id: int, folder: Path, run_id: str | None = None) -> list[str]:
+        """Mirror one version into MLflow and record the outcome. Returns warnings."""
+        from promptreg.registry.mirror import VersionRecord
+        from promptreg.registry.models import Prompt, PromptVersion
+
+        with self._session() as s:
+            v = s.get(PromptVersion, version_id)
+            p = s.get(Prompt, v.prompt_id)
+            manifest = v.manifest
+            params = {"method": v.method, "num_virtual_tokens": manifest.get("num_virtual_tokens"),
+                      "task_type": (manifest.get("task") or {}).get("type"),
+                      "base_model_name": v.base_model_name}
+            params.update({f"method.{k}": val for k, val in (v.method_config or {}).items()})
+            ds = manifest.get("dataset") or {}
+            rec = VersionRecord(
+                prompt=p.name, prompt_description=p.description or "", version=v.number, sha256=v.sha256,
+                method=v.method, folder=Path(folder), params=params, metrics=dict(v.metrics or {}),
+                base_model_fingerprint=v.base_model_fingerprint, base_model_name=v.base_model_name,
+                dataset_fingerprint=v.dataset_fingerprint, dataset_name=ds.get("name"),
+                dataset_source=ds.get("source"), dataset_rows=ds.get("rows"), created_by=v.created_by,
+                run_id=run_id or v.mlflow_run_id, description=self._version_markdown(p.name, v),
+            )
+        try:
+            result = self.mirror.mirror_version(rec)
+        except PromptregError as exc:
+            self._set_mirror_state(version_id, "failed", str(exc))
+            return [f"MLflow mirror failed ({exc}); the version is registered, run `promptreg sync` to repair"]
+        self._set_mirror_state(version_id, "ok", None, result.run_id, result.model_version)
+        return []
+
+    def _set_mirror_state(self, version_id: int, status: str, error: str | None,
+                          run_id: str | None = None, model_version: str | None = None) -> None:
+        from promptreg.registry.models import PromptVersion
+
+        with self._session() as s:
+            v = s.get(PromptVersion, version_id)
+            v.mirror_status, v.mirror_error = status, error
+            if run_id:
+                v.mlflow_run_id = run_id
+            if model_version:
+                v.mlflow_model_version = model_version
+            s.add(v)
+
+    @staticmethod
+    def _version_markdown(name: str, v) -> str:
+        lines = [f"**{name}:{v.number}** — {v.method}, sha256 `{v.sha256}`", "",
+                 f"- base model: `{v.base_model_fingerprint}` ({v.base_model_name or 'unnamed'})",
+                 f"- dataset: `{v.dataset_fingerprint or 'none'}`"]
+        if v.metrics:
+            lines += ["", "| metric | value |", "|---|---|"]
+            lines += [f"| {k} | {val:.4g} |" for k, val in sorted(v.metrics.items())]
+        if v.description:
+            lines += ["", v.description]
+        return "\n".join(lines)
+
+    def sync(self) -> SyncReport:
+        """Make MLflow match the database: mirror versions whose mirror is missing, and aliases."""
+        from sqlmodel import select
+
+        from promptreg.registry.models import Alias, Prompt, PromptVersion
+
+        report = SyncReport()
+        with self._session() as s:
+            pending = [(v.id, p.name, v.number, v.sha256, v.artifact_uri) for v, p in s.exec(
+                select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
+                .where(PromptVersion.mirror_status != "ok").order_by(PromptVersion.id))]
+        for version_id, name, number, sha, uri in pending:
+            with tempfile.TemporaryDirectory(prefix="promptreg-sync-") as tmp:
+                try:
+                    folder = self.store.fetch(uri, Path(tmp) / "artifact", sha)
+                except PromptregError as exc:
+                    report.failed.append(f"{name}:{number}: {exc}")
+                    continue
+                warnings = self._mirror_version(version_id, folder)
+            (report.failed if warnings else report.mirrored).append(f"{name}:{number}" + (f": {warnings[0]}" if warnings else ""))
+        with self._session() as s:
+            rows = s.exec(
+                select(Prompt.name, Alias.name, PromptVersion.mlflow_model_version)
+                .join(Alias, Alias.prompt_id == Prompt.id).join(PromptVersion, PromptVersion.id == Alias.version_id)
+            ).all()
+            names = [p.name for p in s.exec(select(Prompt)).all()]
+        wanted: dict[str, dict[str, str]] = {n: {} for n in names}
+        for pname, alias, mv in rows:
+            if mv:
+                wanted[pname][alias] = mv
+        for pname, aliases in wanted.items():
+            try:
+                current = self.mirror.get_aliases(pname)
+                for alias, mv in aliases.items():
+                    if current.get(alias) != mv:
+                        self.mirror.set_alias(pname, alias, mv)
+                        report.aliases_set.append(f"{pname}@{alias}")
+                for alias in set(current) - set(aliases):
+                    self.mirror.delete_alias(pname, alias)
+                    report.aliases_removed.append(f"{pname}@{alias}")
+            except (MirrorError, PromptregError) as exc:
+                report.failed.append(f"{pname} aliases: {exc}")
+        return report
+
+    # ----- aliases (compare-and-swap) -----------------------------------------------------
+    def set_alias(self, name: str, alias: str, version: int, *, expected_version: int | None | str = "any",
+                  action: str = "alias.set", reason: str | None = None,
+                  details: dict | None = None) -> AliasInfo:
+        """Point ``name@alias`` at ``version`` with a compare-and-swap on the alias row.
+
+        ``expected_version``: the version number the caller believes the alias holds now (None: the
+        alias must not exist yet; "any": no expectation). A concurrent move makes this raise
+        ConflictError. The audit event is written in the same transaction; MLflow is updated after.
+        """
+        from sqlalchemy import update
+        from sqlalchemy.exc import IntegrityError
+        from sqlmodel import select
+
+        from promptreg.registry.models import Alias, AuditEvent, PromptVersion, utcnow
+
+        check_alias(alias)
+        user = self.settings.user
+        try:
+            with self._session() as s:
+                prompt = self._prompt(s, name)
+                target = s.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt.id,
+                                                            PromptVersion.number == version)).first()
+                if target is None:
+                    raise NotFoundError(f"{name} has no version {version}")
+                row = s.exec(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == alias)).first()
+                previous = None
+                if row is not None:
+                    previous = s.get(PromptVersion, row.version_id).number
+                if expected_version != "any" and expected_version != previous:
+                    raise ConflictError(
+                        f"{name}@{alias} moved concurrently: expected {expected_version}, found {previous}")
+                if row is None:
+                    s.add(Alias(prompt_id=prompt.id, name=alias, version_id=target.id, row_version=1,
+                                updated_at=utcnow(), updated_by=user))
+                    row_version = 1
+                else:
+                    res = s.exec(update(Alias).where(Alias.id == row.id, Alias.row_version == row.row_version)
+                                 .values(version_id=target.id, row_version=row.row_version + 1,
+                                         updated_at=utcnow(), updated_by=user))
+                    if res.rowcount != 1:
+                        raise ConflictError(f"{name}@{alias} moved concurrently; retry")
+                    row_version = row.row_version + 1
+                s.add(AuditEvent(at=utcnow(), actor=user, action=action, prompt_id=prompt.id, alias=alias,
+                                 from_version=previous, to_version=version, reason=reason, details=details or {}))
+                mlflow_version = target.mlflow_model_version
+        except IntegrityError:
+            raise ConflictError(f"{name}@{alias} was created concurrently; retry") from None
+        info = AliasInfo(name, alias, version, previous, row_version)
+        if mlflow_version:
+            try:
+                self.mirror.set_alias(name, alias, mlflow_version)
+            except PromptregError:
+                pass  # the database holds the truth; `promptreg sync` re-applies aliases
+        return info
+
+    # ----- reads --------------------------------------------------------------------------
+    def _prompt(self, s, name: str):
+        from sqlmodel import select
+
+        from promptreg.registry.models import Prompt
+
+        check_name(name)
+        prompt = s.exec(select(Prompt).where(Prompt.name == name)).first()
+        if prompt is None:
+            raise NotFoundError(f"no prompt named {name!r}")
+        return prompt
+
+    def _resolve(self, s, ref: Ref):
+        from sqlmodel import select
+
+        from promptreg.registry.models import Alias, PromptVersion
+
+        prompt = self._prompt(s, ref.name)
+        if ref.alias is not None:
+            row = s.exec(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == ref.alias)).first()
+            if row is None:
+                raise NotFoundError(f"{ref.name} has no alias {ref.alias!r}")
+            return s.get(PromptVersion, row.version_id)
+        q = select(PromptVersion).where(PromptVersion.prompt_id == prompt.id)
+        if ref.version is not None:
+            v = s.exec(q.where(PromptVersion.number == ref.version)).first()
+            if v is None:
+                raise NotFoundError(f"{ref.name} has no version {ref.version}")
+            return v
+        v = s.exec(q.order_by(PromptVersion.number.desc())).first()
+        if v is None:
+            raise NotFoundError(f"{ref.name} has no versions")
+        return v
+
+    def _version_info(self, version_id: int) -> VersionInfo:
+        from promptreg.registry.models import PromptVersion
+
+        with self._session() as s:
+            return self._info(s, s.get(PromptVersion, version_id))
+
+    def _info(self, s, v) -> VersionInfo:
+        from sqlmodel import select
+
+        from promptreg.registry.models import Alias, Prompt
+
+        p = s.get(Prompt, v.prompt_id)
+        aliases = sorted(a for a in s.exec(select(Alias.name).where(Alias.version_id == v.id)).all())
+        manifest = v.manifest or {}
+        return VersionInfo(
+            name=p.name, version=v.number, sha256=v.sha256, method=v.method,
+            num_virtual_tokens=int(manifest.get("num_virtual_tokens", 0)), artifact_uri=v.artifact_uri,
+            size_bytes=v.size_bytes, base_model_fingerprint=v.base_model_fingerprint,
+            base_model_name=v.base_model_name, dataset_fingerprint=v.dataset_fingerprint,
+            metrics=dict(v.metrics or {}), method_config=dict(v.method_config or {}), task_type=p.task_type,
+            aliases=aliases, status=v.status, mirror_status=v.mirror_status, mirror_error=v.mirror_error,
+            mlflow_run_id=v.mlflow_run_id, mlflow_model_version=v.mlflow_model_version,
+            description=v.description or "", created_by=v.created_by, created_at=_iso(v.created_at),
+        )
+
+    def show(self, ref: str | Ref) -> VersionInfo:
+        ref = parse_ref(ref) if isinstance(ref, str) else ref
+        with self._session() as s:
+            return self._info(s, self._resolve(s, ref))
+
+    def manifest(self, ref: str | Ref) -> dict:
+        ref = parse_ref(ref) if isinstance(ref, str) else ref
+        with self._session() as s:
+            return dict(self._resolve(s, ref).manifest)
+
+    def list_prompts(self) -> list[PromptSummary]:
+        from sqlalchemy import func
+        from sqlmodel import select
+
+        from promptreg.registry.models import Alias, Prompt, PromptVersion
+
+        with self._session() as s:
+            counts = {pid: (n, latest) for pid, n, latest in s.exec(
+                select(PromptVersion.prompt_id, func.count(), func.max(PromptVersion.number))
+                .group_by(PromptVersion.prompt_id)).all()}
+            aliases: dict[int, dict[str, int]] = {}
+            for pid, alias, number in s.exec(
+                select(Alias.prompt_id, Alias.name, PromptVersion.number)
+                .join(PromptVersion, PromptVersion.id == Alias.version_id)).all():
+                aliases.setdefault(pid, {})[alias] = number
+            return [
+                PromptSummary(p.name, p.task_type, p.description or "", counts.get(p.id, (0, None))[0],
+                              counts.get(p.id, (0, None))[1], aliases.get(p.id, {}), _iso(p.created_at))
+                for p in s.exec(select(Prompt).order_by(Prompt.name)).all()
+            ]
+
+    def list_versions(self, name: str) -> list[VersionInfo]:
+        from sqlmodel import select
+
+        from promptreg.registry.models import PromptVersion
+
+        with self._session() as s:
+            prompt = self._prompt(s, name)
+            rows = s.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt.id)
+                          .order_by(PromptVersion.number)).all()
+            return [self._info(s, v) for v in rows]
+
+    def history(self, name: str) -> list[AuditEntry]:
+        from sqlmodel import select
+
+        from promptreg.registry.models import AuditEvent
+
+        with self._session() as s:
+            prompt = self._prompt(s, name)
+            rows = s.exec(select(AuditEvent).where(AuditEvent.prompt_id == prompt.id).order_by(AuditEvent.id)).all()
+            return [AuditEntry(e.id, _iso(e.at), e.actor, e.action, name, e.alias, e.from_version, e.to_version,
+                               e.reason, dict(e.details or {})) for e in rows]
+
+    # ----- pull ---------------------------------------------------------------------------
+    def pull(self, ref: str | Ref, dest: Path | str) -> Path:
+        """Download a version into ``dest`` (which must not exist or be empty), verifying its sha256."""
+        dest = Path(dest)
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise InputError(f"destination exists and is not an empty folder: {dest}")
+        info = self.show(ref)
+        if dest.exists():
+            dest.rmdir()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return self.store.fetch(info.artifact_uri, dest, info.sha256)
+
+    def fetch_verified(self, ref: str | Ref) -> tuple[VersionInfo, Path]:
+        """A verified local copy of a version, cached under the project home by sha256."""
+        info = self.show(ref)
+        cache = self.settings.home / "cache" / info.sha256
+        if cache.is_dir():
+            from promptreg.artifact.hashing import folder_sha256
+            from promptreg.errors import IntegrityError
+
+            if folder_sha256(cache) != info.sha256:
+                raise IntegrityError(f"sha256 mismatch for cached {info.name}:{info.version} at {cache} "
+                                     "(artifact tampered or corrupt)")
+            return info, cache
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=cache.parent))
+        try:
+            self.store.fetch(info.artifact_uri, tmp / "a", info.sha256)
+            try:
+                (tmp / "a").rename(cache)
+            except OSError:
+                pass  # a concurrent fetch won; it is verified on the next read
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return info, cache

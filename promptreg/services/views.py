@@ -1,0 +1,115 @@
+"""Plain result objects returned by the Registry API (and printed by the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class VersionInfo:
+    name: str
+    version: int
+    sha256: str
+    method: str
+    num_virtual_tokens: int
+    artifact_uri: str
+    size_bytes: int
+    base_model_fingerprint: str
+    base_model_name: str | None
+    dataset_fingerprint: str | None
+    metrics: dict[str, float]
+    method_config: dict[str, Any]
+    task_type: str | None
+    aliases: list[str]
+    status: str
+    mirror_status: str
+    mirror_error: str | None
+    mlflow_run_id: str | None
+    mlflow_model_version: str | None
+    description: str
+    created_by: str
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PushResult:
+    version: VersionInfo
+    created: bool
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"created": self.created, "warnings": self.warnings, **self.version.to_dict()}
+
+
+@dataclass
+class PromptSummary:
+    name: str
+    task_type: str | None
+    description: str
+    versions: int
+    latest: int | None
+    aliases: dict[str, int]
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AuditEntry:
+    id: int
+    at: str
+    actor: str
+    action: str
+    prompt: str | None
+    alias: str | None
+    from_version: int | None
+    to_version: int | None
+    reason: str | None
+    details: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AliasInfo:
+    name: str
+    alias: str
+    version: int
+    previous: int | None
+    row_version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Check:
+    component: str
+    target: str
+    ok: bool
+    detail: str
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SyncReport:
+    mirrored: list[str] = field(default_factory=list)
+    aliases_set: list[str] = field(default_factory=list)
+    aliases_removed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def repaired(self) -> int:
+        return len(self.mirrored) + len(self.aliases_set) + len(self.aliases_removed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "repaired": self.repaired}
