@@ -355,12 +355,12 @@ class Registry:
                                 updated_at=utcnow(), updated_by=user))
                     row_version = 1
                 else:
-                    res = s.exec(update(Alias).where(Alias.id == row.id, Alias.row_version == row.row_version)
-                                 .values(version_id=target.id, row_version=row.row_version + 1,
+                    seen, row_version = row.row_version, row.row_version + 1
+                    res = s.exec(update(Alias).where(Alias.id == row.id, Alias.row_version == seen)
+                                 .values(version_id=target.id, row_version=row_version,
                                          updated_at=utcnow(), updated_by=user))
                     if res.rowcount != 1:
                         raise ConflictError(f"{name}@{alias} moved concurrently; retry")
-                    row_version = row.row_version + 1
                 s.add(AuditEvent(at=utcnow(), actor=user, action=action, prompt_id=prompt.id, alias=alias,
                                  from_version=previous, to_version=version, reason=reason, details=details or {}))
                 mlflow_version = target.mlflow_model_version

@@ -1,0 +1,158 @@
+"""Schema migrations of the registry database (Alembic, scripts under ``migrations/``).
+
+``ensure_schema`` is called on every CLI start: its fast path (schema already at ``HEAD_REVISION``)
+reads the ``alembic_version`` table with plain SQLAlchemy and does not import Alembic.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+import promptreg
+from promptreg.errors import PromptregError, StoreUnavailableError
+from promptreg.registry.db import make_engine, mask_url, translate_db_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    from alembic.config import Config
+
+#: The newest migration this promptreg knows; keep in step with migrations/versions/.
+HEAD_REVISION = "0001"
+
+MIGRATIONS_DIR = Path(promptreg.__file__).resolve().parent.parent / "migrations"
+
+VERSION_TABLE = "alembic_version"
+
+
+class SchemaVersionError(StoreUnavailableError):
+    """The database schema is not at the revision this promptreg needs (older or newer)."""
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic config for ``url`` built in code (no alembic.ini needed)."""
+    from alembic.config import Config
+
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise StoreUnavailableError(f"promptreg migrations not found at {MIGRATIONS_DIR}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # configparser interpolation: a literal % (e.g. URL-encoded password) must be doubled
+    cfg.set_main_option("sqlalchemy.url", str(url).replace("%", "%%"))
+    cfg.attributes["promptreg_url"] = str(url)
+    return cfg
+
+
+def _run_alembic(fn_name: str, url: str, revision: str) -> None:
+    from alembic import command
+    from alembic.util import CommandError
+
+    try:
+        getattr(command, fn_name)(alembic_config(url), revision)
+    except PromptregError:
+        raise
+    except CommandError as exc:
+        raise StoreUnavailableError(
+            f"registry database {mask_url(url)}: cannot {fn_name} to {revision}: {exc}"
+        ) from exc
+    except sa.exc.SQLAlchemyError as exc:
+        raise translate_db_error(exc, url) from exc
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at ``url`` up to ``revision`` (default: the newest)."""
+    _run_alembic("upgrade", url, revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Migrate the database at ``url`` down to ``revision`` (``"base"``: drop everything)."""
+    _run_alembic("downgrade", url, revision)
+
+
+def current_revision(url: str) -> str | None:
+    """The schema revision recorded in the database, or None for a database without one.
+
+    Plain SQLAlchemy, no Alembic import.
+    """
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(VERSION_TABLE):
+                return None
+            rows = [r[0] for r in conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))]
+    except sa.exc.SQLAlchemyError as exc:
+        raise translate_db_error(exc, url) from exc
+    if not rows:
+        return None
+    if len(rows) > 1:
+        raise SchemaVersionError(
+            f"registry database {mask_url(url)} has several schema heads {sorted(rows)}; "
+            "it was not migrated by promptreg"
+        )
+    return rows[0]
+
+
+def _known_revisions(url: str) -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config(url))
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+def _upgrade_empty(url: str) -> None:
+    """First use: create the schema. Safe when several processes do it at once: on PostgreSQL the
+    migration env takes an advisory lock, on SQLite the migration runs in one BEGIN IMMEDIATE
+    transaction; should a racer still fail, it succeeds as soon as the winner has finished."""
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        try:
+            upgrade(url, "head")
+            return
+        except PromptregError:
+            try:
+                if current_revision(url) == HEAD_REVISION:
+                    return
+            except PromptregError:
+                pass
+            if attempt == attempts:
+                raise
+            time.sleep(0.5 * attempt)
+
+
+def ensure_schema(url: str, *, auto_upgrade: bool) -> None:
+    """Make sure the database at ``url`` has the schema this promptreg needs.
+
+    At head: return at once (no Alembic import). Empty database: create the schema. Older schema:
+    upgrade when ``auto_upgrade``, otherwise raise. Unknown or newer schema: raise.
+    """
+    current = current_revision(url)
+    if current == HEAD_REVISION:
+        return
+    if current is None:
+        _upgrade_empty(url)
+        return
+    if current not in _known_revisions(url):
+        raise SchemaVersionError(
+            f"registry database schema {current} is newer than this promptreg ({HEAD_REVISION}): "
+            "upgrade promptreg"
+        )
+    if not auto_upgrade:
+        raise SchemaVersionError(
+            f"registry database schema is at {current}, this promptreg needs {HEAD_REVISION}: "
+            "run `promptreg db upgrade`"
+        )
+    upgrade(url, "head")
+
+
+__all__ = [
+    "HEAD_REVISION",
+    "MIGRATIONS_DIR",
+    "SchemaVersionError",
+    "alembic_config",
+    "current_revision",
+    "downgrade",
+    "ensure_schema",
+    "upgrade",
+]

@@ -1,0 +1,201 @@
+"""Registry database tables (the source of truth).
+
+The schema is created and changed ONLY by the Alembic migrations under ``migrations/``; these classes
+must agree with them (tests/test_migrations.py compares both with ``alembic.autogenerate``).
+
+Datetimes are stored in UTC and always read back as timezone-aware UTC ``datetime`` objects, on
+SQLite (which has no time zones and stores them naive) as on PostgreSQL (``timestamptz``).
+"""
+
+# NB: no ``from __future__ import annotations`` here: SQLModel/pydantic resolve the field annotations.
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.mutable import MutableDict
+from sqlmodel import Field, SQLModel
+
+#: Stable constraint and index names, identical to the ones written in the migrations.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
+
+MIRROR_STATUSES = ("pending", "ok", "failed")
+VERSION_STATUSES = ("active", "degraded", "incompatible")
+
+
+def utcnow() -> dt.datetime:
+    """The current time as a timezone-aware UTC datetime."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """``DateTime(timezone=True)`` that stores UTC and always returns aware UTC datetimes.
+
+    Naive datetimes given to it are taken to be UTC already.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "sqlite":
+            # SQLite stores text without offset: keep it naive UTC so that ordering/comparison works.
+            value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def json_type() -> sa.types.TypeEngine:
+    """JSON on SQLite, JSONB on PostgreSQL; in-place changes of the top-level dict are tracked."""
+    return MutableDict.as_mutable(sa.JSON().with_variant(postgresql.JSONB(), "postgresql"))
+
+
+#: 64-bit primary key that still autoincrements on SQLite (only INTEGER PRIMARY KEY does there).
+BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class Prompt(SQLModel, table=True):
+    __tablename__ = "prompt"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+    task_type: str | None = Field(default=None, sa_column=sa.Column(sa.String(32), nullable=True))
+    description: str | None = Field(
+        default="", sa_column=sa.Column(sa.Text, nullable=True, server_default="")
+    )
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+    created_by: str = Field(
+        default="", sa_column=sa.Column(sa.String(128), nullable=False, server_default="")
+    )
+
+
+class PromptVersion(SQLModel, table=True):
+    __tablename__ = "prompt_version"
+    __table_args__ = (
+        sa.UniqueConstraint("prompt_id", "number", name="uq_version_number"),
+        sa.UniqueConstraint("prompt_id", "sha256", name="uq_version_sha256"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, primary_key=True))
+    prompt_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("prompt.id"), nullable=False, index=True)
+    )
+    number: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    sha256: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    artifact_uri: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    size_bytes: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    method: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    method_config: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(json_type(), nullable=False)
+    )
+    base_model_fingerprint: str = Field(
+        sa_column=sa.Column(sa.String(64), nullable=False, index=True)
+    )
+    base_model_name: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    dataset_fingerprint: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(64), nullable=True)
+    )
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(json_type(), nullable=False))
+    manifest: dict[str, Any] = Field(sa_column=sa.Column(json_type(), nullable=False))
+    mlflow_run_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    mlflow_model_version: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(32), nullable=True)
+    )
+    mirror_status: str = Field(
+        default="pending", sa_column=sa.Column(sa.String(16), nullable=False, server_default="pending")
+    )
+    mirror_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    status: str = Field(
+        default="active", sa_column=sa.Column(sa.String(16), nullable=False, server_default="active")
+    )
+    description: str | None = Field(
+        default="", sa_column=sa.Column(sa.Text, nullable=True, server_default="")
+    )
+    created_by: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+
+
+class Alias(SQLModel, table=True):
+    __tablename__ = "alias"
+    __table_args__ = (sa.UniqueConstraint("prompt_id", "name", name="uq_alias_name"),)
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, primary_key=True))
+    prompt_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("prompt.id"), nullable=False))
+    name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    version_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("prompt_version.id"), nullable=False)
+    )
+    row_version: int = Field(
+        default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1")
+    )
+    updated_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+    updated_by: str = Field(
+        default="", sa_column=sa.Column(sa.String(128), nullable=False, server_default="")
+    )
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only: the database rejects UPDATE and DELETE on this table (triggers, migration 0001)."""
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(
+        default=None, sa_column=sa.Column(BigIntPK, primary_key=True, autoincrement=True)
+    )
+    at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False, index=True)
+    )
+    actor: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    action: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    prompt_id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("prompt.id"), nullable=True, index=True)
+    )
+    alias: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    from_version: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    to_version: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(json_type(), nullable=False))
+
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "MIRROR_STATUSES",
+    "VERSION_STATUSES",
+    "Alias",
+    "AuditEvent",
+    "Prompt",
+    "PromptVersion",
+    "UTCDateTime",
+    "json_type",
+    "utcnow",
+]
