@@ -14,6 +14,7 @@ import click
 
 from promptreg import __version__
 from promptreg.cli.admin_cmds import db_group, doctor_cmd, init_cmd
+from promptreg.cli.fetch_cmds import datasets_group, models_group
 from promptreg.cli.registry_cmds import history_cmd, list_cmd, pull_cmd, push_cmd, show_cmd, sync_cmd
 from promptreg.errors import PromptregError
 
@@ -46,7 +47,8 @@ def cli(ctx: click.Context, home, db_url, tracking_uri, artifact_uri, verbose):
     ctx.obj = LazyRegistry(home=home, db_url=db_url, tracking_uri=tracking_uri, artifact_uri=artifact_uri)
 
 
-for command in (init_cmd, doctor_cmd, db_group, push_cmd, list_cmd, show_cmd, history_cmd, pull_cmd, sync_cmd):
+for command in (init_cmd, doctor_cmd, db_group, push_cmd, list_cmd, show_cmd, history_cmd, pull_cmd, sync_cmd,
+                models_group, datasets_group):
     cli.add_command(command)
 
 
