@@ -36,9 +36,10 @@ def imported_modules(args: list[str], env: dict[str, str], cwd: str) -> list[str
             f"try:\n    cli.main(args={args!r}, prog_name='promptreg', standalone_mode=False)\n"
             "except SystemExit:\n    pass\n"
             "heavy = ['torch', 'transformers', 'mlflow', 'great_expectations']\n"
-            "print(','.join(m for m in heavy if m in sys.modules))")
+            "print('HEAVY:' + ','.join(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True)
-    return [m for m in out.stdout.strip().splitlines()[-1].split(",") if m] if out.stdout.strip() else []
+    line = next(ln for ln in reversed(out.stdout.splitlines()) if ln.startswith("HEAVY:"))
+    return [m for m in line[len("HEAVY:"):].split(",") if m]
 
 
 def main() -> None:
