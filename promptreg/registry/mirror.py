@@ -256,13 +256,15 @@ class MlflowMirror:
             run_id = self._wrap(f"read run {rec.run_id}", lambda: self._client.get_run(rec.run_id).info.run_id)
             owned = False
         else:
-            exp_id = self._wrap("get or create the experiment", lambda: self._ensure_experiment(rec.prompt))
+            exp_id = self._wrap("get or create the experiment",
+                                lambda: self._ensure_experiment(experiment_name(rec.prompt), rec.prompt))
             run_id = self._wrap("find or create the run", lambda: self._find_or_create_run(exp_id, rec, tags))
             owned = True
 
         self._wrap("log params, metrics and tags", lambda: self._log_run_data(run_id, rec, tags))
         if rec.dataset_fingerprint:
-            self._wrap("log the dataset input", lambda: self._log_dataset(run_id, rec))
+            self._wrap("log the dataset input", lambda: self._log_dataset(
+                run_id, rec.dataset_fingerprint, rec.dataset_name, rec.dataset_source, rec.dataset_rows))
         self._wrap("upload the artifact folder", lambda: self._log_artifacts(run_id, folder, files))
         if owned:
             self._wrap("finish the run", lambda: self._finish_run(run_id))
@@ -366,8 +368,7 @@ class MlflowMirror:
             root = Path(root).expanduser().resolve().as_uri()
         return root.rstrip("/") + "/" + _sanitize_segment(name)
 
-    def _ensure_experiment(self, prompt: str) -> str:
-        name = experiment_name(prompt)
+    def _ensure_experiment(self, name: str, prompt: str | None) -> str:
         exp = self._client.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
@@ -377,7 +378,7 @@ class MlflowMirror:
             return self._client.create_experiment(
                 name,
                 artifact_location=self._experiment_artifact_location(name),
-                tags={TAG_MANAGED: "true", "promptreg.prompt": prompt},
+                tags={TAG_MANAGED: "true", **({"promptreg.prompt": prompt} if prompt else {})},
             )
         except Exception as e:
             if self._error_code(e) == "RESOURCE_ALREADY_EXISTS":  # lost a race with another pusher
@@ -457,25 +458,26 @@ class MlflowMirror:
         except Exception:  # noqa: BLE001 - any unresolvable source falls back to a plain record
             return CodeDatasetSource(tags={"uri": raw})
 
-    def _log_dataset(self, run_id: str, rec: VersionRecord) -> None:
+    def _log_dataset(self, run_id: str, fingerprint: str, name: str | None, source: str | None,
+                     rows: int | None, context: str = "train") -> None:
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.entities import Dataset as DatasetEntity
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        fp = rec.dataset_fingerprint or ""
+        fp = fingerprint or ""
         digest = dataset_digest(fp)
-        name = (rec.dataset_name or f"dataset-{digest[:12]}")[: _limit("MAX_DATASET_NAME_SIZE", _MAX_DATASET_NAME_SIZE)]
-        ds = MetaDataset(source=self._dataset_source(rec.dataset_source, fp), name=name, digest=digest)
+        name = (name or f"dataset-{digest[:12]}")[: _limit("MAX_DATASET_NAME_SIZE", _MAX_DATASET_NAME_SIZE)]
+        ds = MetaDataset(source=self._dataset_source(source, fp), name=name, digest=digest)
         entity = ds._to_mlflow_entity()
-        if rec.dataset_rows is not None:
+        if rows is not None:
             entity = DatasetEntity(
                 name=entity.name,
                 digest=entity.digest,
                 source_type=entity.source_type,
                 source=entity.source,
                 schema=entity.schema,
-                profile=json.dumps({"num_rows": int(rec.dataset_rows)}),
+                profile=json.dumps({"num_rows": int(rows)}),
             )
         # Idempotent: MLflow dedups datasets by (experiment, name, digest) and inputs by (dataset, run).
         run = self._client.get_run(run_id)
@@ -483,7 +485,7 @@ class MlflowMirror:
             if di.dataset.name == entity.name and di.dataset.digest == entity.digest:
                 return
         max_in = _limit("MAX_INPUT_TAG_VALUE_SIZE", _MAX_INPUT_TAG_VALUE_SIZE)
-        input_tags = [InputTag(MLFLOW_DATASET_CONTEXT, "train"), InputTag(INPUT_TAG_FINGERPRINT, fp[:max_in])]
+        input_tags = [InputTag(MLFLOW_DATASET_CONTEXT, context), InputTag(INPUT_TAG_FINGERPRINT, fp[:max_in])]
         self._client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=input_tags)])
 
     def _list_remote(self, run_id: str, path: str) -> dict[str, int | None]:
@@ -524,6 +526,64 @@ class MlflowMirror:
         except Exception as e:
             if self._error_code(e) != "RESOURCE_ALREADY_EXISTS":
                 raise
+
+
+    # ------------------------------------------------------------------ runs of our own jobs (training, eval, drift)
+    def start_run(self, experiment: str, run_name: str, *, prompt: str | None = None,
+                  tags: dict[str, str] | None = None) -> str:
+        """Create a run in ``experiment`` (created if missing, under our artifact location); return its id."""
+
+        def go():
+            exp_id = self._ensure_experiment(experiment, prompt)
+            run_tags = {TAG_MANAGED: "true", **(tags or {})}
+            return self._client.create_run(exp_id, tags=run_tags, run_name=run_name).info.run_id
+
+        return self._wrap(f"start a run in {experiment}", go)
+
+    def log_params(self, run_id: str, params: dict[str, object]) -> None:
+        from mlflow.entities import Param
+
+        max_val = _limit("MAX_PARAM_VAL_LENGTH", _MAX_PARAM_VAL_LENGTH)
+        items = [Param(_sanitize_key(k), _stringify(v)[:max_val]) for k, v in params.items()]
+        per_batch = _limit("MAX_PARAMS_TAGS_PER_BATCH", _MAX_PARAMS_TAGS_PER_BATCH)
+        self._wrap("log params", lambda: [self._client.log_batch(run_id, params=c) for c in _chunks(items, per_batch)])
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        max_tag = _limit("MAX_TAG_VAL_LENGTH", _MAX_TAG_VAL_LENGTH)
+        items = [RunTag(_sanitize_key(k), str(v)[:max_tag]) for k, v in tags.items()]
+        per_batch = _limit("MAX_PARAMS_TAGS_PER_BATCH", _MAX_PARAMS_TAGS_PER_BATCH)
+        self._wrap("set tags", lambda: [self._client.log_batch(run_id, tags=c) for c in _chunks(items, per_batch)])
+
+    def log_metrics(self, run_id: str, rows: list[tuple[str, float, int]]) -> None:
+        """Log (key, value, step) rows in batches."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(_sanitize_key(k), float(v), now, int(step)) for k, v, step in rows]
+        per_batch = _limit("MAX_METRICS_PER_BATCH", _MAX_METRICS_PER_BATCH)
+        self._wrap("log metrics", lambda: [self._client.log_batch(run_id, metrics=c) for c in _chunks(items, per_batch)])
+
+    def log_dataset(self, run_id: str, fingerprint: str, *, name: str | None = None, source: str | None = None,
+                    rows: int | None = None, context: str = "train") -> None:
+        """Attach a dataset input whose digest is OUR fingerprint (truncated to MLflow's limit)."""
+        self._wrap("log the dataset input", lambda: self._log_dataset(run_id, fingerprint, name, source, rows, context))
+
+    def log_dict(self, run_id: str, data: dict, artifact_file: str) -> None:
+        self._wrap(f"log {artifact_file}", lambda: self._client.log_dict(run_id, data, artifact_file))
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self._wrap(f"log {artifact_file}", lambda: self._client.log_text(run_id, text, artifact_file))
+
+    def log_figure(self, run_id: str, figure, artifact_file: str) -> None:
+        self._wrap(f"log {artifact_file}", lambda: self._client.log_figure(run_id, figure, artifact_file))
+
+    def log_table(self, run_id: str, data: dict[str, list], artifact_file: str) -> None:
+        self._wrap(f"log {artifact_file}", lambda: self._client.log_table(run_id, data=data, artifact_file=artifact_file))
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self._wrap("end the run", lambda: self._client.set_terminated(run_id, status=status))
 
 
 def dataset_digest(fingerprint: str) -> str:
