@@ -1,0 +1,263 @@
+"""A frozen ``*ForCausalLM`` (Llama family) driven by a soft prompt, for training and inference.
+
+Batch convention (docs/DEV_CONTRACTS.md, "Training contracts"): LEFT-padded ``input_ids`` /
+``attention_mask`` [B, T]; the last position of every row predicts the answer / next token. For
+input-slot methods ``virtual_mask`` [B, T] marks exactly N slots per row (ids = pad) whose embeddings
+are replaced, in order, by ``soft_prompt.prompt()``; the slots count as real tokens in the attention
+mask. Positions are ``(cumsum(mask) - 1).clamp(min=0)``, so a row gives the same result alone or
+left-padded in a batch.
+
+How each kind runs:
+- ``"input"``: inputs_embeds with the N slots replaced; the decoder (``base_model.model``) is called
+  directly so no full-vocabulary logits are computed unless asked for.
+- ``"prefix"``: a fresh ``transformers.DynamicCache`` holds the N virtual key/values of every layer
+  (PEFT row layout: layer, key/value, kv head, head_dim); the attention mask is ``cat(ones(B, N), mask)``
+  and positions are ``N + cumsum(mask) - 1``: the virtual key/values occupy positions 0..N-1, exactly
+  as PEFT's prefix tuning runs an unpadded row (its keys are stored as is, without rotary embedding).
+- ``"layer"`` (ID-SPAM): the decoder is run layer by layer. Layers ``[0, k)`` see the T real tokens
+  (causal + padding mask, positions ``cumsum - 1``); the generated [B, N, H] prompt is then prepended to
+  the hidden states and layers ``[k, L)`` run on N + T tokens with positions 0..N-1 for the prompt and
+  ``N + cumsum - 1`` for the real tokens (the text is shifted by N, as if the prompt preceded it; the
+  relative positions inside the text are unchanged). The prompt tokens attend causally to each other
+  only; every real token attends to all N prompt tokens. Padding stays masked. The final norm is
+  applied and the N prompt positions are dropped, so outputs are indexed by the real sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from promptreg.errors import InputError
+from promptreg.training.methods.base import ModelDims, SoftPrompt
+
+
+def _positions(mask: Tensor) -> Tensor:
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class SoftPromptModel(nn.Module):
+    def __init__(self, base_model: nn.Module, soft_prompt: SoftPrompt) -> None:
+        super().__init__()
+        self.base_model = base_model
+        self.soft_prompt = soft_prompt
+        base_model.requires_grad_(False)
+        base_model.eval()
+        dims = ModelDims.from_config(base_model.config)
+        sp = soft_prompt.dims
+        if (sp.hidden_size, sp.num_layers, sp.num_kv_heads, sp.head_dim) != (
+            dims.hidden_size, dims.num_layers, dims.num_kv_heads, dims.head_dim
+        ):
+            raise InputError(f"the soft prompt was built for {sp}, the base model has {dims}")
+        self.dims = dims
+        param = next(base_model.parameters())
+        soft_prompt.to(device=param.device)
+
+    # ---- plumbing --------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> SoftPromptModel:
+        super().train(mode)
+        self.base_model.eval()  # the base model never leaves eval mode (no dropout)
+        return self
+
+    @property
+    def decoder(self) -> nn.Module:
+        inner = getattr(self.base_model, "model", None)
+        return inner if inner is not None else self.base_model.get_decoder()
+
+    @property
+    def _text_config(self):
+        cfg = self.base_model.config
+        return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+    def _lm_head(self) -> nn.Module:
+        return self.base_model.get_output_embeddings()
+
+    def _softcap(self, logits: Tensor) -> Tensor:
+        cap = getattr(self._text_config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _check(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None) -> Tensor | None:
+        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+            raise InputError(f"input_ids and attention_mask must both be [B, T], got {list(input_ids.shape)} "
+                             f"and {list(attention_mask.shape)}")
+        n = self.soft_prompt.num_virtual_tokens
+        if self.soft_prompt.kind == "input":
+            if virtual_mask is None:
+                raise InputError(f"{self.soft_prompt.method} needs a virtual_mask with {n} slots per row")
+            if virtual_mask.shape != input_ids.shape:
+                raise InputError(f"virtual_mask must be [B, T] like input_ids, got {list(virtual_mask.shape)}")
+            counts = virtual_mask.bool().sum(-1)
+            if bool((counts != n).any()):
+                raise InputError(f"every row needs exactly {n} virtual slots, got {counts.tolist()}")
+            return virtual_mask.bool()
+        if virtual_mask is not None and bool(virtual_mask.bool().any()):
+            raise InputError(f"{self.soft_prompt.method} takes no virtual input slots (virtual_mask must be empty)")
+        return None
+
+    def _prepare(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None):
+        """inputs_embeds, the 2D attention mask the decoder sees, position_ids, cache (input/prefix kinds)."""
+        vmask = self._check(input_ids, attention_mask, virtual_mask)
+        embeds = self.base_model.get_input_embeddings()(input_ids)
+        mask = attention_mask.bool()
+        kind = self.soft_prompt.kind
+        if kind == "input":
+            mask = mask | vmask
+            prompt = self.soft_prompt.prompt().to(embeds.dtype)  # [N, H]
+            index = (vmask.long().cumsum(-1) - 1).clamp(0, prompt.shape[0] - 1)
+            embeds = torch.where(vmask.unsqueeze(-1), prompt[index], embeds)
+            return embeds, mask.long(), _positions(mask), None
+        # prefix
+        from transformers import DynamicCache
+
+        b, n, d = input_ids.shape[0], self.soft_prompt.num_virtual_tokens, self.dims
+        prefix = self.soft_prompt.prompt().to(embeds.dtype)  # [N, L*2*kv_dim]
+        kv = prefix.view(n, d.num_layers, 2, d.num_kv_heads, d.head_dim).permute(1, 2, 3, 0, 4)
+        cache = DynamicCache(config=self.base_model.config)
+        for layer in range(d.num_layers):
+            shape = (b, d.num_kv_heads, n, d.head_dim)
+            cache.update(kv[layer, 0].unsqueeze(0).expand(shape), kv[layer, 1].unsqueeze(0).expand(shape), layer)
+        full_mask = torch.cat([torch.ones(b, n, dtype=torch.long, device=mask.device), mask.long()], dim=1)
+        return embeds, full_mask, n + _positions(mask), cache
+
+    def _run_layers(self, layers, hidden: Tensor, mask2d: Tensor, positions: Tensor) -> Tensor:
+        from transformers.masking_utils import create_causal_mask
+
+        cfg = self._text_config
+        masks = {"full_attention": create_causal_mask(config=cfg, inputs_embeds=hidden, attention_mask=mask2d,
+                                                      past_key_values=None, position_ids=positions)}
+        layer_types = getattr(cfg, "layer_types", None)
+        if layer_types and "sliding_attention" in layer_types:
+            from transformers.masking_utils import create_sliding_window_causal_mask
+
+            masks["sliding_attention"] = create_sliding_window_causal_mask(
+                config=cfg, inputs_embeds=hidden, attention_mask=mask2d, past_key_values=None,
+                position_ids=positions)
+        position_embeddings = self.decoder.rotary_emb(hidden, position_ids=positions)
+        for layer in layers:
+            kind = layer_types[layer.self_attn.layer_idx] if layer_types else "full_attention"
+            out = layer(hidden, attention_mask=masks.get(kind, masks["full_attention"]), position_ids=positions,
+                        past_key_values=None, use_cache=False, position_embeddings=position_embeddings)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def _layer_forward(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None) -> Tensor:
+        self._check(input_ids, attention_mask, virtual_mask)
+        decoder = self.decoder
+        embeds = decoder.embed_tokens(input_ids)
+        mask = attention_mask.bool()
+        positions = _positions(mask)
+        k = self.soft_prompt.layer
+        layers = list(decoder.layers[: self.dims.num_layers])
+        hidden = self._run_layers(layers[:k], embeds, mask.long(), positions) if k > 0 else embeds
+        prompt = self.soft_prompt.prompt(embeds, mask).to(hidden.dtype)  # [B, N, H]
+        b, n = prompt.shape[:2]
+        hidden = torch.cat([prompt, hidden], dim=1)
+        mask2 = torch.cat([torch.ones(b, n, dtype=torch.long, device=mask.device), mask.long()], dim=1)
+        prompt_pos = torch.arange(n, device=mask.device).unsqueeze(0).expand(b, n)
+        positions2 = torch.cat([prompt_pos, n + positions], dim=1)
+        hidden = self._run_layers(layers[k:], hidden, mask2, positions2)
+        return decoder.norm(hidden)[:, n:]
+
+    def _hidden(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None) -> Tensor:
+        if self.soft_prompt.kind == "layer":
+            return self._layer_forward(input_ids, attention_mask, virtual_mask)
+        embeds, mask, positions, cache = self._prepare(input_ids, attention_mask, virtual_mask)
+        out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                           past_key_values=cache, use_cache=cache is not None)
+        return out.last_hidden_state
+
+    # ---- public API ------------------------------------------------------------------------------
+
+    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None = None, *,
+                      last_only: bool = True) -> Tensor:
+        """Final (normed) decoder hidden states: [B, H] at the last position, or [B, T, H]."""
+        hidden = self._hidden(input_ids, attention_mask, virtual_mask)
+        return hidden[:, -1] if last_only else hidden
+
+    def label_logits(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None,
+                     label_token_ids: Tensor) -> Tensor:
+        """[B, K] logits of the K label tokens at the last position, from those LM-head rows only (no
+        full-vocabulary logits). ``label_token_ids``: [K] (shared) or [B, K] (per row). Computed and
+        returned in float32 whatever the base dtype (cheap: K rows), for a precise loss."""
+        hidden = self.hidden_states(input_ids, attention_mask, virtual_mask).float()  # [B, H]
+        head = self._lm_head()
+        ids = torch.as_tensor(label_token_ids, device=head.weight.device).long()
+        rows = head.weight[ids].float()
+        if ids.dim() == 1:
+            logits = hidden @ rows.T
+        else:
+            logits = torch.einsum("bh,bkh->bk", hidden, rows)
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[ids].float()
+        return self._softcap(logits)
+
+    def token_logits(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None = None, *,
+                     positions: Tensor | None = None) -> Tensor:
+        """Full-vocabulary logits [B, T, V]; with ``positions`` ([P]: the same positions for every row,
+        or [B, P]: per row; negative values count from the end) only there: [B, P, V]."""
+        hidden = self._hidden(input_ids, attention_mask, virtual_mask)
+        if positions is not None:
+            b, t, h = hidden.shape
+            pos = torch.as_tensor(positions, device=hidden.device).long()
+            if pos.dim() == 1:
+                pos = pos.unsqueeze(0).expand(b, -1)
+            pos = torch.where(pos < 0, pos + t, pos)
+            hidden = hidden.gather(1, pos.unsqueeze(-1).expand(-1, -1, h))
+        return self._softcap(self._lm_head()(hidden))
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None = None, *,
+                 max_new_tokens: int = 16, eos_token_id: int | list[int] | None = None) -> list[list[int]]:
+        """Greedy decoding. Returns each row's new tokens, stopping after (and excluding) an EOS token.
+        Input and prefix kinds decode with the transformers cache (the prefix key/values sit in the cache
+        before the prompt); ID-SPAM recomputes the whole sequence at each step (its prompt depends on the
+        row's tokens, which are the original input only)."""
+        eos = set() if eos_token_id is None else (
+            {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(e) for e in eos_token_id})
+        b = input_ids.shape[0]
+        results: list[list[int]] = [[] for _ in range(b)]
+        done = [False] * b
+
+        def record(next_ids: Tensor) -> bool:
+            for row, tok in enumerate(next_ids.tolist()):
+                if done[row]:
+                    continue
+                if tok in eos:
+                    done[row] = True
+                else:
+                    results[row].append(tok)
+            return all(done)
+
+        if max_new_tokens <= 0:
+            return results
+        head = self._lm_head()
+        if self.soft_prompt.kind == "layer":
+            ids, mask = input_ids, attention_mask
+            for step in range(max_new_tokens):
+                hidden = self._layer_forward(ids, mask, None)[:, -1]
+                next_ids = self._softcap(head(hidden)).argmax(-1)
+                if record(next_ids) or step == max_new_tokens - 1:
+                    break
+                ids = torch.cat([ids, next_ids.unsqueeze(1)], dim=1)
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            return results
+
+        embeds, mask, positions, cache = self._prepare(input_ids, attention_mask, virtual_mask)
+        out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                           past_key_values=cache, use_cache=True)
+        cache, last_pos = out.past_key_values, positions[:, -1:]
+        hidden = out.last_hidden_state[:, -1]
+        embed = self.base_model.get_input_embeddings()
+        for step in range(max_new_tokens):
+            next_ids = self._softcap(head(hidden)).argmax(-1)
+            if record(next_ids) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            last_pos = last_pos + 1
+            out = self.decoder(inputs_embeds=embed(next_ids.unsqueeze(1)), attention_mask=mask,
+                               position_ids=last_pos, past_key_values=cache, use_cache=True)
+            cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
+        return results

@@ -1,0 +1,266 @@
+"""The training job: data -> validation (Great Expectations) -> fingerprints -> MLflow run ->
+training -> held-out evaluation (tuned and zero-shot) -> artifact -> push.
+
+Everything a version needs to be reproduced goes into its manifest: the command line, seeds, the
+training configuration, package versions, dataset fingerprints of every split and the base-model
+fingerprint. The MLflow run (experiment ``promptreg/<name>/train``) gets params, per-step loss,
+eval metrics, the datasets as inputs with our sha256 digests, the GX result and a loss-curve PNG;
+``--push`` then attaches the artifact and the model version to that same run.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from promptreg.errors import InputError, PromptregError
+from promptreg.training.data import DataSpec, Example
+
+
+@dataclass
+class TrainJob:
+    model: str                                   # a transformers folder, or "smollm2"
+    train_path: Path
+    spec: DataSpec
+    config: Any                                  # TrainConfig
+    eval_path: Path | None = None
+    test_path: Path | None = None
+    eval_fraction: float = 0.1                   # used when no eval file is given
+    train_limit: int | None = None               # use at most this many training examples (seeded sample)
+    test_limit: int | None = None
+    zero_shot: bool = True                       # also score the base model without the prompt on the test split
+    output: Path | None = None                   # artifact folder (default: <home>/runs/<run>/artifact)
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    push: str | None = None
+    description: str | None = None
+    progress: bool = True
+    command_line: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+@dataclass
+class TrainReport:
+    artifact: Path
+    run_id: str | None
+    metrics: dict[str, float]
+    steps: int
+    seconds: float
+    tokens_per_second: float
+    validation: dict
+    pushed: Any = None                            # PushResult
+    warnings: list[str] = field(default_factory=list)
+    history: dict = field(default_factory=dict)   # per-step loss / eval curves
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k not in ("pushed", "history")}
+        out["artifact"] = str(self.artifact)
+        out["pushed"] = self.pushed.to_dict() if self.pushed is not None else None
+        return out
+
+
+def resolve_model(model: str) -> Path:
+    if model in ("smollm2", "smollm2-135m-instruct"):
+        from promptreg.training.model_fetch import fetch_smollm2
+
+        return fetch_smollm2()
+    path = Path(model)
+    if not path.is_dir():
+        raise InputError(f"base model folder not found: {model} (or use 'smollm2')")
+    return path
+
+
+def _load_splits(job: TrainJob) -> tuple[DataSpec, dict[str, list[Example]]]:
+    import random
+
+    from promptreg.training.data import load_examples, resolve_labels, seeded_split
+
+    train = load_examples(job.train_path, job.spec)
+    if job.eval_path is not None:
+        evals = load_examples(job.eval_path, job.spec)
+    else:
+        train, evals = seeded_split(train, job.eval_fraction, job.config.seed)
+    if job.train_limit is not None and len(train) > job.train_limit:
+        train = random.Random(job.config.seed).sample(train, job.train_limit)
+    splits = {"train": train, "eval": evals}
+    if job.test_path is not None:
+        test = load_examples(job.test_path, job.spec)
+        if job.test_limit is not None:
+            test = test[: job.test_limit]
+        splits["test"] = test
+    return resolve_labels(job.spec, train), splits
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("promptreg", "torch", "transformers", "peft", "mlflow", "great-expectations", "safetensors"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _loss_figure(history: dict):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(history["step"], history["loss"], lw=1, label="train loss")
+    if history["eval_step"]:
+        ax2 = ax.twinx()
+        key = "accuracy" if "accuracy" in history["eval"][0] else "loss"
+        ax2.plot(history["eval_step"], [m[key] for m in history["eval"]], "o-", color="C1", label=f"eval {key}")
+        ax2.set_ylabel(f"eval {key}")
+        ax2.legend(loc="upper right")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper left")
+    ax.set_title("promptreg training")
+    fig.tight_layout()
+    return fig
+
+
+def run_training(job: TrainJob, registry) -> TrainReport:
+    """Run the job end to end; raises PromptregError (one line) on bad input."""
+    from promptreg.evaluation.data_validation import validate_splits
+    from promptreg.fingerprints.dataset import dataset_fingerprint
+    from promptreg.fingerprints.model import model_fingerprint
+    from promptreg.refs import check_name
+    from promptreg.training.data import rows_for_fingerprint
+
+    if job.push:
+        check_name(job.push)
+    job.config.validate()
+    spec, splits = _load_splits(job)
+    validation = validate_splits(splits, spec)
+    if not validation.success:
+        raise InputError(f"dataset validation failed ({len(validation.failures)} critical): "
+                         + "; ".join(validation.failures))
+    model_dir = resolve_model(job.model)
+    info = model_fingerprint(model_dir)
+    fps = {name: dataset_fingerprint(rows_for_fingerprint(rows)) for name, rows in splits.items()}
+    warnings: list[str] = list(validation.warnings)
+
+    mirror = registry.mirror
+    experiment = f"promptreg/{job.push}/train" if job.push else "promptreg/train"
+    run_name = f"{job.config.method}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+    if job.output is None:
+        job.output = registry.settings.home / "runs" / run_name / "artifact"
+    run_id = mirror.start_run(experiment, run_name, prompt=job.push, tags={
+        "promptreg.base_model": info.fingerprint, "promptreg.dataset": fps["train"],
+        "promptreg.method": job.config.method, "promptreg.job": "train"})
+    log_failed = []
+
+    def safe(fn, *args, **kwargs):
+        try:
+            fn(*args, **kwargs)
+        except PromptregError as exc:  # logging is best effort once the run exists
+            if not log_failed:
+                warnings.append(f"MLflow logging failed, training continues: {exc}")
+            log_failed.append(str(exc))
+
+    try:
+        cfg = asdict(job.config)
+        params = {k: v for k, v in cfg.items() if k != "method_options"}
+        params.update({f"method.{k}": v for k, v in cfg["method_options"].items()})
+        params.update({"base_model": str(model_dir), "task": spec.task, "labels": spec.labels,
+                       "train_rows": len(splits["train"]), "eval_rows": len(splits["eval"])})
+        safe(mirror.log_params, run_id, params)
+        for name, rows in splits.items():
+            path = {"train": job.train_path, "eval": job.eval_path or job.train_path, "test": job.test_path}[name]
+            safe(mirror.log_dataset, run_id, fps[name], name=f"{Path(path).stem}-{name}", source=str(Path(path).resolve()),
+                 rows=len(rows), context={"train": "training", "eval": "validation", "test": "testing"}[name])
+        safe(mirror.log_dict, run_id, validation.to_dict(), "validation/gx_result.json")
+        safe(mirror.log_text, run_id, validation.summary(), "validation/summary.txt")
+
+        report = _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_id,
+                                   lambda rows: safe(mirror.log_metrics, run_id, rows), warnings,
+                                   registry.settings.user)
+        safe(mirror.log_metrics, run_id, [(k, v, report.steps) for k, v in report.metrics.items()])
+        figure = _loss_figure(report.history)
+        safe(mirror.log_figure, run_id, figure, "plots/loss_curve.png")
+        __import__("matplotlib.pyplot").pyplot.close(figure)
+        if job.push:
+            report.pushed = registry.push(report.artifact, job.push, description=job.description, run_id=run_id)
+            warnings.extend(report.pushed.warnings)
+        safe(mirror.end_run, run_id, "FINISHED")
+        report.warnings = warnings
+        return report
+    except BaseException:
+        safe(mirror.end_run, run_id, "FAILED")
+        raise
+
+
+def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_id, on_metrics, warnings, user):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from promptreg.artifact.builder import write_artifact
+    from promptreg.training.collate import Encoder, label_token_ids
+    from promptreg.training.scoring import accuracy_metrics, classify
+    from promptreg.training.trainer import Trainer
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    checkpoint_dir = job.checkpoint_dir
+    trainer = Trainer(base, tokenizer, job.config, spec, splits["train"], splits["eval"],
+                      checkpoint_dir=checkpoint_dir, on_metrics=on_metrics, progress=job.progress)
+    result = trainer.run(resume=job.resume)
+    metrics = {f"eval_{k}": v for k, v in result.eval_metrics.items()}
+    if result.interrupted:
+        warnings.append(f"training stopped at step {result.steps} as requested (stop_after_steps); resume with --resume")
+    if "test" in splits and spec.task == "classification":
+        from promptreg.runtime.soft_model import SoftPromptModel
+
+        label_ids = label_token_ids(tokenizer, [spec.answer(lab) for lab in spec.labels])
+        index = {lab: i for i, lab in enumerate(spec.labels)}
+        gold = [index[e.label] for e in splits["test"]]
+        tuned_enc = Encoder(tokenizer, job.config.template, slots=result.soft_prompt.input_slots,
+                            max_text_tokens=job.config.max_text_tokens)
+        rows = [tuned_enc.classification(e.text, g) for e, g in zip(splits["test"], gold, strict=True)]
+        t0 = time.perf_counter()
+        probs = classify(base, SoftPromptModel(base, result.soft_prompt), rows, label_ids, pad_id=tuned_enc.pad_id,
+                         autocast=job.config.bf16)
+        metrics.update({f"test_{k}": v for k, v in accuracy_metrics(probs, gold, spec.labels).items()})
+        metrics["test_seconds"] = time.perf_counter() - t0
+        if job.zero_shot:
+            zs_enc = Encoder(tokenizer, job.config.template, slots=0, max_text_tokens=job.config.max_text_tokens)
+            zs_rows = [zs_enc.classification(e.text, g) for e, g in zip(splits["test"], gold, strict=True)]
+            zs = classify(base, None, zs_rows, label_ids, pad_id=zs_enc.pad_id, autocast=job.config.bf16)
+            metrics.update({f"zero_shot_test_{k}": v for k, v in accuracy_metrics(zs, gold, spec.labels).items()})
+    metrics["train_tokens_per_second"] = result.tokens_per_second
+    metrics["train_seconds"] = result.seconds
+    metrics["train_steps"] = float(result.steps)
+
+    output = Path(job.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    soft = result.soft_prompt
+    verbalizer = {lab: [spec.answer(lab)] for lab in spec.labels} if spec.task == "classification" else None
+    write_artifact(
+        output, method=job.config.method, tensors=soft.export_tensors(),
+        base_model=info.to_dict(), num_virtual_tokens=soft.num_virtual_tokens,
+        task={"type": spec.task, "verbalizer": verbalizer, "template": job.config.template},
+        method_config=soft.method_config(),
+        dataset={"fingerprint": fps["train"], "name": Path(job.train_path).name,
+                 "source": str(Path(job.train_path).resolve()), "rows": len(splits["train"])},
+        metrics={k: float(v) for k, v in metrics.items()},
+        created_by=user, validation={k: v for k, v in validation.to_dict().items() if k != "gx"},
+        reproducibility={"command_line": job.command_line, "seed": job.config.seed, "config": asdict(job.config),
+                         "data": {name: {"fingerprint": fps[name], "rows": len(rows)} for name, rows in splits.items()},
+                         "packages": _versions(), "mlflow_run_id": run_id, "steps": result.steps,
+                         "best_step": result.best_step, "stopped_early": result.stopped_early,
+                         "resumed": job.resume, "interrupted": result.interrupted},
+    )
+    return TrainReport(output, run_id, metrics, result.steps, result.seconds, result.tokens_per_second,
+                       {k: v for k, v in validation.to_dict().items() if k != "gx"}, history=result.history)
+

@@ -1,0 +1,96 @@
+"""Soft-prompt methods: registry, construction and rebuilding from stored tensors.
+
+``build_method(name, config, dims, embedding_weight=..., ...)`` makes a fresh, trainable method;
+``method_from_tensors(name, method_config, tensors, dims, trainable=...)`` rebuilds one from an
+artifact (``soft_prompt.safetensors`` + ``promptreg.json``'s ``method_config``) or a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from promptreg.errors import InputError
+from promptreg.training.methods.base import DERIVED_KEYS, ModelDims, SoftPrompt, parse_config
+from promptreg.training.methods.id_spam import IdSpam, IdSpamConfig
+from promptreg.training.methods.p_tuning import PEFT_KEYS, PTuning, PTuningConfig
+from promptreg.training.methods.prefix_tuning import PrefixTuning, PrefixTuningConfig
+from promptreg.training.methods.prompt_tuning import PromptTuning, PromptTuningConfig
+
+METHODS: dict[str, type[SoftPrompt]] = {
+    "prompt_tuning": PromptTuning,
+    "prefix_tuning": PrefixTuning,
+    "p_tuning": PTuning,
+    "id_spam": IdSpam,
+}
+CONFIGS: dict[str, type] = {
+    "prompt_tuning": PromptTuningConfig,
+    "prefix_tuning": PrefixTuningConfig,
+    "p_tuning": PTuningConfig,
+    "id_spam": IdSpamConfig,
+}
+_DERIVED = (*DERIVED_KEYS, *PEFT_KEYS, "kv_dim")
+_INIT_FIELDS = ("init", "init_text")
+_DIM_KEYS = ("hidden_size", "num_layers", "num_kv_heads", "head_dim", "kv_dim", *PEFT_KEYS)
+
+__all__ = [
+    "CONFIGS", "METHODS", "IdSpam", "IdSpamConfig", "ModelDims", "PTuning", "PTuningConfig", "PrefixTuning",
+    "PrefixTuningConfig", "PromptTuning", "PromptTuningConfig", "SoftPrompt", "build_method", "make_config",
+    "method_from_tensors",
+]
+
+
+def _lookup(name: str) -> type[SoftPrompt]:
+    if name not in METHODS:
+        raise InputError(f"unknown method {name!r} (known: {', '.join(METHODS)})")
+    return METHODS[name]
+
+
+def make_config(name: str, config: Mapping[str, Any] | None = None) -> Any:
+    """The method's config dataclass from a dict (unknown keys refused; method_config() extras ignored)."""
+    _lookup(name)
+    return parse_config(CONFIGS[name], config, name, derived=_DERIVED)
+
+
+def build_method(name: str, config: Mapping[str, Any] | None, dims: ModelDims, *, embedding_weight: Tensor,
+                 tokenizer=None, label_words: Sequence[str] | None = None, seed: int = 0) -> SoftPrompt:
+    """A fresh trainable method. ``embedding_weight``: the base model's input embedding matrix [V, H]
+    (used for initialisation only); every random choice derives from ``seed`` (the global RNG is left
+    untouched)."""
+    cls = _lookup(name)
+    cfg = make_config(name, config)
+    generator = torch.Generator().manual_seed(int(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        module = cls.create(cfg, dims, embedding_weight=embedding_weight, tokenizer=tokenizer,
+                            label_words=label_words, generator=generator)
+    module.provenance["seed"] = int(seed)
+    if label_words:
+        module.provenance["label_words"] = list(label_words)
+    return module
+
+
+def method_from_tensors(name: str, method_config: Mapping[str, Any] | None, tensors: Mapping[str, Tensor],
+                        dims: ModelDims, *, trainable: bool = False) -> SoftPrompt:
+    """Rebuild a method from its exported tensors. ``trainable=True`` restores the encoder /
+    reparameterisation / generator weights so training resumes exactly; ``trainable=False`` uses
+    ``prompt_embeddings`` directly where the method has one (inference; parameters frozen).
+    ``method_config`` is read leniently: unknown keys (provenance) are kept, not refused."""
+    cls = _lookup(name)
+    mc = dict(method_config or {})
+    fields = {f.name for f in dataclasses.fields(CONFIGS[name])}
+    # Stored configs carry provenance (seed, init record, "imported_from", PEFT's init names...): only the
+    # structural fields shape the module; the initialisation fields are irrelevant once tensors exist.
+    structural = {k: v for k, v in mc.items() if k in fields and k not in _INIT_FIELDS}
+    cfg = make_config(name, structural)
+    tensors = {k: (v if isinstance(v, Tensor) else torch.as_tensor(v)) for k, v in tensors.items()}
+    module = cls.from_tensors(cfg, tensors, dims, trainable)
+    # method_config() of the rebuilt module gives back what was stored (dims are recomputed)
+    module.provenance.update({k: v for k, v in mc.items() if k not in structural and k not in _DIM_KEYS})
+    if not trainable:
+        module.requires_grad_(False)
+    return module

@@ -1,0 +1,77 @@
+"""Forward passes that score batches: label logits for classification, target loss for generation,
+with or without a soft prompt (zero-shot uses the same template without ``{virtual}``)."""
+
+from __future__ import annotations
+
+from promptreg.training.collate import Encoded, collate, length_batches
+
+
+def position_ids(attention_mask, offset: int = 0):
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0) + offset
+
+
+def label_logits(base, soft_model, batch, label_ids):
+    """[B, K] logits of the label tokens at the last position."""
+    import torch
+
+    if soft_model is not None:
+        return soft_model.label_logits(batch["input_ids"], batch["attention_mask"], batch["virtual_mask"], label_ids)
+    out = base.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     position_ids=position_ids(batch["attention_mask"]), use_cache=False)
+    hidden = out.last_hidden_state[:, -1]
+    head = base.get_output_embeddings()
+    logits = hidden @ head.weight[label_ids].T
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias[label_ids]
+    return logits.to(torch.float32)
+
+
+def generation_loss(base, soft_model, batch):
+    """Mean next-token cross-entropy over the target positions (full-vocabulary logits only there)."""
+    import torch
+    import torch.nn.functional as F
+
+    mask = batch["target_mask"]
+    if soft_model is not None:
+        hidden = soft_model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["virtual_mask"],
+                                          last_only=False)
+    else:
+        hidden = base.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            position_ids=position_ids(batch["attention_mask"]), use_cache=False).last_hidden_state
+    picked = hidden[:, :-1][mask[:, :-1]]
+    targets = batch["input_ids"][:, 1:][mask[:, :-1]]
+    logits = base.get_output_embeddings()(picked).to(torch.float32)
+    return F.cross_entropy(logits, targets)
+
+
+def classify(base, soft_model, rows: list[Encoded], label_ids, *, batch_size: int = 32, pad_id: int = 0,
+             autocast: bool = False):
+    """Probabilities over the labels for every row (in input order): a float32 tensor [n, K]."""
+    import torch
+
+    label_ids_t = torch.tensor(label_ids)
+    probs = torch.zeros(len(rows), len(label_ids))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        for idx in length_batches([len(r.ids) for r in rows], batch_size, shuffle=False):
+            batch = collate([rows[i] for i in idx], pad_id)
+            probs[idx] = torch.softmax(label_logits(base, soft_model, batch, label_ids_t).float(), -1)
+    return probs
+
+
+def accuracy_metrics(probs, labels: list[int], label_names: list[str]) -> dict[str, float]:
+    import torch
+
+    pred = probs.argmax(-1)
+    gold = torch.tensor(labels)
+    out = {"accuracy": float((pred == gold).float().mean()) if len(labels) else 0.0}
+    f1s = []
+    for k, name in enumerate(label_names):
+        tp = int(((pred == k) & (gold == k)).sum())
+        fp = int(((pred == k) & (gold != k)).sum())
+        fn = int(((pred != k) & (gold == k)).sum())
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+        out[f"recall_{name}"] = recall
+    out["macro_f1"] = sum(f1s) / len(f1s) if f1s else 0.0
+    return out
