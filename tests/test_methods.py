@@ -2,7 +2,9 @@
 
 Covers, for each method: training lowers a toy loss with the base model untouched; left padding does
 not change results; export -> rebuild (inference and resume); PEFT parity for the PEFT methods;
-greedy generation with the cache equals greedy without it; initialisations."""
+greedy generation with the cache equals greedy without it; initialisations. Prefix tuning runs with
+its default activation init (real tokens' key/values) and with the old random init, with and without
+the projection MLP."""
 
 from __future__ import annotations
 
@@ -28,6 +30,19 @@ POSITIVE = ["the movie was great", "i liked it", "a good film", "really great ac
 NEGATIVE = ["the movie was awful", "i disliked it", "a bad film", "really awful acting"]
 TEXTS = POSITIVE + NEGATIVE
 TARGETS = torch.tensor([0] * len(POSITIVE) + [1] * len(NEGATIVE))
+# (method, config) cases: every method's SMALL config, plus prefix tuning's other init / projection modes
+PREFIX_VARIANTS = [
+    ("prefix_tuning", SMALL["prefix_tuning"] | {"projection": False}),
+    ("prefix_tuning", SMALL["prefix_tuning"] | {"init": "random"}),
+    ("prefix_tuning", SMALL["prefix_tuning"] | {"init": "random", "projection": False}),
+]
+CASES = [(m, SMALL[m]) for m in METHOD_NAMES] + PREFIX_VARIANTS
+
+
+def case_id(case) -> str:
+    name, config = case
+    extra = {k: v for k, v in config.items() if SMALL[name].get(k, object()) != v}
+    return name + "".join(f"-{k}={v}" for k, v in extra.items())
 
 
 # ---- fixtures and helpers ---------------------------------------------------------------------------
@@ -50,11 +65,11 @@ def base(tiny_model_dir):
     return load_base(tiny_model_dir)
 
 
-def make(name, base, tok, config=None, seed=0):
+def make(name, base, tok, config=None, seed=0, label_words=LABEL_WORDS):
     dims = ModelDims.from_config(base.config)
     return build_method(name, SMALL[name] if config is None else config, dims,
                         embedding_weight=base.get_input_embeddings().weight, tokenizer=tok,
-                        label_words=LABEL_WORDS, seed=seed)
+                        label_words=label_words, seed=seed, base_model=base)
 
 
 def label_ids(tok) -> torch.Tensor:
@@ -101,9 +116,9 @@ def train(model, tok, b, steps, opt=None, lr=5e-2, targets=TARGETS):
 
 # ---- training ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", METHOD_NAMES)
-def test_training_lowers_loss_and_base_stays_frozen(base, tok, name):
-    sp = make(name, base, tok)
+@pytest.mark.parametrize("name,config", CASES, ids=[case_id(c) for c in CASES])
+def test_training_lowers_loss_and_base_stays_frozen(base, tok, name, config):
+    sp = make(name, base, tok, config)
     model = SoftPromptModel(base, sp)
     assert all(not p.requires_grad for p in base.parameters())
     before = {k: v.clone() for k, v in base.state_dict().items()}
@@ -127,8 +142,9 @@ def test_training_lowers_loss_and_base_stays_frozen(base, tok, name):
 # ---- left padding -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("name,extra", [(m, {}) for m in METHOD_NAMES] + [("id_spam", {"layer": 0}),
-                                                                        ("prefix_tuning", {"projection": False})])
+@pytest.mark.parametrize("name,extra", [(m, {}) for m in METHOD_NAMES] + [
+    ("id_spam", {"layer": 0}), ("prefix_tuning", {"projection": False}), ("prefix_tuning", {"init": "random"}),
+    ("prefix_tuning", {"init": "random", "projection": False})])
 def test_left_padding_does_not_change_results(tiny_model_dir, tok, name, extra, attn):
     base = load_base(tiny_model_dir, attn)
     sp = make(name, base, tok, config=SMALL[name] | extra)
@@ -159,9 +175,9 @@ def test_virtual_slot_count_is_checked(base, tok):
 
 # ---- export / rebuild -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", METHOD_NAMES)
-def test_export_then_rebuild_for_inference_is_identical(base, tok, name):
-    sp = make(name, base, tok)
+@pytest.mark.parametrize("name,config", CASES, ids=[case_id(c) for c in CASES])
+def test_export_then_rebuild_for_inference_is_identical(base, tok, name, config):
+    sp = make(name, base, tok, config)
     model = SoftPromptModel(base, sp)
     b = batch(tok, sp)
     train(model, tok, b, steps=3)
@@ -188,6 +204,8 @@ RESUME = [
     ("p_tuning", SMALL["p_tuning"] | {"encoder": "lstm", "encoder_hidden": 16}),
     ("prefix_tuning", SMALL["prefix_tuning"]),
     ("prefix_tuning", SMALL["prefix_tuning"] | {"projection": False}),
+    ("prefix_tuning", SMALL["prefix_tuning"] | {"init": "random"}),
+    ("prefix_tuning", SMALL["prefix_tuning"] | {"init": "random", "projection": False}),
     ("id_spam", SMALL["id_spam"]),
 ]
 
@@ -247,7 +265,9 @@ def test_rebuild_reads_stored_configs_leniently(base, tok):
 
 @pytest.mark.parametrize("name,extra", [("prompt_tuning", {}), ("p_tuning", {}),
                                         ("p_tuning", {"encoder": "lstm", "encoder_hidden": 16}),
-                                        ("prefix_tuning", {}), ("prefix_tuning", {"projection": False})])
+                                        ("prefix_tuning", {}), ("prefix_tuning", {"projection": False}),
+                                        ("prefix_tuning", {"init": "random"}),
+                                        ("prefix_tuning", {"init": "random", "projection": False})])
 def test_peft_loads_our_artifact_and_agrees(tmp_path, tiny_model_dir, tok, name, extra):
     from peft import PeftModel
 
@@ -378,6 +398,8 @@ def test_config_errors_are_one_line(base, tok):
         ("prompt_tuning", {"init": "zeros"}, "init must be one of"),
         ("prompt_tuning", {"init": "text"}, "init_text"),
         ("prompt_tuning", {"surprise": 1}, "unknown prompt_tuning option"),
+        ("prefix_tuning", {"init": "labels"}, "init must be one of activations, random"),
+        ("prefix_tuning", {"init_text": "  "}, "init_text"),
         ("p_tuning", {"encoder": "gru"}, "encoder must be one of"),
         ("id_spam", {"layer": 2}, "layer must be in 0..1"),
         ("id_spam", {"heads": 3}, "heads"),
@@ -408,3 +430,103 @@ def test_method_config_rebuilds_and_dims_agree(tiny_model_dir, base, tok):
     assert make("id_spam", base, tok).method_config()["layer"] == 1
     p = make("p_tuning", base, tok).method_config()
     assert (p["encoder_type"], p["encoder_hidden_size"]) == ("MLP", 32)
+
+
+# ---- prefix tuning: activation initialisation ------------------------------------------------------------
+
+def plain_label_logits(base, tok, prefix_ids, text):
+    """The base model's label logits for [prefix_ids + the templated text], computed the plain way."""
+    ids = torch.tensor([list(prefix_ids) + tok(f"Review : {text} Sentiment :")["input_ids"]])
+    with torch.no_grad():
+        return base(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1, label_ids(tok)]
+
+
+PREFIX_INITS = [
+    ({}, LABEL_WORDS, "labels"),
+    ({"init_text": "a truly great film"}, LABEL_WORDS, "text"),  # an explicit init_text wins
+    ({}, None, "vocab"),
+]
+
+
+@pytest.mark.parametrize("projection", [True, False])
+@pytest.mark.parametrize("extra,words,source", PREFIX_INITS, ids=[s for _, _, s in PREFIX_INITS])
+def test_activation_init_reproduces_the_real_tokens(base, tok, projection, extra, words, source):
+    config = SMALL["prefix_tuning"] | {"num_virtual_tokens": 5, "projection": projection} | extra
+    sp = make("prefix_tuning", base, tok, config, label_words=words)
+    mc = sp.method_config()
+    assert (mc["init"], mc["init_effective"], mc["init_source"]) == ("activations", "activations", source)
+    ids = mc["init_token_ids"]
+    assert len(ids) == 5
+    if source == "labels":  # the label words' tokens, repeated to N
+        word_ids = [i for w in LABEL_WORDS for i in tok(w, add_special_tokens=False)["input_ids"]]
+        assert ids == [word_ids[i % len(word_ids)] for i in range(5)]
+    elif source == "text":
+        text_ids = tok("a truly great film", add_special_tokens=False)["input_ids"]
+        assert ids == [text_ids[i % len(text_ids)] for i in range(5)]
+    else:
+        assert all(i < 5000 and i not in tok.all_special_ids for i in ids)
+    model = SoftPromptModel(base, sp)
+    texts = ["the movie was great", "i disliked the long and boring ending", "awful"]
+    with torch.no_grad():
+        ours = model.label_logits(*batch(tok, sp, texts), label_ids(tok))  # left-padded batch
+    want = torch.cat([plain_label_logits(base, tok, ids, t) for t in texts])
+    torch.testing.assert_close(ours, want, rtol=0, atol=1e-4)
+    if projection:  # residual MLP on a fixed base: zero at step 0, exported with its base
+        tensors = sp.export_tensors()
+        assert torch.equal(tensors["encoder.base_kv"], tensors["prompt_embeddings"])
+        assert not any(n.endswith("base_kv") for n, _ in sp.named_parameters())
+
+
+def test_activation_init_is_seeded_and_leaves_the_base_alone(base, tok):
+    config = SMALL["prefix_tuning"] | {"projection": False}
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    state = torch.random.get_rng_state()
+    a = make("prefix_tuning", base, tok, config, seed=1, label_words=None)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    b = make("prefix_tuning", base, tok, config, seed=1, label_words=None)
+    c = make("prefix_tuning", base, tok, config, seed=2, label_words=None)
+    assert torch.equal(a.prefix, b.prefix) and not torch.equal(a.prefix, c.prefix)
+    assert a.prefix.requires_grad and a.prefix.grad_fn is None  # a leaf: no graph into the base model
+    assert all(p.grad is None for p in base.parameters())
+    after = base.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and not base.training
+
+
+def test_activation_init_without_base_model_falls_back_to_random(base, tok):
+    dims = ModelDims.from_config(base.config)
+    sp = build_method("prefix_tuning", SMALL["prefix_tuning"], dims,
+                      embedding_weight=base.get_input_embeddings().weight, tokenizer=tok, label_words=LABEL_WORDS)
+    mc = sp.method_config()
+    assert (mc["init"], mc["init_effective"]) == ("activations", "random")
+    assert "encoder.base_kv" not in sp.export_tensors()
+    # the other methods accept (and ignore) base_model
+    pt = build_method("prompt_tuning", SMALL["prompt_tuning"], dims, embedding_weight=base.get_input_embeddings().weight,
+                      tokenizer=tok, label_words=LABEL_WORDS, base_model=base)
+    assert pt.method_config()["init_effective"] == "labels"
+
+
+def test_activation_init_trains_through_the_projection(base, tok):
+    sp = make("prefix_tuning", base, tok)
+    model = SoftPromptModel(base, sp)
+    start = {k: v.clone() for k, v in sp.encoder.state_dict().items()}
+    train(model, tok, batch(tok, sp), steps=3)
+    now = sp.encoder.state_dict()
+    assert torch.equal(now["base_kv"], start["base_kv"])  # a fixed buffer
+    for key in ("embedding.weight", "transform.0.weight", "transform.2.weight"):
+        assert not torch.equal(now[key], start[key]), key  # the whole MLP trains
+
+
+def test_prefix_artifacts_without_base_kv_still_load(base, tok):
+    """Artifacts stored before the init option: projection encoders without ``encoder.base_kv``."""
+    sp = make("prefix_tuning", base, tok, SMALL["prefix_tuning"] | {"init": "random"})
+    tensors = sp.export_tensors()
+    assert "encoder.base_kv" not in tensors
+    old_config = {"num_virtual_tokens": 4, "projection": True, "projection_hidden": 32}
+    for trainable in (False, True):
+        rebuilt = method_from_tensors("prefix_tuning", old_config, tensors, sp.dims, trainable=trainable)
+        assert torch.equal(rebuilt.export_tensors()["prompt_embeddings"], tensors["prompt_embeddings"])
+        assert rebuilt.export_tensors().keys() == tensors.keys()
+        assert rebuilt.method_config()["init"] == "random"
+    wrong = dict(tensors) | {"encoder.base_kv": torch.zeros(3, 7)}
+    with pytest.raises(InputError, match="base_kv"):
+        method_from_tensors("prefix_tuning", old_config, wrong, sp.dims, trainable=True)

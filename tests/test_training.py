@@ -48,12 +48,13 @@ def _base(tiny_model_dir):
 METHOD_OPTIONS = {
     "prompt_tuning": {"num_virtual_tokens": 4, "init": "labels"},
     "p_tuning": {"num_virtual_tokens": 4, "encoder": "mlp"},
-    "prefix_tuning": {"num_virtual_tokens": 4, "projection": True, "projection_hidden": 32},
+    "prefix_tuning": {"num_virtual_tokens": 4, "projection": False},
+    "prefix_projection": {"num_virtual_tokens": 4, "projection": True, "projection_hidden": 32},
     "id_spam": {"num_virtual_tokens": 4, "layer": 1, "bottleneck": 16},
 }
 
 
-@pytest.mark.parametrize("method", sorted(METHOD_OPTIONS))
+@pytest.mark.parametrize("method", ["prompt_tuning", "p_tuning", "prefix_tuning", "id_spam"])
 def test_trainer_learns_toy_task_and_keeps_base_frozen(tiny_model_dir, method):
     from promptreg.training.trainer import TrainConfig, Trainer, params_digest
 
@@ -71,8 +72,8 @@ def test_trainer_learns_toy_task_and_keeps_base_frozen(tiny_model_dir, method):
     assert all(not p.requires_grad for p in base.parameters())
 
 
-@pytest.mark.parametrize("method", ["prompt_tuning", "p_tuning", "prefix_tuning", "id_spam"])
-def test_resume_equals_uninterrupted(tmp_path, tiny_model_dir, method):
+@pytest.mark.parametrize("variant", ["prompt_tuning", "p_tuning", "prefix_tuning", "prefix_projection", "id_spam"])
+def test_resume_equals_uninterrupted(tmp_path, tiny_model_dir, variant):
     import torch
 
     from promptreg.training.trainer import TrainConfig, Trainer
@@ -80,8 +81,10 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_model_dir, method):
     base, tok = _base(tiny_model_dir)
     train, evals = toy_examples(48, 3), toy_examples(16, 4)
 
+    method = "prefix_tuning" if variant.startswith("prefix") else variant
+
     def run(ckdir, stop=None, resume=False):
-        cfg = TrainConfig(method=method, method_options=METHOD_OPTIONS[method], template=TEMPLATE, epochs=2,
+        cfg = TrainConfig(method=method, method_options=METHOD_OPTIONS[variant], template=TEMPLATE, epochs=2,
                           batch_size=8, grad_accum=2, lr=3e-2, eval_every=2, patience=100, seed=7,
                           stop_after_steps=stop)
         return Trainer(base, tok, cfg, _spec(), train, evals, checkpoint_dir=ckdir, progress=False).run(resume=resume)
@@ -100,7 +103,7 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_model_dir, method):
     from safetensors.numpy import load_file
 
     kept = load_file(str(tmp_path / "b" / "latest" / "soft_prompt.safetensors"))
-    if method in ("p_tuning", "id_spam") or METHOD_OPTIONS[method].get("projection"):
+    if method in ("p_tuning", "id_spam") or METHOD_OPTIONS[variant].get("projection"):
         assert any(k.startswith(("encoder.", "generator.")) for k in kept), sorted(kept)
 
 

@@ -11,7 +11,7 @@ from promptreg.cli.output import emit_json, short, warn
 _METHOD_OPTIONS = {
     "prompt_tuning": ("num_virtual_tokens", "init", "init_text"),
     "p_tuning": ("num_virtual_tokens", "init", "init_text", "encoder", "encoder_hidden"),
-    "prefix_tuning": ("num_virtual_tokens", "projection", "projection_hidden"),
+    "prefix_tuning": ("num_virtual_tokens", "init", "init_text", "projection", "projection_hidden"),
     "id_spam": ("num_virtual_tokens", "layer", "bottleneck"),
 }
 DEFAULT_TEMPLATE = "{virtual}Review: {text}\nSentiment:"
@@ -46,7 +46,8 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
 @click.option("--template", default=DEFAULT_TEMPLATE, show_default=True,
               help="Prompt template with {text} and optionally {virtual} (where the virtual tokens go).")
 @click.option("--num-virtual-tokens", type=int)
-@click.option("--init", type=click.Choice(["labels", "random", "vocab", "text"]), help="Initialisation (prompt/P-tuning).")
+@click.option("--init", type=click.Choice(["labels", "random", "vocab", "text", "activations"]),
+              help="Initialisation: prompt/P-tuning labels|random|vocab|text; prefix tuning activations|random.")
 @click.option("--init-text", help="Text whose token embeddings initialise the prompt (--init text).")
 @click.option("--encoder", type=click.Choice(["mlp", "lstm"]), help="P-tuning prompt encoder.")
 @click.option("--encoder-hidden", type=int, help="P-tuning encoder hidden size.")
@@ -72,6 +73,7 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
 @click.option("--zero-shot/--no-zero-shot", default=True, show_default=True, help="Also score the base model alone on --test.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--bf16/--no-bf16", default=False, show_default=True, help="bfloat16 autocast (faster on CPUs with AVX512-BF16).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:N.")
 @click.option("--output", type=click.Path(path_type=Path), help="Artifact folder (default: <home>/runs/<run>/artifact).")
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Checkpoints (keep encoders; enable --resume).")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --checkpoint-dir.")
@@ -107,7 +109,7 @@ def train_cmd(obj, **kw):
                    train_limit=kw["train_limit"], test_limit=kw["test_limit"], zero_shot=kw["zero_shot"],
                    output=kw["output"], checkpoint_dir=kw["checkpoint_dir"], resume=kw["resume"],
                    push=kw["push_name"], description=kw["description"],
-                   progress=kw["progress"] and not kw["as_json"])
+                   progress=kw["progress"] and not kw["as_json"], device=kw["device"])
     report = run_training(job, obj.get())
     for w in report.warnings:
         warn(w)

@@ -37,10 +37,11 @@ def _positions(mask: Tensor) -> Tensor:
 
 
 class SoftPromptModel(nn.Module):
-    def __init__(self, base_model: nn.Module, soft_prompt: SoftPrompt) -> None:
+    def __init__(self, base_model: nn.Module, soft_prompt: SoftPrompt, *, share_prefix: bool = True) -> None:
         super().__init__()
         self.base_model = base_model
         self.soft_prompt = soft_prompt
+        self.share_prefix = share_prefix  # compute a prefix common to every row once (see _shared_prefix_last)
         base_model.requires_grad_(False)
         base_model.eval()
         dims = ModelDims.from_config(base_model.config)
@@ -161,6 +162,53 @@ class SoftPromptModel(nn.Module):
         hidden = self._run_layers(layers[k:], hidden, mask2, positions2)
         return decoder.norm(hidden)[:, n:]
 
+    def _shared_prefix_last(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None):
+        """Last-position hidden states computing a prefix shared by every row ONCE (input kind only).
+
+        With a template like ``{virtual}Review: {text}``, every row starts (after its left padding)
+        with the same P tokens: the virtual slots and the literal. Their keys/values are identical
+        across the batch, so they are computed for one row and broadcast through the cache; the rest
+        of each row is run after them (its left padding, now between prefix and text, is masked and
+        positions continue at P). Same function, B*P fewer token computations. Returns None when
+        the batch has no such prefix (the caller then runs the plain path)."""
+        b, t = input_ids.shape
+        if self.soft_prompt.kind != "input" or b < 2 or virtual_mask is None:
+            return None
+        vmask = virtual_mask.bool()
+        real = attention_mask.bool() | vmask
+        lengths = real.sum(-1)
+        shortest = int(lengths.min())
+        if shortest < 3 or not bool((real == (torch.arange(t, device=real.device) >= (t - lengths).unsqueeze(1))).all()):
+            return None  # not plain left padding
+        cols = (t - lengths).unsqueeze(1) + torch.arange(shortest - 1, device=input_ids.device)  # keep >= 1 token
+        ids_al, v_al = input_ids.gather(1, cols), vmask.gather(1, cols)
+        same = ((ids_al == ids_al[:1]) & (v_al == v_al[:1])).all(0)
+        p = int(same.long().cumprod(0).sum())
+        n_slots = int(vmask[0].sum())
+        if p < 2 or int(v_al[0, :p].sum()) != n_slots or not bool((vmask.sum(-1) == n_slots).all()):
+            return None  # every virtual slot must lie inside the shared prefix
+        from transformers import DynamicCache
+
+        embed = self.base_model.get_input_embeddings()
+        prefix = embed(ids_al[:1, :p])
+        prompt = self.soft_prompt.prompt().to(prefix.dtype)
+        slots = v_al[:1, :p]
+        index = (slots.long().cumsum(-1) - 1).clamp(0, prompt.shape[0] - 1)
+        prefix = torch.where(slots.unsqueeze(-1), prompt[index], prefix)
+        pos = torch.arange(p, device=input_ids.device).unsqueeze(0)
+        out = self.decoder(inputs_embeds=prefix, attention_mask=torch.ones(1, p, dtype=torch.long, device=pos.device),
+                           position_ids=pos, use_cache=True)
+        cache = DynamicCache(config=self.base_model.config)
+        for i, layer in enumerate(out.past_key_values.layers):
+            shape = (b, *layer.keys.shape[1:])
+            cache.update(layer.keys.expand(shape), layer.values.expand(shape), i)
+        rest_ids = input_ids[:, p:]
+        rest_mask = (torch.arange(t - p, device=rest_ids.device) >= (t - lengths).unsqueeze(1)).long()
+        full_mask = torch.cat([torch.ones(b, p, dtype=torch.long, device=rest_ids.device), rest_mask], dim=1)
+        rest = self.decoder(inputs_embeds=embed(rest_ids), attention_mask=full_mask,
+                            position_ids=p + _positions(rest_mask.bool()), past_key_values=cache, use_cache=True)
+        return rest.last_hidden_state[:, -1]
+
     def _hidden(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None) -> Tensor:
         if self.soft_prompt.kind == "layer":
             return self._layer_forward(input_ids, attention_mask, virtual_mask)
@@ -174,6 +222,11 @@ class SoftPromptModel(nn.Module):
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None = None, *,
                       last_only: bool = True) -> Tensor:
         """Final (normed) decoder hidden states: [B, H] at the last position, or [B, T, H]."""
+        if last_only and self.share_prefix:
+            self._check(input_ids, attention_mask, virtual_mask)
+            shared = self._shared_prefix_last(input_ids, attention_mask, virtual_mask)
+            if shared is not None:
+                return shared
         hidden = self._hidden(input_ids, attention_mask, virtual_mask)
         return hidden[:, -1] if last_only else hidden
 

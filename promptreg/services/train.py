@@ -40,6 +40,7 @@ class TrainJob:
     push: str | None = None
     description: str | None = None
     progress: bool = True
+    device: str = "auto"                         # auto (cuda when available), cpu, cuda, cuda:N
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -209,9 +210,9 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
     from promptreg.training.scoring import accuracy_metrics, classify
     from promptreg.training.trainer import Trainer
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    device = job.device if job.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval().to(device)
     checkpoint_dir = job.checkpoint_dir
     trainer = Trainer(base, tokenizer, job.config, spec, splits["train"], splits["eval"],
                       checkpoint_dir=checkpoint_dir, on_metrics=on_metrics, progress=job.progress)
@@ -239,6 +240,7 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
             zs = classify(base, None, zs_rows, label_ids, pad_id=zs_enc.pad_id, autocast=job.config.bf16)
             metrics.update({f"zero_shot_test_{k}": v for k, v in accuracy_metrics(zs, gold, spec.labels).items()})
     metrics["train_tokens_per_second"] = result.tokens_per_second
+    job.device = device
     metrics["train_seconds"] = result.seconds
     metrics["train_steps"] = float(result.steps)
 
@@ -257,7 +259,7 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
         created_by=user, validation={k: v for k, v in validation.to_dict().items() if k != "gx"},
         reproducibility={"command_line": job.command_line, "seed": job.config.seed, "config": asdict(job.config),
                          "data": {name: {"fingerprint": fps[name], "rows": len(rows)} for name, rows in splits.items()},
-                         "packages": _versions(), "mlflow_run_id": run_id, "steps": result.steps,
+                         "packages": _versions(), "device": device, "mlflow_run_id": run_id, "steps": result.steps,
                          "best_step": result.best_step, "stopped_early": result.stopped_early,
                          "resumed": job.resume, "interrupted": result.interrupted},
     )

@@ -113,8 +113,8 @@ def label_token_ids(tokenizer, answers: list[str]) -> list[int]:
     return ids
 
 
-def collate(rows: list[Encoded], pad_id: int):
-    """Left-pad a list of encoded rows into tensors."""
+def collate(rows: list[Encoded], pad_id: int, device=None):
+    """Left-pad a list of encoded rows into tensors (on ``device`` when given)."""
     import torch
 
     width = max(len(r.ids) for r in rows)
@@ -135,6 +135,8 @@ def collate(rows: list[Encoded], pad_id: int):
         batch["labels"] = torch.tensor([r.label for r in rows], dtype=torch.long)
     if rows[0].target_start is not None:
         batch["target_mask"] = target
+    if device is not None and str(device) != "cpu":
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     return batch
 
 

@@ -68,6 +68,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from promptreg.artifact.hashing import file_sha256
 from promptreg.errors import InputError
 
 DATASET_NAME = "rotten-tomatoes"
@@ -307,14 +308,6 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 PROCEDURE = (
     "Keep rows with category fresh (label positive) or rotten (label negative); drop plot rows. "
     "Normalise text (Unicode NFC, whitespace runs to one space, stripped); drop empty texts. "
@@ -390,7 +383,7 @@ def fetch_rotten_tomatoes(dest: Path, *, seed: int = 0, eval_size: float = 0.1, 
             "package": SOURCE_PACKAGE,
             "package_version": _package_version(SOURCE_PACKAGE),
             "file": f"{SOURCE_PACKAGE}/{SOURCE_RELPATH}",
-            "sha256": _sha256_file(src),
+            "sha256": file_sha256(src),
             "columns": stats["columns"],
             "rows": stats["rows"],
             "category_counts": stats["category_counts"],

@@ -45,7 +45,6 @@ Default destination: ``<cache_dir>/models/smollm2-135m-instruct`` with ``cache_d
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -55,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from promptreg.artifact.hashing import file_sha256
 from promptreg.errors import InputError
 from promptreg.fingerprints.model import cache_dir
 from promptreg.training.data_fetch import check_dest, fix_file_modes, publish_dir, staging_dir
@@ -132,14 +132,6 @@ def read_marker(dest: Path, gguf: Path | None = None) -> dict[str, Any] | None:
                 or source.get("package_version") != _package_version(SMOLLM2_DIST)):
             return None
     return marker
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _tidy_tokenizer_config(folder: Path, model_max_length: int) -> None:
@@ -233,7 +225,7 @@ def ensure_smollm2(dest: Path | None = None, *, force: bool = False,
                 "package_version": _package_version(SMOLLM2_DIST),
                 "gguf_file": gguf.name,
                 "gguf_size": gguf.stat().st_size,
-                "gguf_sha256": _sha256_file(gguf),
+                "gguf_sha256": file_sha256(gguf),
                 "quantization": "Q4_1, dequantised to float32",
             },
             "dtype": "float32",

@@ -6,6 +6,10 @@ from __future__ import annotations
 from promptreg.training.collate import Encoded, collate, length_batches
 
 
+def device_of(model):
+    return next(model.parameters()).device
+
+
 def position_ids(attention_mask, offset: int = 0):
     return (attention_mask.cumsum(-1) - 1).clamp(min=0) + offset
 
@@ -49,12 +53,13 @@ def classify(base, soft_model, rows: list[Encoded], label_ids, *, batch_size: in
     """Probabilities over the labels for every row (in input order): a float32 tensor [n, K]."""
     import torch
 
-    label_ids_t = torch.tensor(label_ids)
+    device = device_of(base)
+    label_ids_t = torch.tensor(label_ids, device=device)
     probs = torch.zeros(len(rows), len(label_ids))
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         for idx in length_batches([len(r.ids) for r in rows], batch_size, shuffle=False):
-            batch = collate([rows[i] for i in idx], pad_id)
-            probs[idx] = torch.softmax(label_logits(base, soft_model, batch, label_ids_t).float(), -1)
+            batch = collate([rows[i] for i in idx], pad_id, device)
+            probs[idx] = torch.softmax(label_logits(base, soft_model, batch, label_ids_t).float(), -1).cpu()
     return probs
 
 

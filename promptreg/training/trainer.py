@@ -21,7 +21,7 @@ from promptreg.errors import InputError
 from promptreg.training import checkpoint as ckpt
 from promptreg.training.collate import Encoded, Encoder, collate, label_token_ids, length_batches
 from promptreg.training.data import DataSpec, Example
-from promptreg.training.scoring import accuracy_metrics, classify, generation_loss, label_logits
+from promptreg.training.scoring import accuracy_metrics, classify, device_of, generation_loss, label_logits
 
 
 @dataclass
@@ -43,7 +43,7 @@ class TrainConfig:
     patience: int = 3                    # early stopping: evaluations without improvement
     max_text_tokens: int = 128
     seed: int = 0
-    bf16: bool = False                   # bfloat16 autocast for the frozen model's matmuls (CPU)
+    bf16: bool = False                   # bfloat16 autocast for the frozen model's matmuls
     stop_after_steps: int | None = None  # stop early at this step, as if interrupted (checkpoint kept)
 
     def validate(self) -> None:
@@ -126,7 +126,8 @@ class Trainer:
             label_words = [self.spec.answer(lab) for lab in self.spec.labels] if self.spec.task == "classification" else None
             soft = build_method(self.cfg.method, dict(self.cfg.method_options), dims,
                                 embedding_weight=self.base.get_input_embeddings().weight.detach(),
-                                tokenizer=self.tokenizer, label_words=label_words, seed=self.cfg.seed)
+                                tokenizer=self.tokenizer, label_words=label_words, seed=self.cfg.seed,
+                                base_model=self.base)
         return soft, SoftPromptModel(self.base, soft)
 
     def _encode(self, encoder: Encoder, examples: list[Example]) -> list[Encoded]:
@@ -155,9 +156,11 @@ class Trainer:
             metrics["loss"] = float(-torch.log(probs[torch.arange(len(gold)), torch.tensor(gold)].clamp_min(1e-12)).mean())
             return metrics
         losses = []
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+        device = device_of(self.base)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             for idx in length_batches([len(r.ids) for r in rows], 32, shuffle=False):
-                losses.append((float(generation_loss(self.base, soft_model, collate([rows[i] for i in idx], pad_id))), len(idx)))
+                batch = collate([rows[i] for i in idx], pad_id, device)
+                losses.append((float(generation_loss(self.base, soft_model, batch)), len(idx)))
         loss = sum(v * n for v, n in losses) / sum(n for _, n in losses)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50))}
 
@@ -187,8 +190,9 @@ class Trainer:
         encoder = Encoder(self.tokenizer, cfg.template, slots=slots, max_text_tokens=cfg.max_text_tokens)
         train_rows = self._encode(encoder, self.train_examples)
         eval_rows = self._encode(encoder, self.eval_examples)
+        device = device_of(self.base)
         label_ids = torch.tensor(label_token_ids(self.tokenizer, [self.spec.answer(lab) for lab in self.spec.labels])
-                                 if self.spec.task == "classification" else [], dtype=torch.long)
+                                 if self.spec.task == "classification" else [], dtype=torch.long, device=device)
         params = [p for p in soft.parameters() if p.requires_grad]
         if not params:
             raise InputError(f"method {cfg.method} has no trainable parameters")
@@ -249,9 +253,12 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum = 0.0
                 for k in range(cfg.grad_accum):
-                    batch = collate([train_rows[i] for i in order[batch_pos + k]], encoder.pad_id)
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    batch = collate([train_rows[i] for i in order[batch_pos + k]], encoder.pad_id, device)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                         loss = self._loss(model, batch, label_ids) / cfg.grad_accum
+                    if not torch.isfinite(loss):
+                        raise InputError(f"training diverged: non-finite loss at step {step + 1} "
+                                         f"(lower --lr{' or drop --bf16' if cfg.bf16 else ''})")
                     loss.backward()
                     loss_sum += float(loss.detach())
                     real_tokens += int(batch["attention_mask"].sum())

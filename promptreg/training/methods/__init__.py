@@ -1,6 +1,7 @@
 """Soft-prompt methods: registry, construction and rebuilding from stored tensors.
 
-``build_method(name, config, dims, embedding_weight=..., ...)`` makes a fresh, trainable method;
+``build_method(name, config, dims, embedding_weight=..., base_model=..., ...)`` makes a fresh, trainable
+method (``base_model``: only prefix tuning's activation init runs it);
 ``method_from_tensors(name, method_config, tensors, dims, trainable=...)`` rebuilds one from an
 artifact (``soft_prompt.safetensors`` + ``promptreg.json``'s ``method_config``) or a checkpoint.
 """
@@ -8,6 +9,7 @@ artifact (``soft_prompt.safetensors`` + ``promptreg.json``'s ``method_config``) 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,7 +35,7 @@ CONFIGS: dict[str, type] = {
     "p_tuning": PTuningConfig,
     "id_spam": IdSpamConfig,
 }
-_DERIVED = (*DERIVED_KEYS, *PEFT_KEYS, "kv_dim")
+_DERIVED = (*DERIVED_KEYS, *PEFT_KEYS, "kv_dim", "init_source")
 _INIT_FIELDS = ("init", "init_text")
 _DIM_KEYS = ("hidden_size", "num_layers", "num_kv_heads", "head_dim", "kv_dim", *PEFT_KEYS)
 
@@ -57,17 +59,21 @@ def make_config(name: str, config: Mapping[str, Any] | None = None) -> Any:
 
 
 def build_method(name: str, config: Mapping[str, Any] | None, dims: ModelDims, *, embedding_weight: Tensor,
-                 tokenizer=None, label_words: Sequence[str] | None = None, seed: int = 0) -> SoftPrompt:
+                 tokenizer=None, label_words: Sequence[str] | None = None, seed: int = 0,
+                 base_model=None) -> SoftPrompt:
     """A fresh trainable method. ``embedding_weight``: the base model's input embedding matrix [V, H]
-    (used for initialisation only); every random choice derives from ``seed`` (the global RNG is left
-    untouched)."""
+    (used for initialisation only); ``base_model``: the frozen base model, run once (no grad) by
+    methods whose initialisation needs activations (prefix tuning's ``init="activations"``; without it
+    they fall back to random and record ``init_effective``), ignored by the others. Every random choice
+    derives from ``seed`` (the global RNG is left untouched)."""
     cls = _lookup(name)
     cfg = make_config(name, config)
     generator = torch.Generator().manual_seed(int(seed))
+    extra = {"base_model": base_model} if "base_model" in inspect.signature(cls.create).parameters else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         module = cls.create(cfg, dims, embedding_weight=embedding_weight, tokenizer=tokenizer,
-                            label_words=label_words, generator=generator)
+                            label_words=label_words, generator=generator, **extra)
     module.provenance["seed"] = int(seed)
     if label_words:
         module.provenance["label_words"] = list(label_words)
@@ -91,6 +97,8 @@ def method_from_tensors(name: str, method_config: Mapping[str, Any] | None, tens
     module = cls.from_tensors(cfg, tensors, dims, trainable)
     # method_config() of the rebuilt module gives back what was stored (dims are recomputed)
     module.provenance.update({k: v for k, v in mc.items() if k not in structural and k not in _DIM_KEYS})
+    if name == "prefix_tuning" and "init" not in mc:
+        module.provenance["init"] = "random"  # stored before prefix tuning had an init option (or imported)
     if not trainable:
         module.requires_grad_(False)
     return module
