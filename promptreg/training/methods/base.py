@@ -178,6 +178,16 @@ def frozen_tensor(t: Tensor) -> Tensor:
     return t.detach().to(dtype=torch.float32).contiguous().clone()
 
 
+def export_with_encoder(module: nn.Module) -> dict[str, Tensor]:
+    """``prompt_embeddings`` (the encoder's OUTPUT, what PEFT stores) plus the encoder's own weights
+    under ``encoder.*`` (what PEFT drops, and what resuming needs)."""
+    with torch.no_grad():
+        out = {"prompt_embeddings": frozen_tensor(module.prompt())}
+        if module.encoder is not None:
+            out.update({f"encoder.{k}": frozen_tensor(v) for k, v in module.encoder.state_dict().items()})
+    return out
+
+
 def require(tensors: Mapping[str, Tensor], names: Sequence[str], method: str, why: str) -> None:
     missing = [n for n in names if n not in tensors]
     if missing:

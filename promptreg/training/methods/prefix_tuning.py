@@ -41,6 +41,7 @@ from promptreg.training.methods.base import (
     _token_ids,
     check_positive,
     check_shape,
+    export_with_encoder,
     frozen_tensor,
     load_module,
     require,
@@ -223,11 +224,7 @@ class PrefixTuning(SoftPrompt):
         return self.encoder()
 
     def export_tensors(self) -> dict[str, Tensor]:
-        with torch.no_grad():
-            out = {"prompt_embeddings": frozen_tensor(self.prompt())}
-            if self.encoder is not None:
-                out.update({f"encoder.{k}": frozen_tensor(v) for k, v in self.encoder.state_dict().items()})
-        return out
+        return export_with_encoder(self)
 
     def method_config(self) -> dict:
         out = super().method_config()
