@@ -22,7 +22,7 @@ from pathlib import Path
 PROMPTREG = str(Path(sys.executable).with_name("promptreg"))
 HOME = Path.cwd() / ".promptreg"
 WORK = HOME / "demo"
-STEPS = int(os.environ.get("DEMO_STEPS", "220"))
+STEPS = int(os.environ.get("DEMO_STEPS", "200"))
 
 
 def step(title: str) -> None:
@@ -55,7 +55,7 @@ def main() -> None:
               "--max-steps", str(STEPS), "--eval-every", "55", "--eval-limit", "200",
               "--checkpoint-dir", str(WORK / "checkpoints"), "--output", str(WORK / "artifact"),
               "--push", "rt-sentiment", "--description", "Rotten Tomatoes sentiment, SmolLM2-135M-Instruct, prompt tuning",
-              "--json", "--no-progress", capture=True)
+              "--json", capture=True)
     report = json.loads(out)
     m = report["metrics"]
     print(f"trained {report['steps']} steps in {report['seconds']:.0f} s "

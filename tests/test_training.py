@@ -260,3 +260,20 @@ def test_real_smollm2_train_push_end_to_end(tmp_path):
     v = report.pushed.version
     assert v.base_model_fingerprint == reg.manifest("rt-smoke:1")["base_model"]["fingerprint"]
     assert 0.0 <= report.metrics["test_accuracy"] <= 1.0 and report.steps == 3
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning"])
+def test_generation_task_trains_on_target_tokens(tiny_model_dir, method):
+    from promptreg.training.trainer import TrainConfig, Trainer
+
+    base, tok = _base(tiny_model_dir)
+    rng = random.Random(0)
+    rows = [Example(text=" ".join(rng.sample(POS + NEG, 3)), target=" the movie was fun") for _ in range(32)]
+    spec = DataSpec(task="generation")
+    cfg = TrainConfig(method=method, method_options={"num_virtual_tokens": 4}, template="{virtual}{text} :",
+                      epochs=4, batch_size=8, lr=5e-2, warmup_ratio=0.0, patience=100, seed=0)
+    result = Trainer(base, tok, cfg, spec, rows, rows[:8], progress=False).run()
+    evals = [m["loss"] for m in result.history["eval"]]
+    assert evals[-1] < evals[0], evals
+    assert result.best_metric == -min(evals)
+    assert {"loss", "perplexity"} <= set(result.eval_metrics)

@@ -109,7 +109,7 @@ def train_cmd(obj, **kw):
                    train_limit=kw["train_limit"], test_limit=kw["test_limit"], zero_shot=kw["zero_shot"],
                    output=kw["output"], checkpoint_dir=kw["checkpoint_dir"], resume=kw["resume"],
                    push=kw["push_name"], description=kw["description"],
-                   progress=kw["progress"] and not kw["as_json"], device=kw["device"])
+                   progress=kw["progress"], device=kw["device"])
     report = run_training(job, obj.get())
     for w in report.warnings:
         warn(w)

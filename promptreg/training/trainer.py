@@ -330,11 +330,13 @@ class _Progress:
         self.enabled = enabled
         self.bar = None
         if enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                                 TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
-                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False,
+                                console=Console(stderr=True))  # stdout stays clean for --json
             self.task = self.bar.add_task("train", total=total, loss="-", tps="-")
             self.bar.start()
 
