@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from promptreg.cli.output import emit_json, short, table, warn
+from promptreg.cli.output import echo_push, emit_json, short, table
 
 
 @click.command("push")
@@ -17,17 +17,7 @@ from promptreg.cli.output import emit_json, short, table, warn
 @click.pass_obj
 def push_cmd(obj, folder, name, description, as_json):
     """Validate FOLDER and register it as a new, immutable version of NAME."""
-    result = obj.get().push(folder, name, description=description)
-    for w in result.warnings:
-        warn(w)
-    if as_json:
-        emit_json(result.to_dict())
-        return 0
-    v = result.version
-    verb = "pushed" if result.created else "already registered (same content):"
-    click.echo(f"{verb} {v.name}:{v.version}  sha256 {short(v.sha256)}  {v.method}, "
-               f"{v.num_virtual_tokens} virtual tokens  mlflow: {v.mirror_status}")
-    return 0
+    return echo_push(obj.get().push(folder, name, description=description), as_json)
 
 
 @click.command("list")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from promptreg.cli.output import emit_json, short, warn
+from promptreg.cli.output import echo_push, emit_json, short, warn
 
 _METHOD_OPTIONS = {
     "prompt_tuning": ("num_virtual_tokens", "init", "init_text"),
@@ -139,13 +139,5 @@ def import_peft_cmd(obj, folder, base_model, name, description, as_json):
     """Register an existing PEFT prompt-learning adapter (prompt tuning, P-tuning, prefix tuning)."""
     from promptreg.services.peft_import import import_peft
 
-    result = import_peft(obj.get(), folder, base_model, name, description=description)
-    for w in result.warnings:
-        warn(w)
-    if as_json:
-        emit_json(result.to_dict())
-        return 0
-    v = result.version
-    verb = "imported" if result.created else "already registered (same content):"
-    click.echo(f"{verb} {v.name}:{v.version}  sha256 {short(v.sha256)}  {v.method}, {v.num_virtual_tokens} virtual tokens")
-    return 0
+    return echo_push(import_peft(obj.get(), folder, base_model, name, description=description), as_json,
+                     verb="imported")

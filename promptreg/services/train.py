@@ -127,6 +127,7 @@ def _loss_figure(history: dict):
     ax.legend(loc="upper left")
     ax.set_title("promptreg training")
     fig.tight_layout()
+    plt.close(fig)  # detach from pyplot's registry; the Figure object stays usable for saving
     return fig
 
 
@@ -189,7 +190,7 @@ def run_training(job: TrainJob, registry) -> TrainReport:
         safe(mirror.log_metrics, run_id, [(k, v, report.steps) for k, v in report.metrics.items()])
         figure = _loss_figure(report.history)
         safe(mirror.log_figure, run_id, figure, "plots/loss_curve.png")
-        __import__("matplotlib.pyplot").pyplot.close(figure)
+        figure.clear()  # free it; pyplot keeps no reference (closed in _loss_figure)
         if job.push:
             report.pushed = registry.push(report.artifact, job.push, description=job.description, run_id=run_id)
             warnings.extend(report.pushed.warnings)
