@@ -32,7 +32,8 @@ from promptreg.errors import InputError
 from promptreg.training.methods.base import ModelDims, SoftPrompt
 
 
-def _positions(mask: Tensor) -> Tensor:
+def positions_from_mask(mask: Tensor) -> Tensor:
+    """Position ids that ignore left padding: a row gets the same positions padded or alone."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
@@ -109,7 +110,7 @@ class SoftPromptModel(nn.Module):
             prompt = self.soft_prompt.prompt().to(embeds.dtype)  # [N, H]
             index = (vmask.long().cumsum(-1) - 1).clamp(0, prompt.shape[0] - 1)
             embeds = torch.where(vmask.unsqueeze(-1), prompt[index], embeds)
-            return embeds, mask.long(), _positions(mask), None
+            return embeds, mask.long(), positions_from_mask(mask), None
         # prefix
         from transformers import DynamicCache
 
@@ -121,7 +122,7 @@ class SoftPromptModel(nn.Module):
             shape = (b, d.num_kv_heads, n, d.head_dim)
             cache.update(kv[layer, 0].unsqueeze(0).expand(shape), kv[layer, 1].unsqueeze(0).expand(shape), layer)
         full_mask = torch.cat([torch.ones(b, n, dtype=torch.long, device=mask.device), mask.long()], dim=1)
-        return embeds, full_mask, n + _positions(mask), cache
+        return embeds, full_mask, n + positions_from_mask(mask), cache
 
     def _run_layers(self, layers, hidden: Tensor, mask2d: Tensor, positions: Tensor) -> Tensor:
         from transformers.masking_utils import create_causal_mask
@@ -149,7 +150,7 @@ class SoftPromptModel(nn.Module):
         decoder = self.decoder
         embeds = decoder.embed_tokens(input_ids)
         mask = attention_mask.bool()
-        positions = _positions(mask)
+        positions = positions_from_mask(mask)
         k = self.soft_prompt.layer
         layers = list(decoder.layers[: self.dims.num_layers])
         hidden = self._run_layers(layers[:k], embeds, mask.long(), positions) if k > 0 else embeds
@@ -206,7 +207,7 @@ class SoftPromptModel(nn.Module):
         rest_mask = (torch.arange(t - p, device=rest_ids.device) >= (t - lengths).unsqueeze(1)).long()
         full_mask = torch.cat([torch.ones(b, p, dtype=torch.long, device=rest_ids.device), rest_mask], dim=1)
         rest = self.decoder(inputs_embeds=embed(rest_ids), attention_mask=full_mask,
-                            position_ids=p + _positions(rest_mask.bool()), past_key_values=cache, use_cache=True)
+                            position_ids=p + positions_from_mask(rest_mask.bool()), past_key_values=cache, use_cache=True)
         return rest.last_hidden_state[:, -1]
 
     def _hidden(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None) -> Tensor:

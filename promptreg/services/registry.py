@@ -18,6 +18,7 @@ from pathlib import Path
 
 from promptreg.errors import ConflictError, InputError, MirrorError, NotFoundError, PromptregError
 from promptreg.refs import Ref, check_alias, check_name, parse_ref
+from promptreg.registry.db import mask_url
 from promptreg.services.views import (
     AliasInfo,
     AuditEntry,
@@ -34,17 +35,6 @@ _PUSH_RETRIES = 20
 
 def _iso(dt) -> str:
     return dt.isoformat(timespec="seconds") if dt is not None else ""
-
-
-def mask_url(url: str) -> str:
-    """Hide a password in a database URL."""
-    if "://" in url and "@" in url.split("://", 1)[1]:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            creds = creds.split(":", 1)[0] + ":***"
-        return f"{scheme}://{creds}@{host}"
-    return url
 
 
 class Registry:

@@ -10,18 +10,16 @@ def device_of(model):
     return next(model.parameters()).device
 
 
-def position_ids(attention_mask, offset: int = 0):
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0) + offset
-
-
 def label_logits(base, soft_model, batch, label_ids):
     """[B, K] logits of the label tokens at the last position."""
     import torch
 
+    from promptreg.runtime.soft_model import positions_from_mask
+
     if soft_model is not None:
         return soft_model.label_logits(batch["input_ids"], batch["attention_mask"], batch["virtual_mask"], label_ids)
     out = base.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     position_ids=position_ids(batch["attention_mask"]), use_cache=False)
+                     position_ids=positions_from_mask(batch["attention_mask"]), use_cache=False)
     hidden = out.last_hidden_state[:, -1]
     head = base.get_output_embeddings()
     logits = hidden @ head.weight[label_ids].T
@@ -35,13 +33,15 @@ def generation_loss(base, soft_model, batch):
     import torch
     import torch.nn.functional as F
 
+    from promptreg.runtime.soft_model import positions_from_mask
+
     mask = batch["target_mask"]
     if soft_model is not None:
         hidden = soft_model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["virtual_mask"],
                                           last_only=False)
     else:
         hidden = base.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            position_ids=position_ids(batch["attention_mask"]), use_cache=False).last_hidden_state
+                            position_ids=positions_from_mask(batch["attention_mask"]), use_cache=False).last_hidden_state
     picked = hidden[:, :-1][mask[:, :-1]]
     targets = batch["input_ids"][:, 1:][mask[:, :-1]]
     logits = base.get_output_embeddings()(picked).to(torch.float32)

@@ -85,10 +85,12 @@ class TrainResult:
 
 def params_digest(model) -> str:
     """sha256 over every base parameter's bytes (proves the base model did not change)."""
+    import torch
+
     h = hashlib.sha256()
     for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
         h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+        h.update(p.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
