@@ -45,8 +45,8 @@ def main() -> None:
     from peft import PromptTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from promptreg.runtime.loader import resolve_model_path as resolve_model
     from promptreg.runtime.soft_model import SoftPromptModel
-    from promptreg.services.train import resolve_model
     from promptreg.training.collate import Encoder, label_token_ids
     from promptreg.training.data import DataSpec, load_examples
     from promptreg.training.methods import ModelDims, build_method

@@ -35,3 +35,9 @@ class ConflictError(PromptregError):
 
 class MirrorError(PromptregError):
     """The MLflow mirror failed; the registry database still holds the truth."""
+
+
+class GateFailedError(PromptregError):
+    """A regression gate ran and failed (promote refuses): exit 1, not 2, so CI can tell them apart."""
+
+    exit_code = 1

@@ -2,10 +2,11 @@
 working directory, then the embedded default (everything under ``./.promptreg/``).
 
 Environment variables: PROMPTREG_HOME, PROMPTREG_DB_URL, MLFLOW_TRACKING_URI, PROMPTREG_ARTIFACT_URI,
-MLFLOW_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL), PROMPTREG_USER; AWS_* credentials are read by boto3.
+MLFLOW_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL), PROMPTREG_USER, PROMPTREG_BASE_MODEL; AWS_* credentials are read by boto3.
 
 ``promptreg.toml`` keys (top level or under a ``[promptreg]`` table): home, db_url, tracking_uri,
-artifact_uri, s3_endpoint_url, mlflow_artifact_uri, user.
+artifact_uri, s3_endpoint_url, mlflow_artifact_uri, user, base_model (the base-model folder, or
+``smollm2``, that eval/gate/promote load when no ``--model`` is given).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 from promptreg.errors import InputError
 
 CONFIG_FILE = "promptreg.toml"
-_KEYS = ("home", "db_url", "tracking_uri", "artifact_uri", "s3_endpoint_url", "mlflow_artifact_uri", "user")
+_KEYS = ("home", "db_url", "tracking_uri", "artifact_uri", "s3_endpoint_url", "mlflow_artifact_uri", "user",
+         "base_model")
 _ENV = {
     "home": ("PROMPTREG_HOME",),
     "db_url": ("PROMPTREG_DB_URL",),
@@ -28,6 +30,7 @@ _ENV = {
     "s3_endpoint_url": ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
     "mlflow_artifact_uri": ("PROMPTREG_MLFLOW_ARTIFACT_URI",),
     "user": ("PROMPTREG_USER",),
+    "base_model": ("PROMPTREG_BASE_MODEL",),
 }
 
 
@@ -40,6 +43,7 @@ class Settings:
     s3_endpoint_url: str | None
     mlflow_artifact_uri: str | None
     user: str
+    base_model: str | None = None      # folder (or "smollm2") used by eval/gate/promote by default
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -103,6 +107,7 @@ class Settings:
             s3_endpoint_url=values.get("s3_endpoint_url"),
             mlflow_artifact_uri=mlflow_artifacts,
             user=values.get("user") or default_user,
+            base_model=values.get("base_model"),
             sources=sources,
         )
 

@@ -25,7 +25,7 @@ from promptreg.registry.models import Alias, AuditEvent, Prompt, PromptVersion, 
 from tests.fixtures.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = {"prompt", "prompt_version", "alias", "audit_event"}
+TABLES = {"prompt", "prompt_version", "alias", "audit_event", "eval_run", "gate_result"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,7 +1,8 @@
 """The ``promptreg`` command: parse, call the Registry, print. Errors are one line on stderr.
 
-Exit codes: 0 success; 1 a check ran and failed (or an internal error); 2 bad input, usage error,
-unknown name/version/alias, unreachable store, refused artifact.
+Exit codes: 0 success; 1 a check ran and failed (a gate, a promote refused by its gate); 2 the
+command could not run: bad input, usage error, unknown name/version/alias, unreachable store, refused
+artifact, or an internal error (so CI never mistakes a crash for a failed gate).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import click
 from promptreg import __version__
 from promptreg.cli.admin_cmds import db_group, doctor_cmd, init_cmd
 from promptreg.cli.fetch_cmds import datasets_group, models_group
+from promptreg.cli.lifecycle_cmds import eval_cmd, gate_cmd, promote_cmd, rollback_cmd
 from promptreg.cli.registry_cmds import history_cmd, list_cmd, pull_cmd, push_cmd, show_cmd, sync_cmd
 from promptreg.cli.train_cmds import import_peft_cmd, train_cmd
 from promptreg.errors import PromptregError
@@ -49,7 +51,8 @@ def cli(ctx: click.Context, home, db_url, tracking_uri, artifact_uri, verbose):
 
 
 for command in (init_cmd, doctor_cmd, db_group, push_cmd, list_cmd, show_cmd, history_cmd, pull_cmd, sync_cmd,
-                models_group, datasets_group, train_cmd, import_peft_cmd):
+                models_group, datasets_group, train_cmd, import_peft_cmd, eval_cmd, gate_cmd, promote_cmd,
+                rollback_cmd):
     cli.add_command(command)
 
 
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         click.echo(f"error: internal error: {type(exc).__name__}: {first} (run with --verbose for the traceback)",
                    err=True)
-        code = 1
+        code = 2
     sys.stdout.flush()
     sys.exit(code)
 

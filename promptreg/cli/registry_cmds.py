@@ -120,7 +120,8 @@ def sync_cmd(obj, as_json):
         emit_json(report.to_dict())
     else:
         for label, items in (("mirrored", report.mirrored), ("alias set", report.aliases_set),
-                             ("alias removed", report.aliases_removed), ("FAILED", report.failed)):
+                             ("alias removed", report.aliases_removed), ("tags", report.tags_set),
+                             ("FAILED", report.failed)):
             for item in items:
                 click.echo(f"{label}: {item}")
         click.echo(f"sync: {report.repaired} repaired, {len(report.failed)} failed")

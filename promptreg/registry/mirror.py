@@ -281,7 +281,8 @@ class MlflowMirror:
                 name=rec.prompt,
                 source=source,
                 run_id=run_id,
-                tags=tags,
+                # state tags start as a new version's; set_alias and `promptreg sync` keep them equal to the DB
+                tags={**tags, "promptreg.aliases": "none", "promptreg.status": "active"},
                 description=rec.description or None,
                 await_creation_for=0,
             )
@@ -320,6 +321,28 @@ class MlflowMirror:
             return {str(a): str(v) for a, v in (rm.aliases or {}).items()}
 
         return self._wrap(f"read the aliases of {prompt}", go)
+
+    def version_tags(self, prompt: str) -> dict[str, dict[str, str]]:
+        """MLflow model version -> its tags, for every version of ``prompt`` (one paged search)."""
+
+        def go():
+            out: dict[str, dict[str, str]] = {}
+            token = None
+            while True:
+                try:
+                    page = self._client.search_model_versions(filter_string=f"name = {_quote(prompt)}",
+                                                              max_results=1000, page_token=token)
+                except Exception as e:
+                    if self._error_code(e) == "RESOURCE_DOES_NOT_EXIST":
+                        return out
+                    raise
+                for mv in page:
+                    out[str(mv.version)] = {str(k): str(v) for k, v in (mv.tags or {}).items()}
+                token = getattr(page, "token", None)
+                if not token:
+                    return out
+
+        return self._wrap(f"read the version tags of {prompt}", go)
 
     def set_version_tags(self, prompt: str, model_version: str, tags: dict[str, str]) -> None:
         max_tag = _limit("MAX_TAG_VAL_LENGTH", _MAX_TAG_VAL_LENGTH)

@@ -187,12 +187,82 @@ class AuditEvent(SQLModel, table=True):
     details: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(json_type(), nullable=False))
 
 
+class EvalRun(SQLModel, table=True):
+    """One version evaluated on one regression suite with one base model (``promptreg eval``).
+
+    The per-example outcomes are a content-addressed JSON document in the artifact store
+    (``outcomes_uri`` / ``outcomes_sha256``); metrics and check results are kept here for queries.
+    The newest row for (version, suite sha256, base-model fingerprint) is the cached result."""
+
+    __tablename__ = "eval_run"
+    __table_args__ = (
+        sa.Index("ix_eval_run_key", "version_id", "suite_sha256", "base_model_fingerprint"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigIntPK, primary_key=True, autoincrement=True))
+    version_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("prompt_version.id"), nullable=False)
+    )
+    suite_name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    suite_sha256: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    base_model_fingerprint: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    dataset_fingerprints: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(json_type(), nullable=False)
+    )
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(json_type(), nullable=False))
+    checks: list[Any] = Field(default_factory=list, sa_column=sa.Column(sa.JSON().with_variant(
+        postgresql.JSONB(), "postgresql"), nullable=False))
+    outcomes_uri: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    outcomes_sha256: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    mlflow_run_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    seconds: float = Field(default=0.0, sa_column=sa.Column(sa.Float, nullable=False, server_default="0"))
+    created_by: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+
+
+class GateResult(SQLModel, table=True):
+    """A gate verdict: candidate vs baseline on a suite with a base model (``promptreg gate``).
+
+    Cache key: (candidate sha256, baseline sha256 or "" for no baseline, suite sha256, base-model
+    fingerprint); the newest matching row is reused instead of recomputing."""
+
+    __tablename__ = "gate_result"
+    __table_args__ = (
+        sa.Index("ix_gate_result_key", "candidate_sha256", "baseline_sha256", "suite_sha256",
+                 "base_model_fingerprint"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigIntPK, primary_key=True, autoincrement=True))
+    prompt_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("prompt.id"), nullable=False))
+    candidate_version_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("prompt_version.id"), nullable=False)
+    )
+    baseline_version_id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("prompt_version.id"), nullable=True)
+    )
+    candidate_sha256: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    baseline_sha256: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    suite_sha256: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    base_model_fingerprint: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    against: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    passed: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
+    report: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(json_type(), nullable=False))
+    created_by: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+
+
 __all__ = [
     "NAMING_CONVENTION",
     "MIRROR_STATUSES",
     "VERSION_STATUSES",
     "Alias",
     "AuditEvent",
+    "EvalRun",
+    "GateResult",
     "Prompt",
     "PromptVersion",
     "UTCDateTime",

@@ -58,7 +58,7 @@ def import_peft(registry, folder: Path | str, base_model: str, name: str, *, des
     from promptreg.artifact.builder import write_artifact
     from promptreg.fingerprints.model import model_fingerprint
     from promptreg.refs import check_name
-    from promptreg.services.train import resolve_model
+    from promptreg.runtime.loader import resolve_model_path as resolve_model
 
     check_name(name)
     cfg, tensors = read_peft_adapter(Path(folder))

@@ -306,7 +306,50 @@ class Registry:
                     report.aliases_removed.append(f"{pname}@{alias}")
             except (MirrorError, PromptregError) as exc:
                 report.failed.append(f"{pname} aliases: {exc}")
+        for pname in names:
+            try:
+                wanted_tags = self._state_tags(pname)
+                if not wanted_tags:
+                    continue
+                current_tags = self.mirror.version_tags(pname)
+                for mv, (number, tags) in wanted_tags.items():
+                    have = current_tags.get(mv, {})
+                    diff = {k: v for k, v in tags.items() if have.get(k) != v}
+                    if diff:
+                        self.mirror.set_version_tags(pname, mv, diff)
+                        report.tags_set.append(f"{pname}:{number} " + ",".join(sorted(diff)))
+            except (MirrorError, PromptregError) as exc:
+                report.failed.append(f"{pname} tags: {exc}")
         return report
+
+    def _state_tags(self, name: str, numbers: set[int] | None = None) -> dict[str, tuple[int, dict[str, str]]]:
+        """MLflow model version -> (version number, the ``promptreg.aliases`` / ``promptreg.status`` tags the
+        database says it should carry); only versions that are mirrored (and in ``numbers`` if given)."""
+        from sqlmodel import select
+
+        from promptreg.registry.models import Alias, PromptVersion
+
+        with self._session() as s:
+            prompt = self._prompt(s, name)
+            q = select(PromptVersion.id, PromptVersion.number, PromptVersion.status, PromptVersion.mlflow_model_version
+                       ).where(PromptVersion.prompt_id == prompt.id, PromptVersion.mlflow_model_version.is_not(None))
+            if numbers is not None:
+                q = q.where(PromptVersion.number.in_(sorted(numbers)))
+            rows = s.exec(q).all()
+            held: dict[int, list[str]] = {}
+            for alias, vid in s.exec(select(Alias.name, Alias.version_id).where(Alias.prompt_id == prompt.id)).all():
+                held.setdefault(vid, []).append(alias)
+        return {str(mv): (number, {"promptreg.aliases": ",".join(sorted(held.get(vid, []))) or "none",
+                                   "promptreg.status": status})
+                for vid, number, status, mv in rows}
+
+    def _mirror_state_tags(self, name: str, numbers: set[int]) -> None:
+        """Best effort: copy the alias/status tags of these versions to MLflow (sync repairs misses)."""
+        try:
+            for mv, (_number, tags) in self._state_tags(name, numbers).items():
+                self.mirror.set_version_tags(name, mv, tags)
+        except PromptregError:
+            pass
 
     # ----- aliases (compare-and-swap) -----------------------------------------------------
     def set_alias(self, name: str, alias: str, version: int, *, expected_version: int | None | str = "any",
@@ -359,10 +402,33 @@ class Registry:
         info = AliasInfo(name, alias, version, previous, row_version)
         if mlflow_version:
             try:
-                self.mirror.set_alias(name, alias, mlflow_version)
+                self._mirror_alias(name, alias, mlflow_version)
             except PromptregError:
                 pass  # the database holds the truth; `promptreg sync` re-applies aliases
+            else:
+                self._mirror_state_tags(name, {version} | ({previous} if previous is not None else set()))
         return info
+
+    def _mirror_alias(self, name: str, alias: str, mlflow_version: str, attempts: int = 5) -> None:
+        """Copy ``name@alias`` to MLflow so that concurrent movers converge on the database's value.
+
+        MLflow alias writes are last-writer-wins, and two movers' MLflow writes can land in the other
+        order than their database commits. So after each write the database is read again: if it
+        now holds another version (a later commit), that one is written too. The last writer to
+        finish therefore always leaves MLflow equal to the database."""
+        from sqlmodel import select
+
+        from promptreg.registry.models import Alias, PromptVersion
+
+        for _ in range(attempts):
+            self.mirror.set_alias(name, alias, mlflow_version)
+            with self._session() as s:
+                prompt = self._prompt(s, name)
+                now = s.exec(select(PromptVersion.mlflow_model_version).join(Alias, Alias.version_id == PromptVersion.id)
+                             .where(Alias.prompt_id == prompt.id, Alias.name == alias)).first()
+            if not now or now == mlflow_version:
+                return
+            mlflow_version = now
 
     # ----- reads --------------------------------------------------------------------------
     def _prompt(self, s, name: str):

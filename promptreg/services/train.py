@@ -64,17 +64,6 @@ class TrainReport:
         return out
 
 
-def resolve_model(model: str) -> Path:
-    if model in ("smollm2", "smollm2-135m-instruct"):
-        from promptreg.training.model_fetch import fetch_smollm2
-
-        return fetch_smollm2()
-    path = Path(model)
-    if not path.is_dir():
-        raise InputError(f"base model folder not found: {model} (or use 'smollm2')")
-    return path
-
-
 def _load_splits(job: TrainJob) -> tuple[DataSpec, dict[str, list[Example]]]:
     import random
 
@@ -137,6 +126,7 @@ def run_training(job: TrainJob, registry) -> TrainReport:
     from promptreg.fingerprints.dataset import dataset_fingerprint
     from promptreg.fingerprints.model import model_fingerprint
     from promptreg.refs import check_name
+    from promptreg.runtime.loader import resolve_model_path
     from promptreg.training.data import rows_for_fingerprint
 
     if job.push:
@@ -147,7 +137,7 @@ def run_training(job: TrainJob, registry) -> TrainReport:
     if not validation.success:
         raise InputError(f"dataset validation failed ({len(validation.failures)} critical): "
                          + "; ".join(validation.failures))
-    model_dir = resolve_model(job.model)
+    model_dir = resolve_model_path(job.model)
     info = model_fingerprint(model_dir)
     fps = {name: dataset_fingerprint(rows_for_fingerprint(rows)) for name, rows in splits.items()}
     warnings: list[str] = list(validation.warnings)

@@ -105,11 +105,12 @@ class SyncReport:
     mirrored: list[str] = field(default_factory=list)
     aliases_set: list[str] = field(default_factory=list)
     aliases_removed: list[str] = field(default_factory=list)
+    tags_set: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
     @property
     def repaired(self) -> int:
-        return len(self.mirrored) + len(self.aliases_set) + len(self.aliases_removed)
+        return len(self.mirrored) + len(self.aliases_set) + len(self.aliases_removed) + len(self.tags_set)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "repaired": self.repaired}

@@ -1,0 +1,212 @@
+"""eval, gate, promote, rollback.
+
+``gate`` exit codes (for CI): 0 the gate passed, 1 it ran and failed, 2 it could not run (bad input,
+unknown version, store down, base-model fingerprint mismatch). ``promote`` exits 1 when the gate
+refuses the move.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from promptreg.cli.output import emit_json, table, warn
+
+_SUITE = click.Path(path_type=Path, dir_okay=False)
+
+
+def _fmt(x, digits: int = 3) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def _evaluator(obj, model, device, no_cache):
+    from promptreg.services.evaluate import Evaluator
+
+    return Evaluator(obj.get(), model=model, device=device, use_cache=not no_cache)
+
+
+def _load_suite(path: Path):
+    from promptreg.evaluation.suite import load_suite
+
+    return load_suite(path)
+
+
+def echo_gate(report) -> None:
+    """The gate verdict as a table plus one line per failed rule."""
+    base = f"{report.prompt}:{report.baseline}" if report.baseline is not None else f"no baseline ({report.against})"
+    verdict = "PASSED" if report.passed else "FAILED"
+    click.echo(f"gate {verdict}: {report.prompt}:{report.candidate} vs {base}  suite {report.suite_name} "
+               f"({report.suite_sha256[:12]})" + ("  [cached]" if report.cached else ""))
+    rows = []
+    for m in report.metrics:
+        ci = f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]" if m.ci_low is not None else ""
+        rules = ", ".join(f"{r.rule}{'' if r.passed else '!'}" for r in m.rules if not r.skipped)
+        rows.append([m.id, _fmt(m.candidate), _fmt(m.baseline), _fmt(m.diff), ci, m.margin if m.margin is not None else "",
+                     rules, "pass" if m.passed else "FAIL"])
+    if rows:
+        table(["metric", "candidate", "baseline", "diff", "95% CI", "margin", "rules", "result"], rows)
+    if report.checks:
+        table(["check", "type", "failure rate", "max", "result"],
+              [[c.name, c.type, f"{c.failure_rate:.3f} ({c.failures}/{c.cases})", _fmt(c.max_failure_rate),
+                "pass" if c.passed else "FAIL"] for c in report.checks])
+    for mc in report.mcnemar:
+        click.echo(f"McNemar exact ({mc.dataset}): candidate-only correct {mc.b}, baseline-only correct {mc.c}, "
+                   f"p = {mc.p_value:.4g}")
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    for failure in report.failures():
+        click.echo(f"failed: {failure}")
+
+
+@click.command("eval")
+@click.argument("ref")
+@click.option("--suite", "suite_path", required=True, type=_SUITE, help="Regression suite (suite.yaml).")
+@click.option("--model", help="Base model folder or 'smollm2' (default: PROMPTREG_BASE_MODEL, then the manifest's).")
+@click.option("--against", default="production", show_default=True,
+              help="Alias or version to compare with in the plot ('none' to skip).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--no-cache", is_flag=True, help="Re-evaluate even if this suite already ran on this version.")
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write a markdown summary here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with per-example outcomes).")
+@click.pass_obj
+def eval_cmd(obj, ref, suite_path, model, against, device, no_cache, markdown_path, as_json):
+    """Evaluate REF (NAME:VERSION or NAME@ALIAS) on a regression suite and record the eval run."""
+    suite = _load_suite(suite_path)
+    ev = _evaluator(obj, model, device, no_cache)
+    result, _baseline = ev.evaluate(ref, suite, against=against)
+    for w in ev.warnings:
+        warn(w)
+    if markdown_path is not None:
+        from promptreg.evaluation.report import eval_markdown
+
+        markdown_path.write_text(eval_markdown(result), encoding="utf-8")
+    if as_json:
+        emit_json(result.to_dict(outcomes=True))
+        return 0
+    click.echo(f"eval {result.prompt}:{result.version} on suite {result.suite_name} ({result.suite_sha256[:12]}), "
+               f"base model {result.base_model_fingerprint[:12]}: eval run {result.eval_run_id}"
+               + ("  [cached]" if result.cached else f"  ({result.seconds:.1f} s)"))
+    table(["golden set", "rows", "metric", "value"],
+          [[d.name, d.rows, m, _fmt(v, 4)] for d in result.datasets for m, v in sorted(d.metrics.items())])
+    if result.checks:
+        table(["check", "type", "failure rate", "max", "result"],
+              [[c.name, c.type, f"{c.failure_rate:.3f} ({c.failures}/{c.cases})", _fmt(c.max_failure_rate),
+                "pass" if c.passed else "FAIL"] for c in result.checks])
+    return 0
+
+
+def _junit_error(path: Path, ref: str, message: str) -> None:
+    """A JUnit file that says the gate could not run (so CI shows why, not an empty report)."""
+    import xml.etree.ElementTree as ET
+
+    from promptreg.evaluation.report import xml_safe
+
+    message = xml_safe(message)
+    root = ET.Element("testsuites", tests="1", failures="0", errors="1")
+    suite = ET.SubElement(root, "testsuite", name=f"promptreg gate {ref}", tests="1", failures="0", errors="1",
+                          skipped="0", time="0")
+    case = ET.SubElement(suite, "testcase", classname="promptreg.gate", name="gate")
+    ET.SubElement(case, "error", message=message[:1000], type="PromptregError").text = message
+    path.write_text('<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode"),
+                    encoding="utf-8")
+
+
+@click.command("gate")
+@click.argument("ref")
+@click.option("--against", default="production", show_default=True,
+              help="Baseline: an alias (its current holder) or a version number; 'none' for floors only.")
+@click.option("--suite", "suite_path", required=True, type=_SUITE, help="Regression suite (suite.yaml).")
+@click.option("--model", help="Base model folder or 'smollm2' (default: PROMPTREG_BASE_MODEL, then the manifest's).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write a JUnit XML report (one testcase per metric and check).")
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write a markdown summary (also appended to $GITHUB_STEP_SUMMARY when set).")
+@click.option("--no-cache", is_flag=True, help="Recompute even if this exact gate already ran.")
+@click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
+@click.pass_obj
+def gate_cmd(obj, ref, against, suite_path, model, device, junit_path, markdown_path, no_cache, as_json):
+    """Run the regression gate of REF against the version it would replace. Exit 0 pass, 1 fail, 2 could not run."""
+    from promptreg.errors import PromptregError
+
+    try:
+        suite = _load_suite(suite_path)
+        ev = _evaluator(obj, model, device, no_cache)
+        report = ev.gate(ref, suite, against=against)
+    except PromptregError as exc:
+        if junit_path is not None:
+            _junit_error(junit_path, ref, str(exc))
+        raise
+    for w in ev.warnings:
+        warn(w)
+    from promptreg.evaluation.report import gate_junit_xml, gate_markdown, write_github_step_summary
+
+    markdown = gate_markdown(report)
+    if junit_path is not None:
+        junit_path.write_text(gate_junit_xml(report), encoding="utf-8")
+    if markdown_path is not None:
+        markdown_path.write_text(markdown, encoding="utf-8")
+    write_github_step_summary(markdown)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        echo_gate(report)
+    return 0 if report.passed else 1
+
+
+@click.command("promote")
+@click.argument("ref")
+@click.option("--to", "to", default="production", show_default=True, help="The alias to move.")
+@click.option("--suite", "suite_path", type=_SUITE, help="Run (or reuse) this suite's gate first.")
+@click.option("--model", help="Base model folder or 'smollm2' for the gate.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--force", is_flag=True, help="Move even if the gate failed or is missing (needs --reason).")
+@click.option("--reason", help="Why (recorded in the audit log; required with --force).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def promote_cmd(obj, ref, to, suite_path, model, device, force, reason, as_json):
+    """Point NAME@TO at REF after its gate passes (compare-and-swap + audit event + MLflow alias)."""
+    from promptreg.errors import GateFailedError
+    from promptreg.services.lifecycle import promote
+
+    reg = obj.get()
+    suite = _load_suite(suite_path) if suite_path is not None else None
+    ev = _evaluator(obj, model, device, False) if suite is not None else None
+    try:
+        result = promote(reg, ref, to, suite=suite, evaluator=ev, force=force, reason=reason)
+    except GateFailedError as exc:
+        if getattr(exc, "report", None) is not None and not as_json:
+            echo_gate(exc.report)  # the table on stdout; the one-line error follows on stderr
+        raise
+    for w in result.warnings:
+        warn(w)
+    if as_json:
+        emit_json(result.to_dict())
+        return 0
+    if result.gate is not None:
+        echo_gate(result.gate)
+    was = f"was {result.previous}" if result.previous is not None else "new alias"
+    forced = f"  FORCED: {result.reason}" if result.forced else ""
+    click.echo(f"promoted {result.name}:{result.version} to {result.alias} ({was}){forced}")
+    return 0
+
+
+@click.command("rollback")
+@click.argument("name")
+@click.option("--alias", default="production", show_default=True, help="The alias to move back.")
+@click.option("--to", "to", type=click.IntRange(min=1), help="Version to roll back to (default: the previous holder).")
+@click.option("--reason", help="Why (recorded in the audit log).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def rollback_cmd(obj, name, alias, to, reason, as_json):
+    """Move NAME@ALIAS back to its previous holder (from the audit log) or to --to VERSION."""
+    from promptreg.services.lifecycle import rollback
+
+    result = rollback(obj.get(), name, alias, to=to, reason=reason)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        click.echo(f"rolled back {result.name}@{result.alias} to version {result.version} (was {result.previous})")
+    return 0

@@ -1,0 +1,365 @@
+"""``promptreg eval`` and ``promptreg gate``: evaluate versions on a regression suite, compare a
+candidate with the version it would replace, store and cache the results, log them to MLflow.
+
+Caching (both keyed by content, never by name):
+- an evaluation is reused when an eval_run exists for (version, suite sha256, base-model
+  fingerprint); its per-example outcomes live in the artifact store as a content-addressed JSON
+  document, verified by sha256 when read back;
+- a gate is reused when a gate_result exists for (candidate sha256, baseline sha256 — "" when there is
+  no baseline —, suite sha256, base-model fingerprint). A cached gate does not even load the model:
+  the base-model fingerprint comes from the fingerprint cache.
+
+Which base model: ``model=`` (``--model``) > settings ``base_model`` (``PROMPTREG_BASE_MODEL``) >
+the folder recorded in the candidate's manifest when it still exists. Every version evaluated must
+have been trained on exactly that model (fingerprint), or the evaluation refuses to run.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from promptreg.errors import InputError, NotFoundError, PromptregError
+from promptreg.evaluation.results import CheckOutcome, DatasetEval, EvalResult, GateReport
+
+OUTCOMES_FILE = "outcomes.json"
+NO_BASELINE = ("none", "nothing", "-")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Evaluator:
+    """Evaluates versions of one registry with one base model (loaded once, on first need)."""
+
+    def __init__(self, registry, *, model: str | Path | None = None, device: str = "auto", use_cache: bool = True,
+                 max_new_tokens: int = 64, batch_size: int = 32, log_mlflow: bool = True):
+        self.registry = registry
+        self.model_arg = str(model) if model else registry.settings.base_model
+        self.device = device
+        self.use_cache = use_cache
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.log_mlflow = log_mlflow
+        self.warnings: list[str] = []
+        self._model_path: Path | None = None
+        self._fingerprint: str | None = None
+        self._base = None
+
+    # ----- base model ---------------------------------------------------------------------------
+    def model_path(self, hint=None) -> Path:
+        """The base-model folder; ``hint``: a VersionInfo whose manifest may name it."""
+        if self._model_path is None:
+            from promptreg.runtime.loader import resolve_model_path
+
+            if self.model_arg:
+                self._model_path = resolve_model_path(self.model_arg)
+            else:
+                recorded = self.registry.manifest(f"{hint.name}:{hint.version}").get("base_model", {}).get(
+                    "name_or_path") if hint is not None else None
+                if not recorded or not Path(recorded).is_dir():
+                    raise InputError("no base model to evaluate with: pass --model PATH (or 'smollm2') "
+                                     "or set PROMPTREG_BASE_MODEL")
+                self._model_path = Path(recorded)
+        return self._model_path
+
+    def fingerprint(self, hint=None) -> str:
+        if self._fingerprint is None:
+            from promptreg.fingerprints.model import model_fingerprint
+
+            self._fingerprint = model_fingerprint(self.model_path(hint)).fingerprint
+        return self._fingerprint
+
+    def base(self, hint=None):
+        if self._base is None:
+            from promptreg.runtime.loader import load_base_model
+
+            self._base = load_base_model(self.model_path(hint), device=self.device)
+            self._fingerprint = self._base.fingerprint
+        return self._base
+
+    def load(self, info):
+        """A verified version applied to the base model (refused on a fingerprint mismatch)."""
+        from promptreg.artifact.manifest import MANIFEST_FILE
+        from promptreg.runtime.loader import check_compatible, load_soft_prompt
+
+        label = f"{info.name}:{info.version}"
+        check_compatible({"base_model": {"fingerprint": info.base_model_fingerprint}},
+                         _FingerprintOnly(self.model_path(info), self.fingerprint(info)), label)
+        info, folder = self.registry.fetch_verified(label)
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+        return load_soft_prompt(folder, manifest, self.base(info), label=label, sha256=info.sha256)
+
+    # ----- database -----------------------------------------------------------------------------
+    def _ids(self, info) -> tuple[int, int]:
+        from sqlmodel import select
+
+        from promptreg.registry.models import Prompt, PromptVersion
+
+        with self.registry._session() as s:
+            row = s.exec(select(Prompt.id, PromptVersion.id).join(PromptVersion, PromptVersion.prompt_id == Prompt.id)
+                         .where(Prompt.name == info.name, PromptVersion.number == info.version)).first()
+        if row is None:
+            raise NotFoundError(f"{info.name} has no version {info.version}")
+        return int(row[0]), int(row[1])
+
+    def _cached_eval(self, info, suite, fingerprint: str) -> EvalResult | None:
+        from sqlmodel import select
+
+        from promptreg.registry.models import EvalRun
+
+        _, version_id = self._ids(info)
+        with self.registry._session() as s:
+            row = s.exec(select(EvalRun).where(EvalRun.version_id == version_id,
+                                               EvalRun.suite_sha256 == suite.sha256,
+                                               EvalRun.base_model_fingerprint == fingerprint)
+                         .order_by(EvalRun.id.desc())).first()
+            if row is None:
+                return None
+            row = dict(id=row.id, metrics=dict(row.metrics), checks=list(row.checks), uri=row.outcomes_uri,
+                       sha=row.outcomes_sha256, fps=dict(row.dataset_fingerprints), seconds=row.seconds)
+        with tempfile.TemporaryDirectory(prefix="promptreg-eval-") as tmp:
+            folder = self.registry.store.fetch(row["uri"], Path(tmp) / "o", row["sha"])
+            doc = json.loads((folder / OUTCOMES_FILE).read_text(encoding="utf-8"))
+        datasets = [DatasetEval(name, row["fps"][name], len(doc["outcomes"].get(name, [])), m)
+                    for name, m in row["metrics"].items()]
+        checks = [CheckOutcome(**{k: v for k, v in c.items() if k not in ("passed", "failure_rate")})
+                  for c in row["checks"]]
+        return EvalResult(info.name, info.version, info.sha256, doc["task"], suite.name, suite.sha256, fingerprint,
+                          datasets, checks, doc["outcomes"], row["seconds"], row["id"], cached=True)
+
+    def _save_eval(self, info, result: EvalResult) -> int:
+        from promptreg.artifact.hashing import folder_sha256
+        from promptreg.registry.models import AuditEvent, EvalRun, utcnow
+
+        prompt_id, version_id = self._ids(info)
+        doc = {"format": 1, "prompt": info.name, "version": info.version, "sha256": info.sha256,
+               "task": result.task, "suite_sha256": result.suite_sha256,
+               "base_model_fingerprint": result.base_model_fingerprint, "outcomes": result.outcomes}
+        with tempfile.TemporaryDirectory(prefix="promptreg-eval-") as tmp:
+            folder = Path(tmp) / "outcomes"
+            folder.mkdir()
+            (folder / OUTCOMES_FILE).write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")),
+                                                encoding="utf-8")
+            sha = folder_sha256(folder)
+            uri = self.registry.store.put_folder(folder, sha)
+        user = self.registry.settings.user
+        with self.registry._session() as s:
+            row = EvalRun(version_id=version_id, suite_name=result.suite_name, suite_sha256=result.suite_sha256,
+                          base_model_fingerprint=result.base_model_fingerprint,
+                          dataset_fingerprints={d.name: d.fingerprint for d in result.datasets},
+                          metrics={d.name: d.metrics for d in result.datasets},
+                          checks=[c.to_dict() for c in result.checks], outcomes_uri=uri, outcomes_sha256=sha,
+                          mlflow_run_id=info.mlflow_run_id, seconds=result.seconds, created_by=user,
+                          created_at=utcnow())
+            s.add(row)
+            s.flush()
+            s.add(AuditEvent(at=utcnow(), actor=user, action="eval", prompt_id=prompt_id,
+                             to_version=info.version, details={
+                                 "eval_run_id": row.id, "suite": result.suite_name,
+                                 "suite_sha256": result.suite_sha256,
+                                 "base_model_fingerprint": result.base_model_fingerprint,
+                                 "metrics": {d.name: d.metrics for d in result.datasets},
+                                 "checks_failed": [c.name for c in result.checks if not c.passed]}))
+            return int(row.id)
+
+    # ----- evaluate -----------------------------------------------------------------------------
+    def evaluate_version(self, info, suite) -> EvalResult:
+        from promptreg.evaluation.evaluators import run_suite
+
+        fingerprint = self.fingerprint(info)
+        if self.use_cache:
+            cached = self._cached_eval(info, suite, fingerprint)
+            if cached is not None:
+                return cached
+        loaded = self.load(info)
+        if suite.task != loaded.task:
+            raise InputError(f"suite {suite.name!r} is for {suite.task}, {info.name}:{info.version} is a "
+                             f"{loaded.task} prompt")
+        t0 = time.perf_counter()
+        datasets, outcomes, checks = run_suite(loaded, suite, task=loaded.task, labels=loaded.labels,
+                                               max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+        result = EvalResult(info.name, info.version, info.sha256, loaded.task, suite.name, suite.sha256,
+                            fingerprint, datasets, checks, outcomes, time.perf_counter() - t0)
+        result.eval_run_id = self._save_eval(info, result)
+        return result
+
+    def evaluate(self, ref: str, suite, *, against: str | None = "production") -> tuple[EvalResult, EvalResult | None]:
+        """Evaluate ``ref``; also the ``against`` version (for the comparison plot) when it exists."""
+        info = self.registry.show(ref)
+        result = self.evaluate_version(info, suite)
+        baseline_info = self.resolve_baseline(info, against)
+        baseline = None
+        if baseline_info is not None and baseline_info.version != info.version:
+            try:
+                baseline = self.evaluate_version(baseline_info, suite)
+            except PromptregError as exc:
+                self.warnings.append(f"{info.name}:{baseline_info.version} ({against}) not evaluated for the "
+                                     f"comparison: {exc}")
+        if self.log_mlflow and not result.cached:
+            self._log_eval(info, result, baseline)
+        return result, baseline
+
+    def resolve_baseline(self, info, against: str | None):
+        if against is None or against.lower() in NO_BASELINE:
+            return None
+        if against.isdigit():
+            return self.registry.show(f"{info.name}:{int(against)}")
+        try:
+            return self.registry.show(f"{info.name}@{against}")
+        except NotFoundError:
+            return None  # the alias is not set yet: nothing to compare with
+
+    # ----- gate ---------------------------------------------------------------------------------
+    def _cached_gate(self, cand, baseline, suite, fingerprint: str) -> GateReport | None:
+        from sqlmodel import select
+
+        from promptreg.registry.models import GateResult
+
+        with self.registry._session() as s:
+            row = s.exec(select(GateResult).where(
+                GateResult.candidate_sha256 == cand.sha256,
+                GateResult.baseline_sha256 == (baseline.sha256 if baseline else ""),
+                GateResult.suite_sha256 == suite.sha256,
+                GateResult.base_model_fingerprint == fingerprint).order_by(GateResult.id.desc())).first()
+            if row is None:
+                return None
+            report = GateReport.from_dict(dict(row.report))
+            report.gate_id, report.cached = int(row.id), True
+        # the same content may be registered under other numbers: report the numbers asked about
+        report.prompt, report.candidate = cand.name, cand.version
+        report.baseline = baseline.version if baseline else None
+        return report
+
+    def gate(self, ref: str, suite, *, against: str = "production") -> GateReport:
+        from promptreg.evaluation.gate import compare
+
+        cand = self.registry.show(ref)
+        baseline = self.resolve_baseline(cand, against)
+        if baseline is None and against.isdigit():
+            raise NotFoundError(f"{cand.name} has no version {against}")
+        fingerprint = self.fingerprint(cand)
+        if self.use_cache:
+            cached = self._cached_gate(cand, baseline, suite, fingerprint)
+            if cached is not None:
+                return cached
+        t0 = time.perf_counter()
+        cand_eval = self.evaluate_version(cand, suite)
+        base_eval = self.evaluate_version(baseline, suite) if baseline is not None else None
+        labels = None
+        if cand_eval.task == "classification":
+            labels = self.base_labels(cand)
+            if baseline is not None and self.base_labels(baseline) != labels:
+                raise InputError(f"{cand.name}:{baseline.version} has labels {self.base_labels(baseline)}, "
+                                 f"{cand.name}:{cand.version} has {labels}: they cannot be compared")
+        gate_opts = suite.gate
+        report = compare(cand_eval, base_eval, suite.thresholds(), against=against, confidence=gate_opts.confidence,
+                         n_resamples=gate_opts.resamples, seed=gate_opts.seed, labels=labels)
+        if baseline is None:
+            report.notes.append(f"{cand.name}@{against} is not set: only absolute floors and behavioural checks apply"
+                                if not against.isdigit() else "no baseline")
+        elif baseline.version == cand.version:
+            report.notes.append(f"{cand.name}:{cand.version} already is {against}: compared with itself")
+        report.candidate_eval_id = cand_eval.eval_run_id
+        report.baseline_eval_id = base_eval.eval_run_id if base_eval else None
+        report.created_at = _now()
+        report.seconds = time.perf_counter() - t0
+        report.gate_id = self._save_gate(cand, baseline, report)
+        if self.log_mlflow:
+            self._log_gate(cand, cand_eval, base_eval, report)
+        return report
+
+    def base_labels(self, info) -> list[str]:
+        verbalizer = ((self.registry.manifest(f"{info.name}:{info.version}").get("task") or {}).get("verbalizer")
+                      or {})
+        return list(verbalizer)
+
+    def _save_gate(self, cand, baseline, report: GateReport) -> int:
+        from promptreg.registry.models import AuditEvent, GateResult, utcnow
+
+        prompt_id, cand_id = self._ids(cand)
+        base_id = self._ids(baseline)[1] if baseline is not None else None
+        user = self.registry.settings.user
+        with self.registry._session() as s:
+            row = GateResult(prompt_id=prompt_id, candidate_version_id=cand_id, baseline_version_id=base_id,
+                             candidate_sha256=cand.sha256, baseline_sha256=baseline.sha256 if baseline else "",
+                             suite_sha256=report.suite_sha256, base_model_fingerprint=report.base_model_fingerprint,
+                             against=report.against[:64], passed=report.passed, report=report.to_dict(),
+                             created_by=user, created_at=utcnow())
+            s.add(row)
+            s.flush()
+            s.add(AuditEvent(at=utcnow(), actor=user, action="gate", prompt_id=prompt_id,
+                             from_version=baseline.version if baseline else None, to_version=cand.version,
+                             details={"gate_id": row.id, "passed": report.passed, "against": report.against,
+                                      "suite": report.suite_name, "suite_sha256": report.suite_sha256,
+                                      "failures": report.failures()}))
+            return int(row.id)
+
+    # ----- MLflow (best effort: the database holds the results) ---------------------------------
+    def _mlflow(self, what: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except PromptregError as exc:
+            self.warnings.append(f"MLflow: could not {what}: {exc}")
+
+    def _log_eval(self, info, result: EvalResult, baseline: EvalResult | None, prefix: str | None = None) -> None:
+        from promptreg.evaluation.report import comparison_figure, eval_table
+
+        run_id = info.mlflow_run_id
+        if not run_id:
+            self.warnings.append(f"{info.name}:{info.version} has no MLflow run yet (run `promptreg sync`): "
+                                 "evaluation not logged there")
+            return
+        mirror = self.registry.mirror
+        key = prefix or f"eval/{result.suite_name}"
+        rows = [(f"{key}/{d.name}/{m}", v, 0) for d in result.datasets for m, v in d.metrics.items()]
+        rows += [(f"{key}/check/{c.name}/failure_rate", c.failure_rate, 0) for c in result.checks]
+        self._mlflow("log evaluation metrics", mirror.log_metrics, run_id, rows)
+        self._mlflow("log the evaluation table", mirror.log_table, run_id, eval_table(result),
+                     f"{key}/outcomes.json")
+        self._mlflow("log the evaluation summary", mirror.log_dict, run_id, result.to_dict(), f"{key}/result.json")
+        figure = comparison_figure(result, baseline)
+        self._mlflow("log the comparison plot", mirror.log_figure, run_id, figure, f"{key}/comparison.png")
+
+    def _log_gate(self, cand, cand_eval: EvalResult, base_eval: EvalResult | None, report: GateReport) -> None:
+        from promptreg.evaluation.report import comparison_figure, gate_markdown
+
+        run_id = cand.mlflow_run_id
+        if not run_id:
+            self.warnings.append(f"{cand.name}:{cand.version} has no MLflow run yet (run `promptreg sync`): "
+                                 "gate not logged there")
+            return
+        mirror = self.registry.mirror
+        key = f"gate/{report.suite_name}/{report.against}"
+        if not cand_eval.cached:
+            self._log_eval(cand, cand_eval, base_eval)
+        self._mlflow("log gate metrics", mirror.log_metrics, run_id,
+                     [(f"{key}/passed", 1.0 if report.passed else 0.0, 0)]
+                     + [(f"{key}/{m.id}/ci_low", m.ci_low, 0) for m in report.metrics if m.ci_low is not None])
+        self._mlflow("log the gate report", mirror.log_dict, run_id, report.to_dict(), f"{key}/report.json")
+        self._mlflow("log the gate summary", mirror.log_text, run_id, gate_markdown(report), f"{key}/summary.md")
+        figure = comparison_figure(cand_eval, base_eval, report.metrics)
+        self._mlflow("log the comparison plot", mirror.log_figure, run_id, figure, f"{key}/comparison.png")
+        if cand.mlflow_model_version:
+            tags = {f"promptreg.gate.{report.against}": "passed" if report.passed else "failed",
+                    f"promptreg.gate.{report.against}.baseline": str(report.baseline or "none"),
+                    f"promptreg.gate.{report.against}.id": str(report.gate_id)}
+            self._mlflow("tag the model version", mirror.set_version_tags, cand.name, cand.mlflow_model_version, tags)
+
+
+class _FingerprintOnly:
+    """Enough of a loaded base model for check_compatible, without loading weights."""
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.folder, self.fingerprint = folder, fingerprint
+
+
+def load_suite_file(path: str | Path):
+    from promptreg.evaluation.suite import load_suite
+
+    return load_suite(Path(path))
+
