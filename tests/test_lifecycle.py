@@ -242,3 +242,85 @@ def test_cli_promote_refused_forced_and_rolled_back(project, tmp_path, tiny_mode
     assert run_cli("gate", "toy:3", "--suite", suite, cwd=cwd, env=env).code == 0
     res = run_cli("promote", "toy:3", "--json", cwd=cwd, env=env)
     assert res.code == 0 and res.json()["gate"]["cached"] is True and res.json()["previous"] == 1
+
+
+@pytest.mark.slow
+def test_smollm2_eval_and_gate_end_to_end(tmp_path):
+    """The real base model on a small Rotten Tomatoes golden set: an instruction-initialised prompt
+    is promoted (no baseline yet), a randomly initialised one is gated against it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from promptreg.artifact.builder import write_artifact
+    from promptreg.fingerprints.model import model_fingerprint
+    from promptreg.training.data_fetch import fetch_rotten_tomatoes
+    from promptreg.training.methods import ModelDims, build_method
+    from promptreg.training.model_fetch import fetch_smollm2
+
+    model_dir = fetch_smollm2()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    info = model_fingerprint(model_dir).to_dict()
+    task = {"type": "classification", "template": "{virtual}Review: {text}\nSentiment:",
+            "verbalizer": {"negative": [" negative"], "positive": [" positive"]}}
+    reg = Registry(home=str(tmp_path / ".promptreg"))
+    for i, (init, text) in enumerate([("text", "Is this movie review positive or negative?"), ("random", None)], 1):
+        sp = build_method("prompt_tuning", {"num_virtual_tokens": 8, "init": init, "init_text": text},
+                          ModelDims.from_config(base.config), embedding_weight=base.get_input_embeddings().weight,
+                          tokenizer=tok, seed=i)
+        art = write_artifact(tmp_path / f"v{i}", method="prompt_tuning", tensors=sp.export_tensors(), base_model=info,
+                             num_virtual_tokens=8, task=task, method_config=sp.method_config(), created_by="tests")
+        assert reg.push(art, "rt").version.version == i
+    del base
+
+    test_split = fetch_rotten_tomatoes(tmp_path / "rt")["test"]
+    suite_dir = tmp_path / "suite"
+    suite_dir.mkdir()
+    (suite_dir / "suite.yaml").write_text(f"""name: rt-smoke
+golden:
+  - name: rt-test
+    path: {test_split}
+    limit: 60
+    metrics:
+      accuracy: {{margin: 0.05, min: 0.6}}
+      macro_f1: {{margin: 0.05}}
+checks:
+  - name: mft-positive
+    type: mft
+    template: "This movie was {{adj}}."
+    fill: {{adj: [wonderful, great, superb, delightful]}}
+    label: positive
+    max_failure_rate: 0.5
+  - name: dir-negation
+    type: directional
+    data: rt-test
+    perturbation: add_negation
+    only_labels: [positive]
+    label: positive
+    direction: decrease
+    max_failure_rate: 0.5
+""")
+    suite = load_suite(suite_dir / "suite.yaml")
+    ev = Evaluator(reg, model=model_dir)
+    moved = promote(reg, "rt:1", "production", suite=suite, evaluator=ev)
+    first = moved.gate
+    assert moved.version == 1 and first.passed and first.baseline is None, first.failures()
+    acc1 = next(m for m in first.metrics if m.id == "rt-test/accuracy").candidate
+    assert acc1 >= 0.6
+
+    report = ev.gate("rt:2", suite)                          # against production = rt:1
+    assert report.baseline == 1 and not report.cached
+    cand = ev.evaluate_version(reg.show("rt:2"), suite)      # cached by now: the outcomes the gate used
+    prod = ev.evaluate_version(reg.show("rt:1"), suite)
+    assert cand.cached and prod.cached and len(cand.outcomes["rt-test"]) == 60
+    pairs = list(zip(cand.outcomes["rt-test"], prod.outcomes["rt-test"], strict=True))
+    b = sum(x["correct"] and not y["correct"] for x, y in pairs)
+    c = sum(y["correct"] and not x["correct"] for x, y in pairs)
+    assert [(m.b, m.c) for m in report.mcnemar] == [(b, c)]
+    acc = next(m for m in report.metrics if m.id == "rt-test/accuracy")
+    assert acc.diff == pytest.approx((b - c) / 60)
+    assert acc.passed == (acc.ci_low > -0.05 and acc.candidate >= 0.6)
+    assert report.passed == (all(m.passed for m in report.metrics) and all(ch.passed for ch in report.checks))
+    print(f"\nSmolLM2 rt-test (60): v1 accuracy {acc1:.3f}; v2 {acc.candidate:.3f}, diff {acc.diff:+.3f} "
+          f"CI [{acc.ci_low:.3f}, {acc.ci_high:.3f}], McNemar b={b} c={c} p={report.mcnemar[0].p_value:.3g}; "
+          f"gate {'passed' if report.passed else 'failed: ' + '; '.join(report.failures())}")
