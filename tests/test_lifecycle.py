@@ -324,3 +324,53 @@ checks:
     print(f"\nSmolLM2 rt-test (60): v1 accuracy {acc1:.3f}; v2 {acc.candidate:.3f}, diff {acc.diff:+.3f} "
           f"CI [{acc.ci_low:.3f}, {acc.ci_high:.3f}], McNemar b={b} c={c} p={report.mcnemar[0].p_value:.3g}; "
           f"gate {'passed' if report.passed else 'failed: ' + '; '.join(report.failures())}")
+
+
+@pytest.mark.parametrize("method,options", [
+    ("prompt_tuning", {"num_virtual_tokens": 4, "init": "random"}),
+    ("p_tuning", {"num_virtual_tokens": 3, "encoder": "mlp"}),
+    ("prefix_tuning", {"num_virtual_tokens": 5, "projection": True, "projection_hidden": 32}),
+    ("id_spam", {"num_virtual_tokens": 4, "layer": 1, "bottleneck": 16}),
+])
+def test_evaluator_applies_every_method_like_the_runtime(tmp_path, tiny_model_dir, method, options):
+    """A registered version of each method, loaded from the registry (verified files, safetensors
+    only) onto the base model, gives exactly the probabilities of the in-memory soft prompt."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from promptreg.artifact.builder import write_artifact
+    from promptreg.fingerprints.model import model_fingerprint
+    from promptreg.runtime.soft_model import SoftPromptModel
+    from promptreg.training.collate import Encoder, label_token_ids
+    from promptreg.training.methods import ModelDims, build_method
+    from promptreg.training.scoring import classify
+    from tests.helpers import TEMPLATE, sentiment_rows
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sp = build_method(method, options, ModelDims.from_config(base.config),
+                      embedding_weight=base.get_input_embeddings().weight, tokenizer=tok, seed=3)
+    with torch.no_grad():
+        for p in sp.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=torch.Generator().manual_seed(7)))
+    art = write_artifact(tmp_path / "art", method=method, tensors=sp.export_tensors(),
+                         base_model=model_fingerprint(tiny_model_dir).to_dict(),
+                         num_virtual_tokens=sp.num_virtual_tokens, method_config=sp.method_config(),
+                         task={"type": "classification", "template": TEMPLATE,
+                               "verbalizer": {"positive": [" positive"], "negative": [" negative"]}})
+    reg = Registry(home=str(tmp_path / ".promptreg"))
+    reg.push(art, "m")
+    suite = _suite(tmp_path, checks=False)
+    result, _ = Evaluator(reg, model=tiny_model_dir, log_mlflow=False).evaluate("m:1", suite, against="none")
+
+    texts = [r["text"] for r in sentiment_rows(40, positive_share=0.75)]
+    enc = Encoder(tok, TEMPLATE, slots=sp.input_slots)
+    sp.eval()
+    want = classify(base, SoftPromptModel(base, sp), [enc.classification(t, 0) for t in texts],
+                    label_token_ids(tok, [" negative", " positive"]), pad_id=enc.pad_id).numpy()
+    got = [o["probs"] for o in result.outcomes["toy"]]
+    assert [o["text"] for o in result.outcomes["toy"]] == texts
+    assert {o["pred"] for o in result.outcomes["toy"]} <= {"negative", "positive"}  # labels in manifest order
+    import numpy as np
+
+    np.testing.assert_allclose(np.array(got), want, atol=2e-6)
