@@ -121,6 +121,7 @@ def sync_cmd(obj, as_json):
     else:
         for label, items in (("mirrored", report.mirrored), ("alias set", report.aliases_set),
                              ("alias removed", report.aliases_removed), ("tags", report.tags_set),
+                             ("pyfunc MLmodel added", report.models_added),
                              ("FAILED", report.failed)):
             for item in items:
                 click.echo(f"{label}: {item}")

@@ -5,8 +5,9 @@ promptreg's own database is the source of truth; this module only copies what it
 * one experiment per prompt, ``promptreg/<prompt>/push`` (unless the version names an existing
   training run to attach to),
 * one run per version (tagged ``promptreg.sha256``; found again by that tag after a crash), with
-  params, metrics, ``promptreg.*`` tags, the artifact folder under ``soft_prompt/`` and the training
-  data set as an MLflow dataset input whose digest is our fingerprint,
+  params, metrics, ``promptreg.*`` tags, the artifact folder under ``soft_prompt/`` (plus an ``MLmodel``
+  written next to it, so the version is an MLflow pyfunc model: promptreg.runtime.pyfunc) and the
+  training data set as an MLflow dataset input whose digest is our fingerprint,
 * one registered model per prompt and one model version per artifact sha256 (found again by the
   ``promptreg.sha256`` model-version tag), and aliases.
 
@@ -266,6 +267,7 @@ class MlflowMirror:
             self._wrap("log the dataset input", lambda: self._log_dataset(
                 run_id, rec.dataset_fingerprint, rec.dataset_name, rec.dataset_source, rec.dataset_rows))
         self._wrap("upload the artifact folder", lambda: self._log_artifacts(run_id, folder, files))
+        self._wrap("upload the MLmodel", lambda: self._log_mlmodel(run_id, rec.sha256, folder))
         if owned:
             self._wrap("finish the run", lambda: self._finish_run(run_id))
 
@@ -530,6 +532,32 @@ class MlflowMirror:
             dest = ARTIFACT_PATH if parent == "." else f"{ARTIFACT_PATH}/{parent}"
             self._client.log_artifact(run_id, str(folder / rel), artifact_path=dest)
 
+    def _log_mlmodel(self, run_id: str, sha256: str, folder: Path) -> None:
+        from promptreg.runtime.pyfunc import manifest_from_folder
+
+        manifest = manifest_from_folder(folder)
+        if manifest is not None:  # a promptreg artifact (the registry validated it): make it an MLflow model
+            self._upload_mlmodel(run_id, sha256, manifest)
+
+    def _upload_mlmodel(self, run_id: str, sha256: str, manifest: dict) -> bool:
+        """Add ``soft_prompt/MLmodel`` (pyfunc flavour ``promptreg.runtime.pyfunc``, promptreg flavour with the
+        sha256) to the run unless it is there. Written in a temporary folder and uploaded as one extra file:
+        the artifact in our store, and the files hashed into its sha256, are untouched."""
+        import tempfile
+
+        from promptreg.runtime.pyfunc import MLMODEL_FILE, write_mlmodel
+
+        if any(fi.path == f"{ARTIFACT_PATH}/{MLMODEL_FILE}" for fi in self._client.list_artifacts(run_id, ARTIFACT_PATH)):
+            return False
+        with tempfile.TemporaryDirectory(prefix="promptreg-mlmodel-") as tmp:
+            path = write_mlmodel(tmp, manifest, sha256, artifact_path=ARTIFACT_PATH, run_id=run_id)
+            self._client.log_artifact(run_id, str(path), artifact_path=ARTIFACT_PATH)
+        return True
+
+    def ensure_mlmodel(self, run_id: str, sha256: str, manifest: dict) -> bool:
+        """For versions mirrored before MLmodel existed (``sync``): add it; True if it was missing."""
+        return self._wrap(f"add the MLmodel to run {run_id}", lambda: self._upload_mlmodel(run_id, sha256, manifest))
+
     def _finish_run(self, run_id: str) -> None:
         run = self._client.get_run(run_id)
         if run.info.status != "FINISHED":
@@ -601,6 +629,9 @@ class MlflowMirror:
 
     def log_figure(self, run_id: str, figure, artifact_file: str) -> None:
         self._wrap(f"log {artifact_file}", lambda: self._client.log_figure(run_id, figure, artifact_file))
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self._wrap(f"log {Path(path).name}", lambda: self._client.log_artifact(run_id, str(path), artifact_path))
 
     def log_table(self, run_id: str, data: dict[str, list], artifact_file: str) -> None:
         self._wrap(f"log {artifact_file}", lambda: self._client.log_table(run_id, data=data, artifact_file=artifact_file))

@@ -134,8 +134,11 @@ def check_compatible(manifest: dict, base: BaseModel, label: str) -> None:
 
 
 def load_soft_prompt(folder: Path, manifest: dict, base: BaseModel, *, label: str, sha256: str,
-                     max_text_tokens: int = 256) -> LoadedPrompt:
-    """Build ``folder``'s soft prompt on ``base`` (``folder`` must already be sha256-verified)."""
+                     max_text_tokens: int = 256, check_base: bool = True) -> LoadedPrompt:
+    """Build ``folder``'s soft prompt on ``base`` (``folder`` must already be sha256-verified).
+
+    ``check_base=False`` is only for drift re-evaluation, which deliberately tries a version on a NEW
+    base model (same dimensions required) to decide whether it may stay."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -144,7 +147,8 @@ def load_soft_prompt(folder: Path, manifest: dict, base: BaseModel, *, label: st
     from promptreg.training.collate import Encoder, label_token_ids
     from promptreg.training.methods import ModelDims, method_from_tensors
 
-    check_compatible(manifest, base, label)
+    if check_base:
+        check_compatible(manifest, base, label)
     try:
         tensors = load_file(str(Path(folder) / TENSORS_FILE))
     except (SafetensorError, OSError) as exc:

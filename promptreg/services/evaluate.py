@@ -82,17 +82,20 @@ class Evaluator:
             self._fingerprint = self._base.fingerprint
         return self._base
 
-    def load(self, info):
-        """A verified version applied to the base model (refused on a fingerprint mismatch)."""
+    def load(self, info, *, check_base: bool = True):
+        """A verified version applied to the base model (refused on a fingerprint mismatch unless
+        ``check_base=False``: drift re-evaluation on a new base model)."""
         from promptreg.artifact.manifest import MANIFEST_FILE
         from promptreg.runtime.loader import check_compatible, load_soft_prompt
 
         label = f"{info.name}:{info.version}"
-        check_compatible({"base_model": {"fingerprint": info.base_model_fingerprint}},
-                         _FingerprintOnly(self.model_path(info), self.fingerprint(info)), label)
+        if check_base:
+            check_compatible({"base_model": {"fingerprint": info.base_model_fingerprint}},
+                             _FingerprintOnly(self.model_path(info), self.fingerprint(info)), label)
         info, folder = self.registry.fetch_verified(label)
         manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-        return load_soft_prompt(folder, manifest, self.base(info), label=label, sha256=info.sha256)
+        return load_soft_prompt(folder, manifest, self.base(info), label=label, sha256=info.sha256,
+                                check_base=check_base)
 
     # ----- database -----------------------------------------------------------------------------
     def _ids(self, info) -> tuple[int, int]:

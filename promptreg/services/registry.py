@@ -306,6 +306,17 @@ class Registry:
                     report.aliases_removed.append(f"{pname}@{alias}")
             except (MirrorError, PromptregError) as exc:
                 report.failed.append(f"{pname} aliases: {exc}")
+        with self._session() as s:
+            mirrored = [(p.name, v.number, v.mlflow_run_id, v.sha256, dict(v.manifest)) for v, p in s.exec(
+                select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
+                .where(PromptVersion.mirror_status == "ok", PromptVersion.mlflow_run_id.is_not(None))
+                .order_by(PromptVersion.id))]
+        for pname, number, run_id, sha, manifest in mirrored:  # versions mirrored before the pyfunc flavour
+            try:
+                if self.mirror.ensure_mlmodel(run_id, sha, manifest):
+                    report.models_added.append(f"{pname}:{number}")
+            except PromptregError as exc:
+                report.failed.append(f"{pname}:{number} MLmodel: {exc}")
         for pname in names:
             try:
                 wanted_tags = self._state_tags(pname)

@@ -106,11 +106,13 @@ class SyncReport:
     aliases_set: list[str] = field(default_factory=list)
     aliases_removed: list[str] = field(default_factory=list)
     tags_set: list[str] = field(default_factory=list)
+    models_added: list[str] = field(default_factory=list)   # MLmodel (pyfunc) added to older mirrors
     failed: list[str] = field(default_factory=list)
 
     @property
     def repaired(self) -> int:
-        return len(self.mirrored) + len(self.aliases_set) + len(self.aliases_removed) + len(self.tags_set)
+        return (len(self.mirrored) + len(self.aliases_set) + len(self.aliases_removed) + len(self.tags_set)
+                + len(self.models_added))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "repaired": self.repaired}
