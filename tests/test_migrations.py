@@ -25,7 +25,7 @@ from promptreg.registry.models import Alias, AuditEvent, Prompt, PromptVersion, 
 from tests.fixtures.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = {"prompt", "prompt_version", "alias", "audit_event", "eval_run", "gate_result"}
+TABLES = {"prompt", "prompt_version", "alias", "audit_event", "eval_run", "gate_result", "schedule", "schedule_run", "drift_report", "environment_model"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -416,7 +416,7 @@ BAD = [
     ("few resamples", GOOD_GOLDEN.replace("golden:", "name: s\ngolden:") + "gate: {resamples: 10}\n",
      "gate.resamples: Input should be greater than or equal to 100"),
     ("bad policy", GOOD_GOLDEN.replace("golden:", "name: s\ngolden:") + "policies: {production: {require: true}}\n",
-     "policies.production.require: unknown key 'require' (allowed: require_gate)"),
+     "policies.production.require: unknown key 'require' (allowed: require_gate, drift)"),
     ("bool as label", "name: s\nchecks:\n  - {name: c, type: mft, template: a, label: yes}\n",
      "checks[0].label: Input should be a valid string, got True"),
     ("target_column on classification", "name: s\ngolden:\n  - {name: g, path: golden.jsonl, target_column: t, "

@@ -139,9 +139,23 @@ class GateConfig(BaseModel):
     seed: int = 0
 
 
+class DriftPolicy(BaseModel):
+    """What counts as drift for an alias and what to do about it (``promptreg drift``, schedules)."""
+
+    model_config = _CONFIG
+    action: Literal["report", "flag", "rollback"] = "report"
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)            # KS / chi-square / MMD p-value threshold
+    psi_threshold: float = Field(default=0.2, gt=0.0)
+    mmd_permutations: int = Field(default=500, ge=50, le=100_000)
+    embedding_sample: int = Field(default=200, ge=10, le=100_000)  # rows per side for the embedding test
+    metric: str = "accuracy"                                      # performance metric (labelled data)
+    margin: float = Field(default=0.05, ge=0.0)                   # allowed drop vs the recorded value
+
+
 class Policy(BaseModel):
     model_config = _CONFIG
-    require_gate: bool
+    require_gate: bool | None = None       # None: production requires the gate, other aliases do not
+    drift: DriftPolicy | None = None
 
 
 class SuiteSpec(BaseModel):
@@ -211,7 +225,8 @@ class Suite:
         self.golden = golden
         self.checks = checks
         self.gate = spec.gate
-        self.policies = {alias: p.require_gate for alias, p in spec.policies.items()}
+        self.policies = {alias: p.require_gate for alias, p in spec.policies.items() if p.require_gate is not None}
+        self.drift_policies = {alias: p.drift for alias, p in spec.policies.items() if p.drift is not None}
         self._check_data = check_data
         self._check_files = check_files  # check name -> (data file, fingerprint) for file-backed checks
         self._perturbations = perturbations
@@ -262,6 +277,10 @@ class Suite:
         if alias in self.policies:
             return {"require_gate": self.policies[alias]}
         return {"require_gate": alias == "production"}
+
+    def drift_policy(self, alias: str) -> DriftPolicy | None:
+        """The drift policy the suite declares for ``alias`` (None: not declared here)."""
+        return self.drift_policies.get(alias)
 
     def validate_task(self, task: str) -> None:
         """InputError unless ``task`` (the version's task) is the suite's task."""

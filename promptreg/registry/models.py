@@ -255,16 +255,129 @@ class GateResult(SQLModel, table=True):
     )
 
 
+class Schedule(SQLModel, table=True):
+    """A recurring drift check of ``prompt@alias`` on ``data_uri`` (``promptreg schedule add``).
+
+    ``next_run_at`` is the next due fire time of ``cron`` (UTC). ``lease_owner``/``lease_until`` is
+    the claim of the process that is running (or last ran) a check of this schedule; a claim is a
+    compare-and-swap on the lease (promptreg.services.schedule)."""
+
+    __tablename__ = "schedule"
+    __table_args__ = (sa.UniqueConstraint("prompt_id", "alias", "data_uri"),)
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, primary_key=True))
+    prompt_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("prompt.id"), nullable=False))
+    alias: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    cron: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    data_uri: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    suite_path: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    policy: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(json_type(), nullable=False))
+    enabled: bool = Field(
+        default=True, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.true())
+    )
+    next_run_at: dt.datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False, index=True))
+    last_run_at: dt.datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    lease_owner: str | None = Field(default=None, sa_column=sa.Column(sa.String(128), nullable=True))
+    lease_until: dt.datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    created_by: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+
+
+class ScheduleRun(SQLModel, table=True):
+    """One due slot of a schedule. UNIQUE (schedule_id, slot_at): a slot has one row for ever, so it
+    is run at most once to completion; an interrupted attempt is retried by updating this row
+    (``attempts`` + 1), never by inserting another."""
+
+    __tablename__ = "schedule_run"
+    __table_args__ = (sa.UniqueConstraint("schedule_id", "slot_at"),)
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigIntPK, primary_key=True, autoincrement=True))
+    schedule_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("schedule.id"), nullable=False)
+    )
+    slot_at: dt.datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    started_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+    finished_at: dt.datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    status: str = Field(
+        default="running", sa_column=sa.Column(sa.String(16), nullable=False, index=True)
+    )
+    owner: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    attempts: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    drift_report_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+
+
+class DriftReport(SQLModel, table=True):
+    """One drift check of a version on fresh data (``promptreg drift``, or a schedule).
+
+    ``schedule_run_id``: the schedule_run this report answers, written in the same transaction as
+    the report, so that a scheduler that dies after the report but before marking its run finished
+    does not run the check again (no foreign key: removing a schedule keeps its reports)."""
+
+    __tablename__ = "drift_report"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigIntPK, primary_key=True, autoincrement=True))
+    prompt_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("prompt.id"), nullable=False, index=True)
+    )
+    version_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("prompt_version.id"), nullable=False)
+    )
+    alias: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    data_fingerprint: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    data_uri: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    base_model_fingerprint: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    statistics: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(json_type(), nullable=False))
+    decision: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    action: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    action_detail: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(json_type(), nullable=False)
+    )
+    report_uri: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    report_sha256: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    mlflow_run_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    schedule_run_id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.BigInteger, nullable=True, index=True)
+    )
+    created_by: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+
+
+class EnvironmentModel(SQLModel, table=True):
+    """The base model deployed in an environment (``promptreg env set-base-model``)."""
+
+    __tablename__ = "environment_model"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    base_model_fingerprint: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    base_model_path: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    updated_by: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    updated_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+
+
 __all__ = [
     "NAMING_CONVENTION",
     "MIRROR_STATUSES",
     "VERSION_STATUSES",
     "Alias",
     "AuditEvent",
+    "DriftReport",
+    "EnvironmentModel",
     "EvalRun",
     "GateResult",
     "Prompt",
     "PromptVersion",
+    "Schedule",
+    "ScheduleRun",
     "UTCDateTime",
     "json_type",
     "utcnow",

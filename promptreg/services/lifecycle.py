@@ -138,7 +138,8 @@ def alias_stack(events) -> list[int]:
 
 
 def rollback(registry, name: str, alias: str = "production", *, to: int | None = None,
-             reason: str | None = None, action: str = "rollback", details: dict | None = None) -> MoveResult:
+             reason: str | None = None, action: str = "rollback", details: dict | None = None,
+             in_transaction=None) -> MoveResult:
     """Move ``name@alias`` back to its previous holder (or to version ``to``)."""
     from promptreg.refs import check_alias
 
@@ -156,5 +157,6 @@ def rollback(registry, name: str, alias: str = "production", *, to: int | None =
     elif to == current.version:
         raise InputError(f"{name}@{alias} already points at version {to}")
     info = registry.set_alias(name, alias, to, expected_version=current.version, action=action, reason=reason,
-                              details={"rolled_back_from": current.version, **(details or {})})
+                              details={"rolled_back_from": current.version, **(details or {})},
+                              in_transaction=in_transaction)
     return MoveResult(name, alias, to, info.previous, action, reason=reason)

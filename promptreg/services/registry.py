@@ -365,12 +365,13 @@ class Registry:
     # ----- aliases (compare-and-swap) -----------------------------------------------------
     def set_alias(self, name: str, alias: str, version: int, *, expected_version: int | None | str = "any",
                   action: str = "alias.set", reason: str | None = None,
-                  details: dict | None = None) -> AliasInfo:
+                  details: dict | None = None, in_transaction=None) -> AliasInfo:
         """Point ``name@alias`` at ``version`` with a compare-and-swap on the alias row.
 
         ``expected_version``: the version number the caller believes the alias holds now (None: the
         alias must not exist yet; "any": no expectation). A concurrent move makes this raise
         ConflictError. The audit event is written in the same transaction; MLflow is updated after.
+        ``in_transaction(session)``: more rows to commit atomically with the move (a drift report).
         """
         from sqlalchemy import update
         from sqlalchemy.exc import IntegrityError
@@ -407,6 +408,8 @@ class Registry:
                         raise ConflictError(f"{name}@{alias} moved concurrently; retry")
                 s.add(AuditEvent(at=utcnow(), actor=user, action=action, prompt_id=prompt.id, alias=alias,
                                  from_version=previous, to_version=version, reason=reason, details=details or {}))
+                if in_transaction is not None:
+                    in_transaction(s)
                 mlflow_version = target.mlflow_model_version
         except IntegrityError:
             raise ConflictError(f"{name}@{alias} was created concurrently; retry") from None
