@@ -1,0 +1,283 @@
+"""HTTP server over :class:`promptreg.runtime.service.PromptRuntime` (FastAPI; ``promptreg serve``).
+
+Endpoints:
+
+- ``POST /v1/classify`` and ``POST /v1/generate``: body ``{"requests": [{"ref", "text"
+  (, "max_new_tokens")}, ...]}`` answered ``200 {"results": [...]}`` (one result per request, in order;
+  a failed request carries ``error`` / ``error_type`` and the others still succeed), or a single request
+  object answered with its result alone (``200``, or ``400`` / ``404`` / ``409`` / ``500`` with
+  ``{"ref", "error", "error_type"}`` when it failed). A malformed body is ``400 {"error"}``; a full queue
+  ``503``.
+- ``GET /healthz``: ``200 {"status": "ok", "base_model_fingerprint", ...}`` once the base model is
+  loaded, ``503`` before.
+- ``GET /metrics``: Prometheus text format 0.0.4 (written by hand, no client library).
+
+Batching: every request (each element of a ``requests`` list too) goes into one asyncio queue
+(``max_queue`` long). A single batcher task takes the first waiting request, then whatever else arrives
+within ``max_wait_ms`` (up to ``max_batch`` requests), from any client and for any version, and runs them
+as ONE runtime call per endpoint kind in a worker thread (the event loop stays free to accept more;
+those form the next batch). Aliases are resolved by the runtime on every batch, with its bounded
+staleness (``alias_ttl_s``).
+"""
+
+
+import asyncio
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptreg.errors import InputError, PromptregError
+from promptreg.runtime.service import as_request
+
+ENDPOINTS = ("classify", "generate")
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_STATUS = {"InputError": 400, "NotFoundError": 404, "IntegrityError": 409, "ConflictError": 409,
+           "StoreUnavailableError": 503}
+
+
+class _Histogram:
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        for i, b in enumerate(self.buckets):
+            if value <= b:
+                self.counts[i] += 1
+        self.sum += value
+        self.count += 1
+
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        sep = "," if labels else ""
+        out = [f'{name}_bucket{{{labels}{sep}le="{_num(b)}"}} {c}' for b, c in zip(self.buckets, self.counts,
+                                                                                   strict=True)]
+        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
+        brace = f"{{{labels}}}" if labels else ""
+        out += [f"{name}_sum{brace} {_num(self.sum)}", f"{name}_count{brace} {self.count}"]
+        return out
+
+
+def _num(x: float) -> str:
+    return repr(float(x)) if isinstance(x, float) else str(x)
+
+
+@dataclass
+class ServerMetrics:
+    """Counters behind ``/metrics`` (updated on the event loop thread only)."""
+
+    http: dict[tuple[str, int], int] = field(default_factory=dict)          # (endpoint, code)
+    requests: dict[tuple[str, str], int] = field(default_factory=dict)      # (endpoint, ok|error)
+    batch_size: dict[str, _Histogram] = field(default_factory=lambda: {e: _Histogram(BATCH_BUCKETS)
+                                                                        for e in ENDPOINTS})
+    latency: dict[str, _Histogram] = field(default_factory=lambda: {e: _Histogram(LATENCY_BUCKETS)
+                                                                     for e in ENDPOINTS})
+    max_batch_seen: int = 0
+
+    def count(self, table: dict, key) -> None:
+        table[key] = table.get(key, 0) + 1
+
+
+@dataclass
+class _Pending:
+    kind: str
+    request: Any
+    future: asyncio.Future
+    t0: float
+
+
+def _labels(**kv: Any) -> str:
+    return ",".join(f'{k}="{str(v)}"' for k, v in kv.items())
+
+
+def render_metrics(metrics: ServerMetrics, runtime, queue_depth: int) -> str:
+    """Prometheus text exposition format 0.0.4."""
+    stats = runtime.stats()
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_: str, samples: list[str]) -> None:
+        lines.extend([f"# HELP {name} {help_}", f"# TYPE {name} {kind}", *samples])
+
+    family("promptreg_http_requests_total", "counter", "HTTP calls answered, by endpoint and status code.",
+           [f"promptreg_http_requests_total{{{_labels(endpoint=e, code=c)}}} {n}"
+            for (e, c), n in sorted(metrics.http.items())])
+    family("promptreg_requests_total", "counter",
+           "Inference requests answered, by endpoint and outcome (a batch call counts each request).",
+           [f"promptreg_requests_total{{{_labels(endpoint=e, status=s)}}} {n}"
+            for (e, s), n in sorted(metrics.requests.items())])
+    family("promptreg_batch_size", "histogram", "Requests per runtime batch (one mixed forward / generation).",
+           [line for e in ENDPOINTS for line in metrics.batch_size[e].lines("promptreg_batch_size",
+                                                                             _labels(endpoint=e))])
+    family("promptreg_batch_size_max", "gauge", "Largest runtime batch run so far.",
+           [f"promptreg_batch_size_max {metrics.max_batch_seen}"])
+    family("promptreg_request_latency_seconds", "histogram",
+           "Time from a request's arrival to its answer (queueing included), by endpoint.",
+           [line for e in ENDPOINTS for line in metrics.latency[e].lines("promptreg_request_latency_seconds",
+                                                                          _labels(endpoint=e))])
+    family("promptreg_queue_depth", "gauge", "Requests waiting for the batcher.",
+           [f"promptreg_queue_depth {queue_depth}"])
+    for key, name, help_ in (
+            ("cache_hits", "promptreg_cache_hits_total", "Version cache hits."),
+            ("cache_misses", "promptreg_cache_misses_total", "Version cache misses (a version built)."),
+            ("cache_evictions", "promptreg_cache_evictions_total", "Versions evicted from the LRU cache."),
+            ("alias_lookups", "promptreg_registry_lookups_total", "Registry look-ups to resolve references.")):
+        family(name, "counter", help_, [f"{name} {stats[key]}"])
+    family("promptreg_loaded_versions", "gauge", "Versions held in the cache.",
+           [f"promptreg_loaded_versions {stats['loaded_versions']}"])
+    family("promptreg_loaded_bytes", "gauge", "Tensor bytes of the versions held in the cache.",
+           [f"promptreg_loaded_bytes {stats['loaded_bytes']}"])
+    family("promptreg_base_model_loaded", "gauge", "1 once the base model is loaded.",
+           [f"promptreg_base_model_loaded {1 if runtime.loaded else 0}"])
+    return "\n".join(lines) + "\n"
+
+
+def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_queue: int = 1024):
+    """The FastAPI app. The base model is loaded at start-up (lifespan) when the runtime can find it."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+
+    if max_batch < 1 or max_wait_ms < 0 or max_queue < 1:
+        raise InputError("max_batch and max_queue must be at least 1, max_wait_ms not negative")
+    metrics = ServerMetrics()
+    state: dict[str, Any] = {"queue": None, "task": None, "load_error": None}
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptreg-runtime")
+
+    async def batcher(queue: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            deadline = loop.time() + max_wait_ms / 1000
+            while len(batch) < max_batch:
+                remaining = deadline - loop.time()
+                try:
+                    batch.append(queue.get_nowait() if remaining <= 0 else
+                                 await asyncio.wait_for(queue.get(), remaining))
+                except (asyncio.QueueEmpty, TimeoutError):
+                    break
+            for kind in ENDPOINTS:
+                items = [p for p in batch if p.kind == kind]
+                if not items:
+                    continue
+                fn = runtime.classify if kind == "classify" else runtime.generate
+                try:
+                    results = await loop.run_in_executor(executor, fn, [p.request for p in items])
+                except Exception as exc:  # noqa: BLE001 - the runtime answers per request; this is a last resort
+                    results = [{"ref": getattr(p.request, "ref", ""), "error": f"internal error: {exc}",
+                                "error_type": "InternalError"} for p in items]
+                metrics.batch_size[kind].observe(len(items))
+                metrics.max_batch_seen = max(metrics.max_batch_seen, len(items))
+                now = time.perf_counter()
+                for p, res in zip(items, results, strict=True):
+                    metrics.count(metrics.requests, (kind, "error" if "error" in res else "ok"))
+                    metrics.latency[kind].observe(now - p.t0)
+                    if not p.future.done():
+                        p.future.set_result(res)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(executor, runtime.base)
+        except PromptregError as exc:
+            state["load_error"] = str(exc)  # no model configured yet: loaded with the first request's version
+        queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
+        state["queue"] = queue
+        state["task"] = asyncio.create_task(batcher(queue))
+        try:
+            yield
+        finally:
+            state["task"].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await state["task"]
+            while not queue.empty():
+                p = queue.get_nowait()
+                if not p.future.done():
+                    p.future.set_result({"ref": getattr(p.request, "ref", ""), "error": "server shutting down",
+                                         "error_type": "StoreUnavailableError"})
+            executor.shutdown(wait=True)
+
+    app = FastAPI(title="promptreg serving", lifespan=lifespan)
+    app.state.metrics = metrics
+    app.state.runtime = runtime
+
+    def answer(endpoint: str, code: int, content: Any):
+        metrics.count(metrics.http, (endpoint, code))
+        return JSONResponse(content, status_code=code)
+
+    async def infer(kind: str, http_request: Request):
+        try:
+            body = await http_request.json()
+        except ValueError:
+            return answer(kind, 400, {"error": "the body must be JSON: {\"requests\": [{\"ref\", \"text\"}, ...]}"})
+        single = not (isinstance(body, dict) and "requests" in body)
+        raw = [body] if single else body["requests"]
+        if not isinstance(raw, list) or not raw:
+            return answer(kind, 400, {"error": "'requests' must be a non-empty list of {ref, text} objects"})
+        if len(raw) > max_queue:
+            return answer(kind, 413, {"error": f"at most {max_queue} requests per call, got {len(raw)}"})
+        queue: asyncio.Queue = state["queue"]
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        slots: list[Any] = []  # per request: an error result (malformed: fails alone) or its future
+        for r in raw:
+            try:
+                slots.append(as_request(r, generation=kind == "generate"))
+            except PromptregError as exc:
+                if single:
+                    return answer(kind, 400, {"error": str(exc)})
+                ref = r.get("ref") if isinstance(r, dict) else None
+                slots.append({"ref": ref if isinstance(ref, str) else "", "error": str(exc),
+                              "error_type": type(exc).__name__})
+                metrics.count(metrics.requests, (kind, "error"))
+        pending = []
+        for i, req in enumerate(slots):
+            if isinstance(req, dict):
+                continue
+            p = _Pending(kind, req, loop.create_future(), t0)
+            try:
+                queue.put_nowait(p)
+            except asyncio.QueueFull:
+                for q in pending:
+                    q.future.cancel()
+                return answer(kind, 503, {"error": f"request queue full ({max_queue}); retry later"})
+            pending.append(p)
+            slots[i] = p.future
+        results = [s if isinstance(s, dict) else await s for s in slots]
+        if single:
+            res = results[0]
+            code = 200 if "error" not in res else _STATUS.get(res.get("error_type"), 500)
+            return answer(kind, code, res)
+        return answer(kind, 200, {"results": results})
+
+    @app.post("/v1/classify")
+    async def classify(request: Request):
+        return await infer("classify", request)
+
+    @app.post("/v1/generate")
+    async def generate(request: Request):
+        return await infer("generate", request)
+
+    @app.get("/healthz")
+    async def healthz():
+        if not runtime.loaded:
+            metrics.count(metrics.http, ("healthz", 503))
+            return JSONResponse({"status": "starting", "error": state["load_error"]}, status_code=503)
+        base = runtime.loaded_base
+        metrics.count(metrics.http, ("healthz", 200))
+        return {"status": "ok", "base_model_fingerprint": base.fingerprint, "base_model": str(base.folder),
+                "device": str(base.device), "loaded_versions": runtime.stats()["loaded_versions"],
+                "alias_ttl_s": runtime.alias_ttl_s, "max_batch": max_batch, "max_wait_ms": max_wait_ms}
+
+    @app.get("/metrics")
+    async def prometheus():
+        queue = state["queue"]
+        metrics.count(metrics.http, ("metrics", 200))
+        return Response(render_metrics(metrics, runtime, queue.qsize() if queue is not None else 0),
+                        media_type=PROMETHEUS_CONTENT_TYPE)
+
+    return app
