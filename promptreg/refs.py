@@ -15,6 +15,7 @@ from promptreg.errors import InputError
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 ALIAS_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _RESERVED_ALIAS = re.compile(r"latest|v\d+")
+MAX_VERSION = 2**31 - 1  # version numbers are 32-bit integers in the registry database
 
 
 def check_name(name: str) -> str:
@@ -33,6 +34,20 @@ def check_alias(alias: str) -> str:
             "(not 'latest' or 'v<number>')"
         )
     return alias
+
+
+def check_text(value: str | None, what: str) -> str | None:
+    """Free text stored in the registry (a description, a reason): refuse a NUL character and lone
+    surrogates (undecodable bytes on the command line), which the database and MLflow cannot store."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        raise InputError(f"the {what} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"the {what} is not valid UTF-8 text: {value[:60]!r}") from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -58,7 +73,7 @@ def parse_ref(text: str) -> Ref:
         return Ref(check_name(name), alias=check_alias(alias))
     if ":" in text:
         name, version = text.split(":", 1)
-        if not version.isascii() or not version.isdigit() or int(version) < 1:
-            raise InputError(f"invalid version in {text!r}: expected a positive integer")
+        if not version.isascii() or not version.isdigit() or not 1 <= int(version) <= MAX_VERSION:
+            raise InputError(f"invalid version in {text!r}: expected a positive integer (at most {MAX_VERSION})")
         return Ref(check_name(name), version=int(version))
     return Ref(check_name(text))

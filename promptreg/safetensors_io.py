@@ -54,8 +54,10 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
             header = json.loads(f.read(n).decode("utf-8"))
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, or an int with too many digits
         raise InputError(f"{bad}: bad JSON header ({exc})") from None
+    except RecursionError:
+        raise InputError(f"{bad}: bad JSON header (nested too deeply)") from None
     if not isinstance(header, dict):
         raise InputError(f"{bad}: header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}

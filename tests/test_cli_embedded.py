@@ -67,7 +67,7 @@ def test_push_list_show_history_pull(tmp_path):
     # MLflow, read back through its own client
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '.promptreg' / 'mlflow.db'}")
     model = client.get_registered_model("sentiment")
-    assert model.description == "toy sentiment prompt"
+    assert model.description.startswith("toy sentiment prompt") and "| owner |" in model.description
     mv = client.get_model_version("sentiment", "1")
     assert mv.tags["promptreg.sha256"] == show1["sha256"]
     assert mv.tags["promptreg.base_model"] == show1["base_model_fingerprint"]

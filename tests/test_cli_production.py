@@ -37,7 +37,7 @@ def test_push_show_pull_against_real_services(tmp_path, pg_url, mlflow_server, m
     # MLflow's view, through its own client against the server
     client = MlflowClient(tracking_uri=mlflow_server.url)
     model = client.get_registered_model("sentiment-prod")
-    assert model.description == "prod test" and model.tags.get("promptreg.managed") == "true"
+    assert model.description.startswith("prod test") and model.tags.get("promptreg.managed") == "true"
     mv = client.get_model_version("sentiment-prod", pushed["mlflow_model_version"])
     assert mv.tags["promptreg.sha256"] == pushed["sha256"]
     assert mv.tags["promptreg.base_model"] == pushed["base_model_fingerprint"]

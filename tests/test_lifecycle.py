@@ -374,3 +374,41 @@ def test_evaluator_applies_every_method_like_the_runtime(tmp_path, tiny_model_di
     import numpy as np
 
     np.testing.assert_allclose(np.array(got), want, atol=2e-6)
+
+
+def test_imported_peft_adapter_is_evaluated_and_generates_like_peft(tmp_path, tiny_model_dir):
+    """A PEFT prompt-tuning adapter imported with a verbalizer is a classification prompt the gate can
+    evaluate; imported without one it is a generation prompt whose greedy output equals PEFT's."""
+    import torch
+    from peft import PeftModel, PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from promptreg.services.peft_import import import_peft
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    torch.manual_seed(0)
+    peft_model = get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5))
+    with torch.no_grad():
+        peft_model.prompt_encoder["default"].embedding.weight.mul_(20)      # a prompt that matters
+    peft_model.save_pretrained(tmp_path / "adapter")
+    reg = Registry(home=str(tmp_path / ".promptreg"))
+    import_peft(reg, tmp_path / "adapter", str(tiny_model_dir), "cls", template="Review : {text} Sentiment :",
+                verbalizer={"positive": " positive", "negative": " negative"})
+    import_peft(reg, tmp_path / "adapter", str(tiny_model_dir), "gen")
+    result, _ = Evaluator(reg, model=tiny_model_dir, log_mlflow=False).evaluate("cls:1", _suite(tmp_path, checks=False),
+                                                                              against="none")
+    assert result.task == "classification" and result.dataset("toy").rows == 40
+
+    loaded = Evaluator(reg, model=tiny_model_dir).load(reg.show("gen:1"))
+    assert loaded.task == "generation"
+    text = "the movie was great and the acting brilliant ."
+    got = loaded.generate([text], max_new_tokens=6)[0]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    peft_again = PeftModel.from_pretrained(fresh, tmp_path / "adapter")
+    ids = tok(text, return_tensors="pt")
+    with torch.no_grad():
+        out = peft_again.generate(**ids, max_new_tokens=6, do_sample=False, eos_token_id=tok.eos_token_id,
+                                  pad_token_id=tok.pad_token_id)
+    want = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert got == want and got

@@ -39,16 +39,49 @@ class ValidatedArtifact:
     files: list[str]
 
 
-def load_manifest(folder: Path) -> Manifest:
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not allowed (JSON has no NaN or infinity)")
+
+
+def check_json_text(data, what: str) -> None:
+    """InputError when a string (key or value) anywhere in ``data`` holds a NUL character or a lone
+    surrogate (``"\\ud800"`` is valid JSON but not text): the registry database (PostgreSQL text and
+    JSONB) and MLflow cannot store them."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise InputError(f"{what}: a string contains a NUL character: {item[:60]!r}")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError(f"{what}: a string contains an unpaired surrogate: {item[:60]!r}") from None
+
+
+def load_manifest(folder: Path, *, strict: bool = False) -> Manifest:
+    """The folder's manifest. ``strict`` (push): also refuse NaN/Infinity, NUL characters and lone
+    surrogates anywhere in it, which the registry database and MLflow cannot store."""
     path = Path(folder) / MANIFEST_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant if strict else None)
     except FileNotFoundError:
         raise InputError(f"{folder}: missing {MANIFEST_FILE}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, NaN/Infinity, too many int digits
         raise InputError(f"{MANIFEST_FILE}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{MANIFEST_FILE}: not valid JSON: nested too deeply") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise InputError(f"{MANIFEST_FILE}: must be a JSON object")
+    if strict:
+        check_json_text(data, MANIFEST_FILE)
     try:
         return Manifest.model_validate(data)
     except Exception as exc:
@@ -69,7 +102,7 @@ def validate_artifact(folder: Path | str) -> ValidatedArtifact:
     pickles = [f for f in files if f.lower().endswith(_PICKLE_SUFFIXES)]
     if pickles:
         raise InputError(f"artifact contains pickle-format files ({pickles[0]}); promptreg stores safetensors only")
-    manifest = load_manifest(folder)
+    manifest = load_manifest(folder, strict=True)
     if TENSORS_FILE not in files:
         raise InputError(f"{folder}: missing {TENSORS_FILE}")
 
@@ -120,9 +153,13 @@ def _check_peft(folder: Path, files: list[str], manifest: Manifest, prompt) -> N
         if required not in files:
             raise InputError(f"{folder}: missing {required} (the PEFT export of a {manifest.method} prompt)")
     try:
-        cfg = json.loads((folder / PEFT_CONFIG_FILE).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        cfg = json.loads((folder / PEFT_CONFIG_FILE).read_text(encoding="utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{PEFT_CONFIG_FILE}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{PEFT_CONFIG_FILE}: not valid JSON: nested too deeply") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {folder / PEFT_CONFIG_FILE}: {exc.strerror or exc}") from None
     if not isinstance(cfg, dict):
         raise InputError(f"{PEFT_CONFIG_FILE}: must be a JSON object")
     want = adapter_config(manifest)

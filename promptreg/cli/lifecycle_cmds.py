@@ -196,7 +196,8 @@ def promote_cmd(obj, ref, to, suite_path, model, device, force, reason, as_json)
 @click.command("rollback")
 @click.argument("name")
 @click.option("--alias", default="production", show_default=True, help="The alias to move back.")
-@click.option("--to", "to", type=click.IntRange(min=1), help="Version to roll back to (default: the previous holder).")
+@click.option("--to", "to", type=click.IntRange(min=1, max=2**31 - 1),
+              help="Version to roll back to (default: the previous holder).")
 @click.option("--reason", help="Why (recorded in the audit log).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
@@ -205,6 +206,8 @@ def rollback_cmd(obj, name, alias, to, reason, as_json):
     from promptreg.services.lifecycle import rollback
 
     result = rollback(obj.get(), name, alias, to=to, reason=reason)
+    for w in result.warnings:
+        warn(w)
     if as_json:
         emit_json(result.to_dict())
     else:

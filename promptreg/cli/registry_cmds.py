@@ -122,8 +122,14 @@ def sync_cmd(obj, as_json):
         for label, items in (("mirrored", report.mirrored), ("alias set", report.aliases_set),
                              ("alias removed", report.aliases_removed), ("tags", report.tags_set),
                              ("pyfunc MLmodel added", report.models_added),
+                             ("description", report.descriptions_set),
                              ("FAILED", report.failed)):
             for item in items:
                 click.echo(f"{label}: {item}")
         click.echo(f"sync: {report.repaired} repaired, {len(report.failed)} failed")
-    return 2 if report.failed else 0
+    if report.failed:  # the report is on stdout; the error is one line on stderr, exit 2
+        from promptreg.errors import MirrorError
+
+        raise MirrorError(f"sync could not repair {len(report.failed)} item(s) (run it again once the store is "
+                          f"back); first: {report.failed[0]}")
+    return 0

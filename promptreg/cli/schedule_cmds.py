@@ -112,7 +112,7 @@ def list_cmd(obj, name, as_json):
 
 
 @schedule_group.command("remove")
-@click.argument("schedule_id", type=int)
+@click.argument("schedule_id", type=click.IntRange(min=1, max=2**31 - 1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def remove_cmd(obj, schedule_id, as_json):

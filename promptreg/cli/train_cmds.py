@@ -133,11 +133,14 @@ def train_cmd(obj, **kw):
 @click.option("--base-model", required=True, help="The base model folder the adapter was trained on (or 'smollm2').")
 @click.option("--name", required=True, help="Prompt name to register it under.")
 @click.option("--description", default=None)
+@click.option("--template", default=None, help="Input layout with {text} (and optionally {virtual}); default {text}.")
+@click.option("--verbalizer", multiple=True, metavar="LABEL=ANSWER",
+              help="Makes it a classification prompt (repeat per label); without it: generation.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def import_peft_cmd(obj, folder, base_model, name, description, as_json):
+def import_peft_cmd(obj, folder, base_model, name, description, template, verbalizer, as_json):
     """Register an existing PEFT prompt-learning adapter (prompt tuning, P-tuning, prefix tuning)."""
     from promptreg.services.peft_import import import_peft
 
-    return echo_push(import_peft(obj.get(), folder, base_model, name, description=description), as_json,
-                     verb="imported")
+    return echo_push(import_peft(obj.get(), folder, base_model, name, description=description, template=template,
+                                 verbalizer=_verbalizer(verbalizer)), as_json, verb="imported")

@@ -411,7 +411,9 @@ def _validation_message(exc: ValidationError, root: type[BaseModel], prefix: tup
     elif kind == "missing":
         msg = "missing required key"
     elif kind == "string_pattern_mismatch" and loc and loc[-1] == "name":
-        msg = f"invalid name {err.get('input')!r}: use 1 to 64 letters, digits, '.', '_' or '-'"
+        shown = repr(err.get("input"))
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        msg = f"invalid name {shown}: use 1 to 64 letters, digits, '.', '_' or '-'"
     elif kind == "too_short":
         msg = "must not be empty"
     elif kind == "string_type" and isinstance(err.get("input"), bool):
@@ -481,6 +483,8 @@ def _read_yaml(path: Path) -> Any:
         raise InputError(f"{path}: {where}invalid YAML ({problem})") from None
     except yaml.YAMLError as e:
         raise InputError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise InputError(f"{path}: invalid YAML (nested too deeply)") from None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -114,6 +114,8 @@ def _read_jsonl(path: Path, text: str) -> list[dict]:
             obj = json.loads(line, parse_constant=_reject_constant)
         except ValueError as e:
             raise InputError(f"{path}: line {lineno}: invalid JSON ({e})") from None
+        except RecursionError:
+            raise InputError(f"{path}: line {lineno}: invalid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
             raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
         rows.append(obj)
@@ -127,6 +129,8 @@ def _read_json(path: Path, text: str) -> list[dict]:
         data = json.loads(text, parse_constant=_reject_constant)
     except ValueError as e:
         raise InputError(f"{path}: invalid JSON ({e})") from None
+    except RecursionError:
+        raise InputError(f"{path}: invalid JSON (nested too deeply)") from None
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
     for i, obj in enumerate(data):

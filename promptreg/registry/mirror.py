@@ -355,6 +355,61 @@ class MlflowMirror:
 
         self._wrap(f"tag model version {model_version} of {prompt}", go)
 
+    # ------------------------------------------------------------------ descriptions (promptreg.services.describe)
+    def update_descriptions(self, prompt: str, model_md: str | None = None,
+                            versions: dict[str, str] | None = None) -> None:
+        """Set the registered model's description (unless None) and these model versions' descriptions."""
+
+        def go():
+            if model_md is not None:
+                self._client.update_registered_model(prompt, description=model_md)
+            for mv, md in (versions or {}).items():
+                self._client.update_model_version(prompt, str(mv), description=md)
+
+        self._wrap(f"update the descriptions of {prompt}", go)
+
+    def descriptions(self, prompt: str) -> tuple[str | None, dict[str, str]]:
+        """(registered model's description — None when the prompt is not mirrored —, model version -> its
+        description)."""
+
+        def go():
+            try:
+                rm = self._client.get_registered_model(prompt)
+            except Exception as e:
+                if self._error_code(e) == "RESOURCE_DOES_NOT_EXIST":
+                    return None, {}
+                raise
+            out: dict[str, str] = {}
+            token = None
+            while True:
+                page = self._client.search_model_versions(filter_string=f"name = {_quote(prompt)}",
+                                                          max_results=1000, page_token=token)
+                for mv in page:
+                    out[str(mv.version)] = mv.description or ""
+                token = getattr(page, "token", None)
+                if not token:
+                    return rm.description or "", out
+
+        return self._wrap(f"read the descriptions of {prompt}", go)
+
+    def run_experiment_id(self, run_id: str) -> str | None:
+        """The experiment of a run (for ``#/experiments/<id>/runs/<run>`` links); None if the run is gone."""
+        cache = self.__dict__.setdefault("_experiment_of", {})
+        if run_id not in cache:
+            def go():
+                try:
+                    return str(self._client.get_run(run_id).info.experiment_id)
+                except Exception as e:
+                    if self._error_code(e) == "RESOURCE_DOES_NOT_EXIST":
+                        return None
+                    raise
+
+            found = self._wrap(f"read run {run_id}", go)
+            if found is None:
+                return None
+            cache[run_id] = found
+        return cache[run_id]
+
     def find_model_version(self, prompt: str, sha256: str) -> str | None:
         """MLflow model version of ``prompt`` tagged ``promptreg.sha256 = sha256`` (lowest if several)."""
 

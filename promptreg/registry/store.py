@@ -40,6 +40,20 @@ READ_ONLY = 0o444
 # ignored by the folder hash, so the marker never changes the content address.
 S3_COMPLETE_MARKER = ".promptreg-complete"
 S3_MAX_SINGLE_PUT = 5 * 1024**3
+FAULT_ENV = "PROMPTREG_FAULT_PAUSE"
+
+
+def fault_point(stage: str) -> None:
+    """Crash-test checkpoint (tests/test_gc_crash.py): when the environment variable
+    PROMPTREG_FAULT_PAUSE equals ``stage``, print ``PAUSE <stage>`` on stderr and sleep, so that the
+    test can kill -9 the process at exactly this point. Otherwise a single dict lookup.
+    Stages: before_upload, mid_upload (here, between two files), after_upload, after_commit."""
+    if os.environ.get(FAULT_ENV) == stage:
+        import time
+
+        sys.stderr.write(f"PAUSE {stage}\n")
+        sys.stderr.flush()
+        time.sleep(3600)
 
 
 def _one_line(text: object) -> str:
@@ -179,6 +193,11 @@ class ArtifactStore:
     def exists(self, sha256: str) -> bool:
         raise NotImplementedError
 
+    def has_files(self, sha256: str, files: list[str]) -> bool:
+        """Cheap post-commit check (no hashing) that the stored copy still holds ``files``; push uses it
+        to re-upload content that ``gc`` deleted concurrently (promptreg.services.gc)."""
+        raise NotImplementedError
+
     def list_shas(self) -> list[str]:
         raise NotImplementedError
 
@@ -250,7 +269,9 @@ class LocalStore(ArtifactStore):
         try:
             try:
                 tmp.mkdir()
-                for rel, _sha, _size in entries:
+                for i, (rel, _sha, _size) in enumerate(entries):
+                    if i == 1:
+                        fault_point("mid_upload")
                     target = tmp / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with open(Path(src) / rel, "rb") as fin, open(target, "xb") as fout:
@@ -338,6 +359,10 @@ class LocalStore(ArtifactStore):
 
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_dir()
+
+    def has_files(self, sha256: str, files: list[str]) -> bool:
+        final = self.path_for(sha256)
+        return all((final / rel).is_file() for rel in files)
 
     def list_shas(self) -> list[str]:
         base = self.root / "sha256"
@@ -613,7 +638,9 @@ class S3Store(ArtifactStore):
             extras = [dir_key + rel for rel in stored if rel not in want]
             if extras:
                 self._delete_keys(extras)
-            for rel, (fsha, size) in want.items():
+            for i, (rel, (fsha, size)) in enumerate(want.items()):
+                if i == 1:
+                    fault_point("mid_upload")
                 obj = stored.get(rel)
                 if obj is not None and int(obj.get("Size", -1)) == size:
                     got = self._hash_object(dir_key + rel)
@@ -694,6 +721,14 @@ class S3Store(ArtifactStore):
                 if code in ("404", "NoSuchKey", "NotFound"):
                     return False
                 raise
+
+    def has_files(self, sha256: str, files: list[str]) -> bool:
+        sha = _check_sha(sha256)
+        dir_key = self._dir_key(sha)
+        self._ensure_reachable()
+        with self._errors(f"look up {self.uri_for(sha)}"):
+            keys = set(self._list(dir_key))
+        return dir_key + S3_COMPLETE_MARKER in keys and all(dir_key + rel in keys for rel in files)
 
     def list_shas(self) -> list[str]:
         """Every content address with at least one object (incomplete uploads included, for gc)."""

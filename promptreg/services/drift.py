@@ -476,9 +476,10 @@ def check_drift(registry, ref: str, data_uri: str, *, suite=None, env: str | Non
     if target is not None:
         from promptreg.services.lifecycle import rollback
 
-        rollback(registry, info.name, alias, to=target, action="drift.rollback",
-                 reason=f"drift on {data_uri}: " + _summary(out), details={"data_uri": data_uri},
-                 in_transaction=record)
+        moved = rollback(registry, info.name, alias, to=target, action="drift.rollback",
+                         reason=f"drift on {data_uri}: " + _summary(out), details={"data_uri": data_uri},
+                         in_transaction=record)
+        out.warnings += moved.warnings
     else:
         with registry._session() as s:
             record(s)
@@ -486,6 +487,10 @@ def check_drift(registry, ref: str, data_uri: str, *, suite=None, env: str | Non
         registry._mirror_state_tags(info.name, {info.version})
     if log_mlflow:
         _log_mlflow(registry, info, out)
+    from promptreg.services.describe import refresh_descriptions
+
+    # the MLflow description shows the status and the last drift decision (+ the drift run's link)
+    out.warnings += refresh_descriptions(registry, info.name, {info.version}, model=False)
     return out
 
 
@@ -502,6 +507,9 @@ def _set_status(registry, info, status: str, *, reason: str, details: dict, acti
     with registry._session() as s:
         _status_rows(s, registry, info, status, reason=reason, details=details, action=action)
     registry._mirror_state_tags(info.name, {info.version})
+    from promptreg.services.describe import refresh_descriptions
+
+    refresh_descriptions(registry, info.name, {info.version}, model=False)  # status; best effort
 
 
 def _status_rows(s, registry, info, status: str, *, reason: str, details: dict, action: str = "flag") -> None:

@@ -205,12 +205,13 @@ class Evaluator:
                                      f"comparison: {exc}")
         if self.log_mlflow and not result.cached:
             self._log_eval(info, result, baseline)
+            self._describe(info)
         return result, baseline
 
     def resolve_baseline(self, info, against: str | None):
         if against is None or against.lower() in NO_BASELINE:
             return None
-        if against.isdigit():
+        if against.isascii() and against.isdigit():  # not str.isdigit alone: '²' is a digit int() refuses
             return self.registry.show(f"{info.name}:{int(against)}")
         try:
             return self.registry.show(f"{info.name}@{against}")
@@ -274,6 +275,7 @@ class Evaluator:
         report.gate_id = self._save_gate(cand, baseline, report)
         if self.log_mlflow:
             self._log_gate(cand, cand_eval, base_eval, report)
+            self._describe(cand)
         return report
 
     def base_labels(self, info) -> list[str]:
@@ -327,6 +329,59 @@ class Evaluator:
         self._mlflow("log the evaluation summary", mirror.log_dict, run_id, result.to_dict(), f"{key}/result.json")
         figure = comparison_figure(result, baseline)
         self._mlflow("log the comparison plot", mirror.log_figure, run_id, figure, f"{key}/comparison.png")
+        self._log_eval_run(info, result, baseline, key, rows)
+
+    def _log_eval_run(self, info, result: EvalResult, baseline: EvalResult | None, key: str, rows: list) -> None:
+        """The evaluation as a run of its own in ``promptreg/<name>/eval`` (the same metrics, table, summary
+        and plot as on the version's run), tagged with the version and linked to the version's source run;
+        it becomes the eval_run row's MLflow run (the version's description links it)."""
+        from promptreg.evaluation.report import comparison_figure, eval_markdown, eval_table
+        from promptreg.registry.models import EvalRun
+
+        mirror = self.registry.mirror
+        source = info.mlflow_run_id
+        try:
+            source_exp = mirror.run_experiment_id(source) if source else None
+            vs = f" vs {baseline.prompt}:{baseline.version}" if baseline is not None else ""
+            note = [f"Evaluation of **{info.name}:{info.version}** on suite `{result.suite_name}` "
+                    f"(`{result.suite_sha256[:12]}`){vs}."]
+            if source_exp:
+                note.append(f"Source run of the version: [{source}](#/experiments/{source_exp}/runs/{source})")
+            note.append(eval_markdown(result))
+            tags = {"promptreg.prompt": info.name, "promptreg.version": str(info.version),
+                    "promptreg.sha256": info.sha256, "promptreg.job": "eval", "promptreg.suite": result.suite_name,
+                    "promptreg.suite_sha256": result.suite_sha256,
+                    "promptreg.base_model": result.base_model_fingerprint, "promptreg.source_run": source or "none",
+                    "promptreg.eval_run_id": str(result.eval_run_id), "mlflow.note.content": "\n\n".join(note)[:7000]}
+            run_id = mirror.start_run(f"promptreg/{info.name}/eval", f"v{info.version}-{result.suite_name}",
+                                      prompt=info.name, tags=tags)
+        except PromptregError as exc:
+            self.warnings.append(f"MLflow: could not create the eval run: {exc}")
+            return
+        self._mlflow("log eval run params", mirror.log_params, run_id,
+                     {"version": info.version, "suite": result.suite_name, "suite_sha256": result.suite_sha256,
+                      "baseline": f"{baseline.prompt}:{baseline.version}" if baseline is not None else "none"})
+        self._mlflow("log evaluation metrics", mirror.log_metrics, run_id, rows)
+        for d in result.datasets:  # the golden sets, digests = their fingerprints
+            self._mlflow("log a golden set", lambda d=d: mirror.log_dataset(
+                run_id, d.fingerprint, name=f"{result.suite_name}/{d.name}", rows=d.rows, context="evaluation"))
+        self._mlflow("log the evaluation table", mirror.log_table, run_id, eval_table(result), f"{key}/outcomes.json")
+        self._mlflow("log the evaluation summary", mirror.log_dict, run_id, result.to_dict(), f"{key}/result.json")
+        self._mlflow("log the comparison plot", mirror.log_figure, run_id, comparison_figure(result, baseline),
+                     f"{key}/comparison.png")
+        self._mlflow("end the eval run", mirror.end_run, run_id)
+        if result.eval_run_id is not None:
+            with self.registry._session() as s:
+                row = s.get(EvalRun, result.eval_run_id)
+                if row is not None:
+                    row.mlflow_run_id = run_id
+                    s.add(row)
+
+    def _describe(self, info) -> None:
+        """Refresh the version's MLflow description (latest evaluations, gate verdict); best effort."""
+        from promptreg.services.describe import refresh_descriptions
+
+        self.warnings += refresh_descriptions(self.registry, info.name, {info.version}, model=False)
 
     def _log_gate(self, cand, cand_eval: EvalResult, base_eval: EvalResult | None, report: GateReport) -> None:
         from promptreg.evaluation.report import comparison_figure, gate_markdown

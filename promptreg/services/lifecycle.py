@@ -120,7 +120,8 @@ def promote(registry, ref: str, to: str = "production", *, suite=None, evaluator
                "require_gate": bool(policy.get("require_gate"))}
     info = registry.set_alias(cand.name, to, cand.version, expected_version=current.version if current else None,
                               action="promote", reason=reason, details=details)
-    return MoveResult(cand.name, to, cand.version, info.previous, "promote", report, forced, reason, warnings)
+    return MoveResult(cand.name, to, cand.version, info.previous, "promote", report, forced, reason,
+                      warnings + list(info.warnings))
 
 
 def alias_stack(events) -> list[int]:
@@ -159,4 +160,4 @@ def rollback(registry, name: str, alias: str = "production", *, to: int | None =
     info = registry.set_alias(name, alias, to, expected_version=current.version, action=action, reason=reason,
                               details={"rolled_back_from": current.version, **(details or {})},
                               in_transaction=in_transaction)
-    return MoveResult(name, alias, to, info.previous, action, reason=reason)
+    return MoveResult(name, alias, to, info.previous, action, reason=reason, warnings=list(info.warnings))

@@ -54,13 +54,23 @@ def read_peft_adapter(folder: Path) -> tuple[dict, dict]:
     return cfg, tensors
 
 
-def import_peft(registry, folder: Path | str, base_model: str, name: str, *, description: str | None = None):
+def import_peft(registry, folder: Path | str, base_model: str, name: str, *, description: str | None = None,
+                template: str | None = None, verbalizer: dict[str, str] | None = None):
+    """Register a PEFT prompt-learning adapter. PEFT records no task: with ``verbalizer`` (label ->
+    answer text) the version is a classification prompt, otherwise a generation prompt; ``template``
+    (with ``{text}``, optionally ``{virtual}``) is how inputs are laid out (default ``{text}``, the
+    soft prompt first, as PEFT places it)."""
     from promptreg.artifact.builder import write_artifact
     from promptreg.fingerprints.model import model_fingerprint
     from promptreg.refs import check_name
     from promptreg.runtime.loader import resolve_model_path as resolve_model
 
     check_name(name)
+    template = template or "{text}"
+    if "{text}" not in template:
+        raise InputError(f"template must contain {{text}}: {template!r}")
+    task = ({"type": "classification", "template": template, "verbalizer": {k: [v] for k, v in verbalizer.items()}}
+            if verbalizer else {"type": "generation", "template": template})
     cfg, tensors = read_peft_adapter(Path(folder))
     method = _PEFT_TO_METHOD[cfg["peft_type"]]
     info = model_fingerprint(resolve_model(base_model))
@@ -82,7 +92,7 @@ def import_peft(registry, folder: Path | str, base_model: str, name: str, *, des
     with tempfile.TemporaryDirectory(prefix="promptreg-import-") as tmp:
         folder_out = write_artifact(
             Path(tmp) / "artifact", method=method, tensors={"prompt_embeddings": prompt}, base_model=info.to_dict(),
-            num_virtual_tokens=n, method_config=method_config, created_by=registry.settings.user,
+            num_virtual_tokens=n, method_config=method_config, created_by=registry.settings.user, task=task,
             extra={"source": "peft", "source_folder": str(Path(folder).resolve())})
         result = registry.push(folder_out, name, description=description)
     result.warnings = warnings + result.warnings

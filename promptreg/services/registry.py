@@ -16,8 +16,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from promptreg.errors import ConflictError, InputError, MirrorError, NotFoundError, PromptregError
-from promptreg.refs import Ref, check_alias, check_name, parse_ref
+from promptreg.errors import (
+    ConflictError,
+    InputError,
+    MirrorError,
+    NotFoundError,
+    PromptregError,
+    StoreUnavailableError,
+)
+from promptreg.refs import Ref, check_alias, check_name, check_text, parse_ref
 from promptreg.registry.db import mask_url
 from promptreg.services.views import (
     AliasInfo,
@@ -31,6 +38,13 @@ from promptreg.services.views import (
 from promptreg.settings import Settings
 
 _PUSH_RETRIES = 20
+
+
+def _fault(stage: str) -> None:
+    """Crash-test checkpoint of ``push`` (a no-op unless PROMPTREG_FAULT_PAUSE names ``stage``)."""
+    from promptreg.registry.store import fault_point
+
+    fault_point(stage)
 
 
 def _iso(dt) -> str:
@@ -52,7 +66,7 @@ class Registry:
             from promptreg.registry.migrate import ensure_schema
 
             if self.settings.db_url.startswith("sqlite"):
-                self.settings.home.mkdir(parents=True, exist_ok=True)
+                self._make_home()
             with self._db_errors():
                 ensure_schema(self.settings.db_url, auto_upgrade=self.settings.db_url.startswith("sqlite"))
                 self._engine = make_engine(self.settings.db_url)
@@ -73,6 +87,13 @@ class Registry:
 
             self._mirror = MlflowMirror(self.settings.tracking_uri, artifact_location=self.settings.mlflow_artifact_uri)
         return self._mirror
+
+    def _make_home(self) -> None:
+        try:
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailableError(f"cannot create the project folder {self.settings.home}: "
+                                        f"{exc.strerror or exc}") from None
 
     @contextmanager
     def _db_errors(self) -> Iterator[None]:
@@ -100,7 +121,7 @@ class Registry:
         from promptreg.registry.migrate import upgrade
 
         if self.settings.db_url.startswith("sqlite"):
-            self.settings.home.mkdir(parents=True, exist_ok=True)
+            self._make_home()
         with self._db_errors():
             upgrade(self.settings.db_url)
         return self.doctor()
@@ -136,6 +157,7 @@ class Registry:
         from promptreg.artifact.validate import validate_artifact
 
         check_name(name)
+        check_text(description, "description")
         art = validate_artifact(folder)
         existing = self._find_by_sha(name, art.sha256)
         if existing is not None:
@@ -144,13 +166,28 @@ class Registry:
                 result.warnings += self._mirror_version(existing, art.folder, run_id)
                 result.version = self._version_info(existing)
             return result
+        _fault("before_upload")
         uri = self.store.put_folder(art.folder, art.sha256)
+        _fault("after_upload")
         version_id, created = self._insert_version(name, art, uri, description or "")
-        result = PushResult(self._version_info(version_id), created=created)
+        _fault("after_commit")
+        stored_warnings = self._ensure_stored(art)
+        result = PushResult(self._version_info(version_id), created=created, warnings=stored_warnings)
         if result.version.mirror_status != "ok":
             result.warnings += self._mirror_version(version_id, art.folder, run_id)
             result.version = self._version_info(version_id)
         return result
+
+    def _ensure_stored(self, art) -> list[str]:
+        """After the commit: the content is still in the store, else upload it again. A concurrent
+        `promptreg gc` can remove content that was already stored but unreferenced (an old orphan
+        pushed again) just before the commit (see promptreg.services.gc). Returns warnings."""
+        try:
+            if not self.store.has_files(art.sha256, art.files):
+                self.store.put_folder(art.folder, art.sha256)
+        except PromptregError as exc:
+            return [f"could not re-check the stored artifact after registering it ({exc})"]
+        return []
 
     def _find_by_sha(self, name: str, sha256: str) -> int | None:
         from sqlmodel import select
@@ -237,6 +274,9 @@ class Registry:
             self._set_mirror_state(version_id, "failed", str(exc))
             return [f"MLflow mirror failed ({exc}); the version is registered, run `promptreg sync` to repair"]
         self._set_mirror_state(version_id, "ok", None, result.run_id, result.model_version)
+        from promptreg.services.describe import refresh_descriptions
+
+        refresh_descriptions(self, rec.prompt, {rec.version})  # best effort (run links); sync repairs
         return []
 
     def _set_mirror_state(self, version_id: int, status: str, error: str | None,
@@ -270,6 +310,8 @@ class Registry:
 
         from promptreg.registry.models import Alias, Prompt, PromptVersion
 
+        # MLflow down: one clear error now, instead of one retried timeout per version, alias and tag
+        self.mirror.check()
         report = SyncReport()
         with self._session() as s:
             pending = [(v.id, p.name, v.number, v.sha256, v.artifact_uri) for v, p in s.exec(
@@ -331,6 +373,13 @@ class Registry:
                         report.tags_set.append(f"{pname}:{number} " + ",".join(sorted(diff)))
             except (MirrorError, PromptregError) as exc:
                 report.failed.append(f"{pname} tags: {exc}")
+        from promptreg.services.describe import sync_descriptions
+
+        for pname in names:  # descriptions and the gate/drift tags derived from the database
+            try:
+                report.descriptions_set += sync_descriptions(self, pname)
+            except PromptregError as exc:
+                report.failed.append(f"{pname} descriptions: {exc}")
         return report
 
     def _state_tags(self, name: str, numbers: set[int] | None = None) -> dict[str, tuple[int, dict[str, str]]]:
@@ -380,6 +429,7 @@ class Registry:
         from promptreg.registry.models import Alias, AuditEvent, PromptVersion, utcnow
 
         check_alias(alias)
+        check_text(reason, "reason")
         user = self.settings.user
         try:
             with self._session() as s:
@@ -417,10 +467,16 @@ class Registry:
         if mlflow_version:
             try:
                 self._mirror_alias(name, alias, mlflow_version)
-            except PromptregError:
-                pass  # the database holds the truth; `promptreg sync` re-applies aliases
+            except PromptregError as exc:
+                # The move is committed: the database holds the truth and `promptreg sync` re-applies the
+                # alias. The caller is told (one warning line), the command still succeeds.
+                info.warnings.append(f"{name}@{alias} moved to version {version} in the registry, but the MLflow "
+                                     f"alias was not updated ({' '.join(str(exc).split())}); run `promptreg sync` to repair")
             else:
                 self._mirror_state_tags(name, {version} | ({previous} if previous is not None else set()))
+                from promptreg.services.describe import refresh_descriptions
+
+                refresh_descriptions(self, name, {version} | ({previous} if previous is not None else set()))
         return info
 
     def _mirror_alias(self, name: str, alias: str, mlflow_version: str, attempts: int = 5) -> None:

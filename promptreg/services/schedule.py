@@ -66,7 +66,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from promptreg.errors import ConflictError, InputError, NotFoundError, PromptregError
-from promptreg.refs import parse_ref
+from promptreg.refs import check_text, parse_ref
 from promptreg.services.cron import next_fire, parse_cron, prev_fire
 
 log = logging.getLogger(__name__)
@@ -237,9 +237,9 @@ def add_schedule(registry, ref: str, cron: str, data_uri: str, suite_path: str |
         raise InputError("cron expression is longer than 128 characters")
     if not isinstance(data_uri, str) or not data_uri.strip():
         raise InputError("--data needs a file path or URI of the fresh data")
-    data_uri = data_uri.strip()
+    data_uri = check_text(data_uri.strip(), "data URI")
     if suite_path is not None:
-        suite_path = str(suite_path).strip() or None
+        suite_path = check_text(str(suite_path).strip(), "suite path") or None
     policy = _check_policy(policy)
     now = _utc(now)
     user = registry.settings.user

@@ -83,6 +83,7 @@ class AliasInfo:
     version: int
     previous: int | None
     row_version: int
+    warnings: list[str] = field(default_factory=list)  # e.g. the MLflow alias mirror failed (sync repairs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,11 +109,12 @@ class SyncReport:
     tags_set: list[str] = field(default_factory=list)
     models_added: list[str] = field(default_factory=list)   # MLmodel (pyfunc) added to older mirrors
     failed: list[str] = field(default_factory=list)
+    descriptions_set: list[str] = field(default_factory=list)  # MLflow descriptions / gate+drift tags rewritten
 
     @property
     def repaired(self) -> int:
         return (len(self.mirrored) + len(self.aliases_set) + len(self.aliases_removed) + len(self.tags_set)
-                + len(self.models_added))
+                + len(self.models_added) + len(self.descriptions_set))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "repaired": self.repaired}
