@@ -67,7 +67,7 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.runtime.soft_model import positions_from_mask
+from promptreg.runtime.soft_model import attention_masks, positions_from_mask
 from promptreg.training.methods.base import ModelDims, SoftPrompt
 
 
@@ -287,19 +287,7 @@ class MixedRunner:
     # ---- forward ---------------------------------------------------------------------------------
 
     def _masks(self, hidden: Tensor, mask2d: Tensor, positions: Tensor, cache) -> dict:
-        from transformers.masking_utils import create_causal_mask
-
-        cfg = self._text_config
-        out = {"full_attention": create_causal_mask(config=cfg, inputs_embeds=hidden, attention_mask=mask2d,
-                                                    past_key_values=cache, position_ids=positions)}
-        layer_types = getattr(cfg, "layer_types", None)
-        if layer_types and "sliding_attention" in layer_types:
-            from transformers.masking_utils import create_sliding_window_causal_mask
-
-            out["sliding_attention"] = create_sliding_window_causal_mask(
-                config=cfg, inputs_embeds=hidden, attention_mask=mask2d, past_key_values=cache,
-                position_ids=positions)
-        return out
+        return attention_masks(self._text_config, hidden, mask2d, positions, cache)
 
     def _call_layer(self, layer: nn.Module, hidden: Tensor, masks: dict, positions: Tensor, pe, cache) -> Tensor:
         layer_types = getattr(self._text_config, "layer_types", None)

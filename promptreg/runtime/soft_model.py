@@ -37,6 +37,22 @@ def positions_from_mask(mask: Tensor) -> Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def attention_masks(cfg, hidden: Tensor, mask2d: Tensor, positions: Tensor, cache=None) -> dict:
+    """The 4D attention masks a decoder layer takes, by layer type ("full_attention" and, for models
+    with sliding-window layers, "sliding_attention"), built by transformers from a 2D padding mask."""
+    from transformers.masking_utils import create_causal_mask
+
+    masks = {"full_attention": create_causal_mask(config=cfg, inputs_embeds=hidden, attention_mask=mask2d,
+                                                  past_key_values=cache, position_ids=positions)}
+    layer_types = getattr(cfg, "layer_types", None)
+    if layer_types and "sliding_attention" in layer_types:
+        from transformers.masking_utils import create_sliding_window_causal_mask
+
+        masks["sliding_attention"] = create_sliding_window_causal_mask(
+            config=cfg, inputs_embeds=hidden, attention_mask=mask2d, past_key_values=cache, position_ids=positions)
+    return masks
+
+
 class SoftPromptModel(nn.Module):
     def __init__(self, base_model: nn.Module, soft_prompt: SoftPrompt, *, share_prefix: bool = True) -> None:
         super().__init__()
@@ -125,18 +141,9 @@ class SoftPromptModel(nn.Module):
         return embeds, full_mask, n + positions_from_mask(mask), cache
 
     def _run_layers(self, layers, hidden: Tensor, mask2d: Tensor, positions: Tensor) -> Tensor:
-        from transformers.masking_utils import create_causal_mask
-
         cfg = self._text_config
-        masks = {"full_attention": create_causal_mask(config=cfg, inputs_embeds=hidden, attention_mask=mask2d,
-                                                      past_key_values=None, position_ids=positions)}
+        masks = attention_masks(cfg, hidden, mask2d, positions)
         layer_types = getattr(cfg, "layer_types", None)
-        if layer_types and "sliding_attention" in layer_types:
-            from transformers.masking_utils import create_sliding_window_causal_mask
-
-            masks["sliding_attention"] = create_sliding_window_causal_mask(
-                config=cfg, inputs_embeds=hidden, attention_mask=mask2d, past_key_values=None,
-                position_ids=positions)
         position_embeddings = self.decoder.rotary_emb(hidden, position_ids=positions)
         for layer in layers:
             kind = layer_types[layer.self_attn.layer_idx] if layer_types else "full_attention"
