@@ -36,17 +36,22 @@ def check_alias(alias: str) -> str:
     return alias
 
 
-def check_text(value: str | None, what: str) -> str | None:
-    """Free text stored in the registry (a description, a reason): refuse a NUL character and lone
-    surrogates (undecodable bytes on the command line), which the database and MLflow cannot store."""
-    if value is None:
-        return None
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text (the database and MLflow refuse a NUL character and lone
+    surrogates, which undecodable bytes on a command line become), or None."""
     if "\x00" in value:
-        raise InputError(f"the {what} contains a NUL character")
+        return "contains a NUL character"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise InputError(f"the {what} is not valid UTF-8 text: {value[:60]!r}") from None
+        return "is not valid UTF-8 text (an unpaired surrogate)"
+    return None
+
+
+def check_text(value: str | None, what: str) -> str | None:
+    """Free text stored in the registry (a description, a reason): refuse what :func:`text_problem` finds."""
+    if value is not None and (problem := text_problem(value)):
+        raise InputError(f"the {what} {problem}: {value[:60]!r}")
     return value
 
 

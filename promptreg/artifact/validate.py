@@ -24,6 +24,7 @@ from promptreg.artifact.manifest import (
     format_validation_error,
 )
 from promptreg.errors import InputError
+from promptreg.refs import text_problem
 from promptreg.safetensors_io import load_numpy, read_header
 
 MAX_ARTIFACT_BYTES = 2 * 1024**3
@@ -55,13 +56,8 @@ def check_json_text(data, what: str) -> None:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                raise InputError(f"{what}: a string contains a NUL character: {item[:60]!r}")
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InputError(f"{what}: a string contains an unpaired surrogate: {item[:60]!r}") from None
+        elif isinstance(item, str) and (problem := text_problem(item)):
+            raise InputError(f"{what}: a string {problem}: {item[:60]!r}")
 
 
 def load_manifest(folder: Path, *, strict: bool = False) -> Manifest:
