@@ -403,11 +403,12 @@ class Registry:
                                    "promptreg.status": status})
                 for vid, number, status, mv in rows}
 
-    def _mirror_state_tags(self, name: str, numbers: set[int]) -> None:
-        """Best effort: copy the alias/status tags of these versions to MLflow (sync repairs misses)."""
+    def _mirror_state_tags(self, name: str, numbers: set[int], keys: tuple[str, ...] | None = None) -> None:
+        """Best effort: copy the alias/status tags (only ``keys`` if given) of these versions to MLflow
+        (sync repairs misses)."""
         try:
             for mv, (_number, tags) in self._state_tags(name, numbers).items():
-                self.mirror.set_version_tags(name, mv, tags)
+                self.mirror.set_version_tags(name, mv, {k: v for k, v in tags.items() if keys is None or k in keys})
         except PromptregError:
             pass
 
@@ -473,7 +474,9 @@ class Registry:
                 info.warnings.append(f"{name}@{alias} moved to version {version} in the registry, but the MLflow "
                                      f"alias was not updated ({' '.join(str(exc).split())}); run `promptreg sync` to repair")
             else:
-                self._mirror_state_tags(name, {version} | ({previous} if previous is not None else set()))
+                # an alias move changes only the holders' promptreg.aliases tag (status moves on its own path)
+                self._mirror_state_tags(name, {version} | ({previous} if previous is not None else set()),
+                                        keys=("promptreg.aliases",))
                 from promptreg.services.describe import refresh_descriptions
 
                 refresh_descriptions(self, name, {version} | ({previous} if previous is not None else set()))
