@@ -67,7 +67,13 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.runtime.soft_model import attention_masks, positions_from_mask
+from promptreg.runtime.soft_model import (
+    attention_masks,
+    decoder_of,
+    positions_from_mask,
+    softcap,
+    text_config_of,
+)
 from promptreg.training.methods.base import ModelDims, SoftPrompt
 
 
@@ -133,23 +139,18 @@ class MixedRunner:
 
     @property
     def decoder(self) -> nn.Module:
-        inner = getattr(self.base_model, "model", None)
-        return inner if inner is not None else self.base_model.get_decoder()
+        return decoder_of(self.base_model)
 
     @property
     def _text_config(self):
-        cfg = self.base_model.config
-        return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        return text_config_of(self.base_model)
 
     @property
     def _device(self) -> torch.device:
         return next(self.base_model.parameters()).device
 
     def _softcap(self, logits: Tensor) -> Tensor:
-        cap = getattr(self._text_config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
+        return softcap(self._text_config, logits)
 
     def _check_rows(self, rows: Sequence[MixedRow]) -> None:
         d = self.dims

@@ -37,6 +37,26 @@ def positions_from_mask(mask: Tensor) -> Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def decoder_of(base_model: nn.Module) -> nn.Module:
+    """The decoder stack of a ``*ForCausalLM`` (``.model``, else ``get_decoder()``)."""
+    inner = getattr(base_model, "model", None)
+    return inner if inner is not None else base_model.get_decoder()
+
+
+def text_config_of(base_model: nn.Module):
+    """The text part of the model's config (multimodal configs nest it)."""
+    cfg = base_model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def softcap(cfg, logits: Tensor) -> Tensor:
+    """The model's final-logit soft cap (Gemma-style), when its config has one."""
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
 def attention_masks(cfg, hidden: Tensor, mask2d: Tensor, positions: Tensor, cache=None) -> dict:
     """The 4D attention masks a decoder layer takes, by layer type ("full_attention" and, for models
     with sliding-window layers, "sliding_attention"), built by transformers from a 2D padding mask."""
@@ -80,22 +100,17 @@ class SoftPromptModel(nn.Module):
 
     @property
     def decoder(self) -> nn.Module:
-        inner = getattr(self.base_model, "model", None)
-        return inner if inner is not None else self.base_model.get_decoder()
+        return decoder_of(self.base_model)
 
     @property
     def _text_config(self):
-        cfg = self.base_model.config
-        return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        return text_config_of(self.base_model)
 
     def _lm_head(self) -> nn.Module:
         return self.base_model.get_output_embeddings()
 
     def _softcap(self, logits: Tensor) -> Tensor:
-        cap = getattr(self._text_config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
+        return softcap(self._text_config, logits)
 
     def _check(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None) -> Tensor | None:
         if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
