@@ -68,7 +68,9 @@ from torch import Tensor, nn
 
 from promptreg.errors import InputError
 from promptreg.runtime.soft_model import (
+    GreedyRecorder,
     attention_masks,
+    cached_greedy,
     decoder_of,
     positions_from_mask,
     softcap,
@@ -377,29 +379,9 @@ class MixedRunner:
         return results
 
     def _generate_cached(self, rows: Sequence[MixedRow], max_new_tokens: int, eos: set[int]) -> list[list[int]]:
-        b = len(rows)
-        results: list[list[int]] = [[] for _ in range(b)]
-        done = [False] * b
-        head = self.base_model.get_output_embeddings()
-        embed = self.base_model.get_input_embeddings()
         hidden, cache, mask, positions = self._forward(self._prepare(rows), use_cache=True)
-        hidden, last_pos = hidden[:, -1], positions[:, -1:]
-        for step in range(max_new_tokens):
-            next_ids = self._softcap(head(hidden)).argmax(-1)
-            for row, tok in enumerate(next_ids.tolist()):
-                if not done[row]:
-                    if tok in eos:
-                        done[row] = True
-                    else:
-                        results[row].append(tok)
-            if all(done) or step == max_new_tokens - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            last_pos = last_pos + 1
-            out = self.decoder(inputs_embeds=embed(next_ids.unsqueeze(1)), attention_mask=mask,
-                               position_ids=last_pos, past_key_values=cache, use_cache=True)
-            cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
-        return results
+        return cached_greedy(self.base_model, hidden[:, -1], cache, mask, positions[:, -1:], max_new_tokens,
+                             GreedyRecorder(len(rows), eos))
 
     def _generate_recompute(self, rows: Sequence[MixedRow], max_new_tokens: int,
                             eos: set[int]) -> list[list[int]]:

@@ -57,6 +57,45 @@ def softcap(cfg, logits: Tensor) -> Tensor:
     return logits
 
 
+class GreedyRecorder:
+    """Collects each row's greedy tokens, stopping a row after (and excluding) an EOS token;
+    calling it with a step's [B] next ids returns True once every row is done."""
+
+    def __init__(self, rows: int, eos: set[int]):
+        self.eos = eos
+        self.results: list[list[int]] = [[] for _ in range(rows)]
+        self.done = [False] * rows
+
+    def __call__(self, next_ids: Tensor) -> bool:
+        for row, tok in enumerate(next_ids.tolist()):
+            if self.done[row]:
+                continue
+            if tok in self.eos:
+                self.done[row] = True
+            else:
+                self.results[row].append(tok)
+        return all(self.done)
+
+
+def cached_greedy(base_model: nn.Module, hidden: Tensor, cache, mask: Tensor, last_pos: Tensor,
+                  max_new_tokens: int, record: GreedyRecorder) -> list[list[int]]:
+    """Greedy decoding from a prefilled transformers cache: ``hidden`` [B, H] is the last position's
+    final hidden state, ``mask`` the 2D mask the cache was filled with, ``last_pos`` [B, 1] the last
+    position ids. One token per row per step through the decoder with the cache."""
+    head, embed = base_model.get_output_embeddings(), base_model.get_input_embeddings()
+    cfg, decoder = text_config_of(base_model), decoder_of(base_model)
+    for step in range(max_new_tokens):
+        next_ids = softcap(cfg, head(hidden)).argmax(-1)
+        if record(next_ids) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        last_pos = last_pos + 1
+        out = decoder(inputs_embeds=embed(next_ids.unsqueeze(1)), attention_mask=mask, position_ids=last_pos,
+                      past_key_values=cache, use_cache=True)
+        cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
+    return record.results
+
+
 def attention_masks(cfg, hidden: Tensor, mask2d: Tensor, positions: Tensor, cache=None) -> dict:
     """The 4D attention masks a decoder layer takes, by layer type ("full_attention" and, for models
     with sliding-window layers, "sliding_attention"), built by transformers from a 2D padding mask."""
@@ -289,26 +328,13 @@ class SoftPromptModel(nn.Module):
                  max_new_tokens: int = 16, eos_token_id: int | list[int] | None = None) -> list[list[int]]:
         """Greedy decoding. Returns each row's new tokens, stopping after (and excluding) an EOS token.
         Input and prefix kinds decode with the transformers cache (the prefix key/values sit in the cache
-        before the prompt); ID-SPAM recomputes the whole sequence at each step (its prompt depends on the
-        row's tokens, which are the original input only)."""
+        before the prompt); ID-SPAM recomputes the whole sequence at each step (its prompt is pooled from
+        the row's tokens, generated ones included)."""
         eos = set() if eos_token_id is None else (
             {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(e) for e in eos_token_id})
-        b = input_ids.shape[0]
-        results: list[list[int]] = [[] for _ in range(b)]
-        done = [False] * b
-
-        def record(next_ids: Tensor) -> bool:
-            for row, tok in enumerate(next_ids.tolist()):
-                if done[row]:
-                    continue
-                if tok in eos:
-                    done[row] = True
-                else:
-                    results[row].append(tok)
-            return all(done)
-
+        record = GreedyRecorder(input_ids.shape[0], eos)
         if max_new_tokens <= 0:
-            return results
+            return record.results
         head = self._lm_head()
         if self.soft_prompt.kind == "layer":
             ids, mask = input_ids, attention_mask
@@ -319,21 +345,10 @@ class SoftPromptModel(nn.Module):
                     break
                 ids = torch.cat([ids, next_ids.unsqueeze(1)], dim=1)
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            return results
+            return record.results
 
         embeds, mask, positions, cache = self._prepare(input_ids, attention_mask, virtual_mask)
         out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                            past_key_values=cache, use_cache=True)
-        cache, last_pos = out.past_key_values, positions[:, -1:]
-        hidden = out.last_hidden_state[:, -1]
-        embed = self.base_model.get_input_embeddings()
-        for step in range(max_new_tokens):
-            next_ids = self._softcap(head(hidden)).argmax(-1)
-            if record(next_ids) or step == max_new_tokens - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            last_pos = last_pos + 1
-            out = self.decoder(inputs_embeds=embed(next_ids.unsqueeze(1)), attention_mask=mask,
-                               position_ids=last_pos, past_key_values=cache, use_cache=True)
-            cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
-        return results
+        return cached_greedy(self.base_model, out.last_hidden_state[:, -1], out.past_key_values, mask,
+                             positions[:, -1:], max_new_tokens, record)
