@@ -305,19 +305,36 @@ class Registry:
         return "\n".join(lines)
 
     def sync(self) -> SyncReport:
-        """Make MLflow match the database: mirror versions whose mirror is missing, and aliases."""
+        """Make MLflow match the database, prompt by prompt (:meth:`sync_prompt`)."""
         from sqlmodel import select
 
-        from promptreg.registry.models import Alias, Prompt, PromptVersion
+        from promptreg.registry.models import Prompt
 
         # MLflow down: one clear error now, instead of one retried timeout per version, alias and tag
         self.mirror.check()
         report = SyncReport()
         with self._session() as s:
-            pending = [(v.id, p.name, v.number, v.sha256, v.artifact_uri) for v, p in s.exec(
-                select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
-                .where(PromptVersion.mirror_status != "ok").order_by(PromptVersion.id))]
-        for version_id, name, number, sha, uri in pending:
+            names = list(s.exec(select(Prompt.name).order_by(Prompt.id)).all())
+        for name in names:
+            self.sync_prompt(name, report)
+        return report
+
+    def sync_prompt(self, name: str, report: SyncReport | None = None, *, mlmodels: bool = True) -> SyncReport:
+        """Make MLflow match the database for one prompt: mirror its versions whose mirror is missing,
+        then its aliases, the MLmodel of older mirrors (``mlmodels``), the alias/status tags and the
+        descriptions. Failures are collected in ``report.failed``. The outbox's MLflow consumer calls
+        this for every prompt with new events (promptreg.services.events.mirror)."""
+        from sqlmodel import select
+
+        from promptreg.registry.models import Alias, PromptVersion
+
+        report = report if report is not None else SyncReport()
+        with self._session() as s:
+            prompt = self._prompt(s, name)
+            pending = [(v.id, v.number, v.sha256, v.artifact_uri) for v in s.exec(
+                select(PromptVersion).where(PromptVersion.prompt_id == prompt.id, PromptVersion.mirror_status != "ok")
+                .order_by(PromptVersion.id))]
+        for version_id, number, sha, uri in pending:
             with tempfile.TemporaryDirectory(prefix="promptreg-sync-") as tmp:
                 try:
                     folder = self.store.fetch(uri, Path(tmp) / "artifact", sha)
@@ -327,59 +344,49 @@ class Registry:
                 warnings = self._mirror_version(version_id, folder)
             (report.failed if warnings else report.mirrored).append(f"{name}:{number}" + (f": {warnings[0]}" if warnings else ""))
         with self._session() as s:
-            rows = s.exec(
-                select(Prompt.name, Alias.name, PromptVersion.mlflow_model_version)
-                .join(Alias, Alias.prompt_id == Prompt.id).join(PromptVersion, PromptVersion.id == Alias.version_id)
-            ).all()
-            names = [p.name for p in s.exec(select(Prompt)).all()]
-        wanted: dict[str, dict[str, str]] = {n: {} for n in names}
-        for pname, alias, mv in rows:
-            if mv:
-                wanted[pname][alias] = mv
-        for pname, aliases in wanted.items():
-            try:
-                current = self.mirror.get_aliases(pname)
-                for alias, mv in aliases.items():
-                    if current.get(alias) != mv:
-                        self.mirror.set_alias(pname, alias, mv)
-                        report.aliases_set.append(f"{pname}@{alias}")
-                for alias in set(current) - set(aliases):
-                    self.mirror.delete_alias(pname, alias)
-                    report.aliases_removed.append(f"{pname}@{alias}")
-            except (MirrorError, PromptregError) as exc:
-                report.failed.append(f"{pname} aliases: {exc}")
-        with self._session() as s:
-            mirrored = [(p.name, v.number, v.mlflow_run_id, v.sha256, dict(v.manifest)) for v, p in s.exec(
-                select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
-                .where(PromptVersion.mirror_status == "ok", PromptVersion.mlflow_run_id.is_not(None))
-                .order_by(PromptVersion.id))]
-        for pname, number, run_id, sha, manifest in mirrored:  # versions mirrored before the pyfunc flavour
+            prompt = self._prompt(s, name)
+            aliases = {alias: mv for alias, mv in s.exec(
+                select(Alias.name, PromptVersion.mlflow_model_version)
+                .join(PromptVersion, PromptVersion.id == Alias.version_id).where(Alias.prompt_id == prompt.id)
+            ).all() if mv}
+            mirrored = [(v.number, v.mlflow_run_id, v.sha256, dict(v.manifest)) for v in s.exec(
+                select(PromptVersion).where(PromptVersion.prompt_id == prompt.id, PromptVersion.mirror_status == "ok",
+                                            PromptVersion.mlflow_run_id.is_not(None))
+                .order_by(PromptVersion.id))] if mlmodels else []
+        try:
+            current = self.mirror.get_aliases(name)
+            for alias, mv in aliases.items():
+                if current.get(alias) != mv:
+                    self.mirror.set_alias(name, alias, mv)
+                    report.aliases_set.append(f"{name}@{alias}")
+            for alias in set(current) - set(aliases):
+                self.mirror.delete_alias(name, alias)
+                report.aliases_removed.append(f"{name}@{alias}")
+        except (MirrorError, PromptregError) as exc:
+            report.failed.append(f"{name} aliases: {exc}")
+        for number, run_id, sha, manifest in mirrored:  # versions mirrored before the pyfunc flavour
             try:
                 if self.mirror.ensure_mlmodel(run_id, sha, manifest):
-                    report.models_added.append(f"{pname}:{number}")
+                    report.models_added.append(f"{name}:{number}")
             except PromptregError as exc:
-                report.failed.append(f"{pname}:{number} MLmodel: {exc}")
-        for pname in names:
-            try:
-                wanted_tags = self._state_tags(pname)
-                if not wanted_tags:
-                    continue
-                current_tags = self.mirror.version_tags(pname)
-                for mv, (number, tags) in wanted_tags.items():
-                    have = current_tags.get(mv, {})
-                    diff = {k: v for k, v in tags.items() if have.get(k) != v}
-                    if diff:
-                        self.mirror.set_version_tags(pname, mv, diff)
-                        report.tags_set.append(f"{pname}:{number} " + ",".join(sorted(diff)))
-            except (MirrorError, PromptregError) as exc:
-                report.failed.append(f"{pname} tags: {exc}")
+                report.failed.append(f"{name}:{number} MLmodel: {exc}")
+        try:
+            wanted_tags = self._state_tags(name)
+            current_tags = self.mirror.version_tags(name) if wanted_tags else {}
+            for mv, (number, tags) in wanted_tags.items():
+                have = current_tags.get(mv, {})
+                diff = {k: v for k, v in tags.items() if have.get(k) != v}
+                if diff:
+                    self.mirror.set_version_tags(name, mv, diff)
+                    report.tags_set.append(f"{name}:{number} " + ",".join(sorted(diff)))
+        except (MirrorError, PromptregError) as exc:
+            report.failed.append(f"{name} tags: {exc}")
         from promptreg.services.describe import sync_descriptions
 
-        for pname in names:  # descriptions and the gate/drift tags derived from the database
-            try:
-                report.descriptions_set += sync_descriptions(self, pname)
-            except PromptregError as exc:
-                report.failed.append(f"{pname} descriptions: {exc}")
+        try:  # descriptions and the gate/drift tags derived from the database
+            report.descriptions_set += sync_descriptions(self, name)
+        except PromptregError as exc:
+            report.failed.append(f"{name} descriptions: {exc}")
         return report
 
     def _state_tags(self, name: str, numbers: set[int] | None = None) -> dict[str, tuple[int, dict[str, str]]]:
