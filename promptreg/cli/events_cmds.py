@@ -21,7 +21,7 @@ def _echo_outcome(o) -> None:
     if o.status == "pending" and o.next_attempt_at is not None:
         parts.append(f"retry at {o.next_attempt_at.isoformat(timespec='seconds')}")
     if o.error and o.status != "delivered":
-        parts.append(f"- {o.error}")
+        parts.append(f"- {o.error[:200]}")
     click.echo("  ".join(parts))
     sys.stdout.flush()
 
