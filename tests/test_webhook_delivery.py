@@ -172,7 +172,7 @@ def test_two_workers_deliver_each_event_once(pg_url, tmp_path, monkeypatch):
     procs = []
     try:
         env, reg = _setup(pg_url, tmp_path, monkeypatch, receiver)
-        reg.engine  # the schema exists before the workers start
+        assert reg.engine is not None  # the schema exists before the workers start
         procs = [_worker(env, tmp_path, "--batch", "5", "--concurrency", "2") for _ in range(2)]
         for p in procs:  # both are running before the first event commits
             line = p.stderr.readline().decode()

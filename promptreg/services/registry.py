@@ -2,10 +2,11 @@
 
 The registry database is the source of truth. A push goes: validate the folder, upload the
 artifact to its content address and verify it, then ONE transaction creates the version row and
-its audit event; only then is the version mirrored into MLflow. Any failure before the commit
-leaves nothing visible (an uploaded but unreferenced artifact is an orphan for ``gc``); a failed
-mirror leaves the version marked ``mirror_status=failed`` (or ``pending`` after a crash) and
-``sync`` repairs it.
+its audit event (and, through the listener in promptreg.registry.outbox, its outbox event); only
+then is the version mirrored into MLflow. Any failure before the commit leaves nothing visible (an
+uploaded but unreferenced artifact is an orphan for ``gc``); a failed mirror leaves the version
+marked ``mirror_status=failed`` (or ``pending`` after a crash), and the outbox's MLflow consumer
+(``promptreg events run``; :meth:`Registry.sync_prompt`) or ``sync`` repairs it.
 """
 
 from __future__ import annotations
@@ -272,7 +273,8 @@ class Registry:
             result = self.mirror.mirror_version(rec)
         except PromptregError as exc:
             self._set_mirror_state(version_id, "failed", str(exc))
-            return [f"MLflow mirror failed ({exc}); the version is registered, run `promptreg sync` to repair"]
+            return [f"MLflow mirror failed ({exc}); the version is registered: the events worker retries the mirror "
+                    "(`promptreg events run`), `promptreg sync` repairs it at once"]
         self._set_mirror_state(version_id, "ok", None, result.run_id, result.model_version)
         from promptreg.services.describe import refresh_descriptions
 
@@ -479,7 +481,8 @@ class Registry:
                 # The move is committed: the database holds the truth and `promptreg sync` re-applies the
                 # alias. The caller is told (one warning line), the command still succeeds.
                 info.warnings.append(f"{name}@{alias} moved to version {version} in the registry, but the MLflow "
-                                     f"alias was not updated ({' '.join(str(exc).split())}); run `promptreg sync` to repair")
+                                     f"alias was not updated ({' '.join(str(exc).split())}); the events worker retries it "
+                                     "(`promptreg events run`), `promptreg sync` repairs it at once")
             else:
                 # an alias move changes only the holders' promptreg.aliases tag (status moves on its own path)
                 self._mirror_state_tags(name, {version} | ({previous} if previous is not None else set()),

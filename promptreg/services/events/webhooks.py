@@ -124,8 +124,7 @@ def send_test_event(registry, webhook_id: int):
         s.add(delivery)
         s.flush()
         claimed = dq.claim_delivery(s, delivery.id, worker.owner, utcnow(), worker.lease_s)
-    result = worker.attempt(claimed, hook)
-    return worker.record(claimed, **result, step=("dead", None))
+    return worker.record_all([(claimed, worker.attempt(claimed, hook), ("dead", None))])[0]
 
 
 def webhook_deliveries(registry, webhook_id: int, limit: int = 50, status: str | None = None) -> list[DeliveryView]:

@@ -128,27 +128,31 @@ class EventWorker:
         policy = self.settings.mlflow_retry if c.target == MLFLOW_TARGET else self.settings.webhook_retry
         return next_step(c.round_attempt, policy, now, self.rng)
 
-    def record(self, c, *, ok: bool, cancel: bool = False, status_code: int | None = None,
-                error: str | None = None, seconds: float = 0.0,
-                step: tuple[str, dt.datetime | None] | None = None) -> Outcome:
+    def record_all(self, tries) -> list[Outcome]:
+        """Record tries ``(claimed, result of attempt(), step or None)`` in ONE transaction: delivered,
+        cancelled, or failed and then retried later (``step``: the decision for a group; else the
+        delivery's own backoff) or parked as dead."""
         from promptreg.registry import delivery_queue as dq
 
         now = _utcnow()
-        nxt = None
-        if ok:
-            status = "delivered"
-        elif cancel:
-            status = "cancelled"
-        else:
-            status, nxt = step or self._step(c, now)
+        outcomes = []
         with self.registry._session() as s:
-            recorded = dq.finish(s, c, now=now, ok=ok, status=status, status_code=status_code,
-                                 error=one_line(error, 1000) if error else None, next_attempt_at=nxt)
-        out = Outcome(c.delivery_id, c.event_id, c.type, c.prompt_name, c.target, c.attempt, status, status_code,
-                      error, seconds, nxt, recorded)
+            for c, res, step in tries:
+                ok, error, nxt = bool(res.get("ok")), res.get("error"), None
+                if ok:
+                    status = "delivered"
+                elif res.get("cancel"):
+                    status = "cancelled"
+                else:
+                    status, nxt = step or self._step(c, now)
+                recorded = dq.finish(s, c, now=now, ok=ok, status=status, status_code=res.get("status_code"),
+                                     error=one_line(error, 1000) if error else None, next_attempt_at=nxt)
+                outcomes.append(Outcome(c.delivery_id, c.event_id, c.type, c.prompt_name, c.target, c.attempt, status,
+                                        res.get("status_code"), error, res.get("seconds", 0.0), nxt, recorded))
         if self.on_outcome is not None:
-            self.on_outcome(out)
-        return out
+            for out in outcomes:
+                self.on_outcome(out)
+        return outcomes
 
     def attempt(self, c, hook) -> dict:
         """POST one claimed delivery (threads: no database here)."""
@@ -171,16 +175,15 @@ class EventWorker:
                 "error": None if ok else f"HTTP {code}" + (f": {text}" if text else "")}
 
     def deliver_webhooks(self, claims) -> list[Outcome]:
+        """POST a batch (``concurrency`` at a time), then record every try in one transaction."""
         from promptreg.registry import delivery_queue as dq
 
         with self.registry._session() as s:
             hooks = {h.id: h for h in dq.live_webhooks(s)}
-        outcomes = []
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(claims)))) as pool:
             futures = {pool.submit(self.attempt, c, hooks.get(c.webhook_id)): c for c in claims}
-            for fut in as_completed(futures):
-                outcomes.append(self.record(futures[fut], **fut.result()))
-        return outcomes
+            tries = [(futures[fut], fut.result(), None) for fut in as_completed(futures)]
+        return self.record_all(tries)
 
     def deliver_mlflow(self, group) -> list[Outcome]:
         from promptreg.services.events.mirror import reconcile
@@ -188,12 +191,12 @@ class EventWorker:
         t0 = time.perf_counter()
         try:
             reconcile(self.registry, group[0].prompt_name)
-            ok, error = True, None
+            res = {"ok": True}
         except Exception as exc:  # noqa: BLE001 - any failure is a failed try, retried later
-            ok, error = False, one_line(exc)
-        seconds = time.perf_counter() - t0
-        step = None if ok else self._step(group[0], _utcnow())   # the group waits as one, behind its head
-        return [self.record(c, ok=ok, error=error, seconds=seconds, step=step) for c in group]
+            res = {"ok": False, "error": one_line(exc)}
+        res["seconds"] = time.perf_counter() - t0
+        step = None if res["ok"] else self._step(group[0], _utcnow())  # the group waits as one, behind its head
+        return self.record_all([(c, res, step) for c in group])
 
     # ----------------------------------------------------------------------------- rounds
     def deliver_due(self, stop: threading.Event | None = None) -> list[Outcome]:
