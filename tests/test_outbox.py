@@ -321,3 +321,35 @@ def test_webhook_cli(tmp_path):
         assert_one_line_error(run_cli("events", "retry", "evt_nope", cwd=tmp_path, env=env), 2, "no event evt_nope")
     finally:
         receiver.stop()
+
+
+def test_scheduler_delivers_events_in_a_thread(tmp_path, monkeypatch):
+    """`promptreg scheduler` runs the event worker too; SIGTERM stops both, exit 0."""
+    from promptreg.services.events.webhooks import add_webhook
+
+    env = _no_mlflow_env(monkeypatch)
+    db = f"sqlite:///{tmp_path}/registry.db"
+    reg = _registry(db, tmp_path)
+    receiver = Receiver().start()
+    try:
+        _view, receiver.secret = add_webhook(reg, receiver.url, "push")
+        reg.push(make_artifact(tmp_path / "a1"), "p")
+        full = {k: v for k, v in os.environ.items() if k not in _CLEAN}
+        full.update(env, PROMPTREG_DB_URL=db, PROMPTREG_HOME=str(tmp_path / "home"),
+                    MLFLOW_TRACKING_URI=reg.settings.tracking_uri)
+        proc = subprocess.Popen([PROMPTREG, "scheduler", "--poll-s", "0.5"], cwd=tmp_path, env=full,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not receiver.snapshot():
+                assert time.monotonic() < deadline and proc.poll() is None, "no event delivered by the scheduler"
+                time.sleep(0.2)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            err = proc.communicate(timeout=60)[1].decode()
+    finally:
+        receiver.stop()
+    assert proc.returncode == 0, err
+    assert "delivering events" in err
+    [got] = receiver.snapshot()
+    assert got.valid and got.payload["type"] == "push" and got.payload["data"]["prompt"] == "p"
