@@ -22,13 +22,12 @@ rotate: the first encrypts, all decrypt).
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from promptreg.errors import InputError
 from promptreg.services.events.policy import RetryPolicy
-from promptreg.settings import CONFIG_FILE
+from promptreg.settings import CONFIG_FILE, read_config_file
 
 KEY_ENV = "PROMPTREG_WEBHOOK_KEY"
 _ENV = {
@@ -100,12 +99,7 @@ def _convert(name: str, raw, kind: str, where: str):
 
 
 def _read_table(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid TOML: {exc}") from None
+    data = read_config_file(path)
     table = data.get("events", (data.get("promptreg") or {}).get("events", {}))
     if not isinstance(table, dict):
         raise InputError(f"{path}: [events] must be a table")
