@@ -121,7 +121,9 @@ def train_cmd(obj, **kw):
                    output=kw["output"], checkpoint_dir=kw["checkpoint_dir"], resume=kw["resume"],
                    push=kw["push_name"], description=kw["description"],
                    progress=kw["progress"], device=kw["device"], max_memory=max_memory)
-    report = run_training(job, obj.get())
+    from promptreg.training.distributed import env_rank
+
+    report = run_training(job, obj.get() if env_rank() == 0 else None)  # only rank 0 opens the registry
     if report is None:  # a non-zero rank under torchrun / accelerate: rank 0 reports
         return 0
     for w in report.warnings:

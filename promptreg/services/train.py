@@ -128,7 +128,8 @@ def _loss_figure(history: dict):
 
 def run_training(job: TrainJob, registry) -> TrainReport | None:
     """Run the job end to end; raises PromptregError (one line) on bad input. Under a multi-process
-    launcher every rank calls this; rank 0 returns the report, the other ranks None."""
+    launcher every rank calls this; rank 0 returns the report, the other ranks None (and never touch
+    ``registry``, which may then be None: see ``distributed.env_rank``)."""
     from promptreg.training import distributed as dist
 
     ctx, job.device = dist.init_from_env(job.device)
@@ -162,7 +163,7 @@ def _run_training(job: TrainJob, registry, ctx) -> TrainReport | None:
         _check_memory(job, model_dir, splits)
     if not ctx.is_main:  # workers train and score their share; rank 0 owns every side effect
         _train_and_export(job, spec, splits, model_dir, info, fps, validation, None, lambda rows: None, warnings,
-                          registry.settings.user, ctx)
+                          None, ctx)
         return None
 
     mirror = registry.mirror

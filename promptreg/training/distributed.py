@@ -50,6 +50,11 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def env_rank() -> int:
+    """This process's global rank as the launcher set it (0 without a launcher)."""
+    return int(os.environ.get("RANK", "0")) if launched() else 0
+
+
 def init_from_env(device: str = "auto") -> tuple[DistContext, str]:
     """Join the launcher's process group (once) and return the context and this rank's device."""
     import torch
