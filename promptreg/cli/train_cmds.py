@@ -90,7 +90,7 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
 @click.pass_obj
 def train_cmd(obj, **kw):
     """Train a soft prompt against a frozen base model (and register it with --push)."""
-    from promptreg.services.train import TrainJob, run_training
+    from promptreg.services.train import TrainJob
     from promptreg.training.data import DataSpec
     from promptreg.training.trainer import TrainConfig
 
@@ -123,8 +123,12 @@ def train_cmd(obj, **kw):
                    progress=kw["progress"], device=kw["device"], max_memory=max_memory)
     from promptreg.training.distributed import env_rank
 
-    report = run_training(job, obj.get() if env_rank() == 0 else None)  # only rank 0 opens the registry
-    if report is None:  # a non-zero rank under torchrun / accelerate: rank 0 reports
+    if env_rank() == 0:
+        report = obj.get().train(job)
+    else:  # a non-zero rank under torchrun / accelerate trains its share and never opens the registry
+        from promptreg.services.train import run_training
+
+        run_training(None, job)
         return 0
     for w in report.warnings:
         warn(w)
@@ -155,7 +159,5 @@ def train_cmd(obj, **kw):
 @click.pass_obj
 def import_peft_cmd(obj, folder, base_model, name, description, template, verbalizer, as_json):
     """Register an existing PEFT prompt-learning adapter (prompt tuning, P-tuning, prefix tuning)."""
-    from promptreg.services.peft_import import import_peft
-
-    return echo_push(import_peft(obj.get(), folder, base_model, name, description=description, template=template,
-                                 verbalizer=_verbalizer(verbalizer)), as_json, verb="imported")
+    return echo_push(obj.get().import_peft(folder, base_model, name, description=description, template=template,
+                                           verbalizer=_verbalizer(verbalizer)), as_json, verb="imported")

@@ -21,10 +21,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promptreg.errors import InputError, PromptregError
 from promptreg.training.data import DataSpec, Example
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 
 @dataclass
@@ -126,20 +129,20 @@ def _loss_figure(history: dict):
     return fig
 
 
-def run_training(job: TrainJob, registry) -> TrainReport | None:
+def run_training(registry: Registry | None, job: TrainJob) -> TrainReport | None:
     """Run the job end to end; raises PromptregError (one line) on bad input. Under a multi-process
     launcher every rank calls this; rank 0 returns the report, the other ranks None (and never touch
-    ``registry``, which may then be None: see ``distributed.env_rank``)."""
+    ``registry``, which is then None: see ``distributed.env_rank``)."""
     from promptreg.training import distributed as dist
 
     ctx, job.device = dist.init_from_env(job.device)
     try:
-        return _run_training(job, registry, ctx)
+        return _run_training(registry, job, ctx)
     finally:
         dist.shutdown(ctx)
 
 
-def _run_training(job: TrainJob, registry, ctx) -> TrainReport | None:
+def _run_training(registry: Registry | None, job: TrainJob, ctx) -> TrainReport | None:
     from promptreg.evaluation.data_validation import validate_splits
     from promptreg.fingerprints.dataset import dataset_fingerprint
     from promptreg.fingerprints.model import model_fingerprint
