@@ -189,13 +189,13 @@ def test_two_gloo_processes_equal_one_process(tmp_path, tiny_model_dir):
         torch.testing.assert_close(two[k], ref[k], rtol=1e-4, atol=2e-5)
 
 
-def _cli_train_args(tmp_path, tiny_model_dir, *extra):
+def _cli_train_args(tmp_path, tiny_model_dir, *extra, output="artifact"):
     train = write_jsonl(tmp_path / "train.jsonl", toy_examples(48, 5))
     test = write_jsonl(tmp_path / "test.jsonl", toy_examples(15, 6))
     return ["-m", "promptreg.cli.main", "train", "--model", tiny_model_dir, "--train", train, "--test", test,
             "--labels", "negative,positive", "--template", TEMPLATE, "--num-virtual-tokens", "3", "--epochs", "2",
-            "--batch-size", "8", "--eval-every", "1", "--checkpoint-dir", tmp_path / "ck", "--no-progress",
-            "--output", tmp_path / "artifact", "--json", *extra]
+            "--batch-size", "8", "--eval-every", "1", "--patience", "1000", "--checkpoint-dir", tmp_path / "ck", "--no-progress",
+            "--output", tmp_path / output, "--json", *extra]
 
 
 def test_torchrun_cli_rank0_side_effects_and_resume_with_another_world_size(tmp_path, tiny_model_dir):
@@ -209,15 +209,15 @@ def test_torchrun_cli_rank0_side_effects_and_resume_with_another_world_size(tmp_
     state = json.loads((tmp_path / "ck" / "latest" / "state.json").read_text())
     assert state["step"] == 3
     # ... and 1 process resumes and pushes
-    res = _torchrun(*_cli_train_args(tmp_path, tiny_model_dir, "--resume", "--push", "ddp-toy"), nproc=1, cwd=tmp_path)
+    res = _torchrun(*_cli_train_args(tmp_path, tiny_model_dir, "--resume", "--push", "ddp-toy", output="resumed"),
+                    nproc=1, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(res.stdout)
-    assert report["steps"] == 10 and report["pushed"]["version"] == 1
+    assert report["steps"] == 12 and report["pushed"]["version"] == 1  # 2 epochs x 6 batches of the 43 rows
     # and 2 processes push once more from scratch: exactly one new version, one more MLflow run
-    res = _torchrun(*_cli_train_args(tmp_path, tiny_model_dir, "--push", "ddp-toy"), cwd=tmp_path)
+    res = _torchrun(*_cli_train_args(tmp_path, tiny_model_dir, "--push", "ddp-toy", output="again"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    reports = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")] or [json.loads(res.stdout)]
-    assert len(reports) == 1 and reports[0]["pushed"]["version"] == 2
+    assert json.loads(res.stdout)["pushed"]["version"] == 2  # one report on stdout: rank 1 printed nothing
     reg = Registry(home=str(tmp_path / ".promptreg"))
     assert [v.version for v in reg.list_versions("ddp-toy")] == [1, 2]
     manifest = reg.manifest("ddp-toy:2")
@@ -264,6 +264,7 @@ def test_a_killed_rank_leaves_a_resumable_checkpoint_and_no_version(tmp_path, ti
     step = json.loads(state_file.read_text())["step"]
     assert step >= 2
     args[args.index("--epochs") + 1] = "2"  # finish sooner (12 steps): the position in the data holds
+    args[args.index("--output") + 1] = tmp_path / "resumed"
     res = _torchrun(*args, "--resume", nproc=1, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout)["pushed"]["version"] == 1
