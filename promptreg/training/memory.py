@@ -7,7 +7,8 @@ Invariants:
   restored after, so evaluation and the base model's eval mode are untouched;
 - prefix tuning is refused with gradient checkpointing: a checkpointed transformers layer drops its
   cache argument (``_can_checkpoint_with_cache = False``), and the prefix key/values ARE that cache,
-  so the prefix would be silently ignored (PEFT's open peft#2191 is the same conflict);
+  so the prefix would be silently ignored (PEFT's open peft#2191 is the same conflict); for the same
+  reason the trainer turns off SoftPromptModel's shared-prefix computation (it runs through a cache);
 - the guard estimates, before anything is loaded, the weights (parameters x dtype size, from the
   config) plus the activations kept for the backward of the longest batch, and refuses a job whose
   estimate exceeds ``--max-memory`` with one line naming the parts and what to change.

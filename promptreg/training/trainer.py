@@ -242,6 +242,8 @@ class Trainer:
         from promptreg.training.memory import gradient_checkpointing
 
         checkpointing = gradient_checkpointing(self.base, soft, enabled=cfg.gradient_checkpointing)
+        if cfg.gradient_checkpointing:
+            model.share_prefix = False  # the shared-prefix path runs through a cache, which checkpointing drops
 
         lengths = [len(r.ids) for r in train_rows]
         batches_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
