@@ -112,6 +112,7 @@ def test_bf16_and_fp32_end_within_one_accuracy_point():
                           patience=100, precision=precision, seed=0)
         result = Trainer(base, tok, cfg, _spec(), toy_examples(128, 21), toy_examples(200, 22), progress=False).run()
         accuracy[precision] = result.history["eval"][-1]["accuracy"]
+    print("bf16 vs fp32 eval accuracy:", accuracy)
     assert accuracy["fp32"] > 0.8, accuracy
     assert abs(accuracy["bf16"] - accuracy["fp32"]) <= 0.01, accuracy
 
