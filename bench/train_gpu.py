@@ -69,8 +69,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-
-    from _llama import batch, build, params_for_flops, ours_step, peft_step
+    from _llama import batch, build, ours_step, params_for_flops, peft_step
 
     name = torch.cuda.get_device_name(args.device) if torch.cuda.is_available() else "cpu"
     peak = args.peak_tflops or peak_for(name)
