@@ -22,10 +22,14 @@ def push_cmd(obj, folder, name, description, as_json):
 
 @click.command("list")
 @click.argument("name", required=False)
+@click.option("--limit", type=click.IntRange(min=1), help="With NAME: show at most this many versions.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="With NAME: skip the first versions.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def list_cmd(obj, name, as_json):
-    """List prompts, or the versions of NAME."""
+def list_cmd(obj, name, limit, offset, as_json):
+    """List prompts, or the versions of NAME (oldest first; page with --limit/--offset)."""
+    if (limit is not None or offset) and name is None:
+        raise click.UsageError("--limit/--offset page the versions of NAME")
     reg = obj.get()
     if name is None:
         prompts = reg.list_prompts()
@@ -39,13 +43,15 @@ def list_cmd(obj, name, as_json):
                     ", ".join(f"{a}={n}" for a, n in sorted(p.aliases.items())), p.description[:50]]
                    for p in prompts])
         return 0
-    versions = reg.list_versions(name)
+    versions, more = reg.version_page(name, limit=limit, offset=offset)
     if as_json:
         emit_json([v.to_dict() for v in versions])
     else:
         table(["version", "sha256", "method", "tokens", "base model", "aliases", "status", "mlflow", "created"],
               [[v.version, short(v.sha256), v.method, v.num_virtual_tokens, short(v.base_model_fingerprint),
                 ",".join(v.aliases), v.status, v.mirror_status, v.created_at] for v in versions])
+        if more:
+            click.echo(f"(more versions: --offset {offset + len(versions)})")
     return 0
 
 

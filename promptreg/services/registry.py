@@ -51,6 +51,21 @@ def _iso(dt) -> str:
     return dt.isoformat(timespec="seconds") if dt is not None else ""
 
 
+def _version_info(name: str, task_type: str | None, v, aliases: list[str], num_virtual_tokens: int | None) -> VersionInfo:
+    """The view of one prompt_version row (an ORM object or a plain row; ``aliases``: the names
+    pointing at it, sorted; ``num_virtual_tokens``: from its manifest)."""
+    return VersionInfo(
+        name=name, version=v.number, sha256=v.sha256, method=v.method,
+        num_virtual_tokens=int(num_virtual_tokens or 0), artifact_uri=v.artifact_uri,
+        size_bytes=v.size_bytes, base_model_fingerprint=v.base_model_fingerprint,
+        base_model_name=v.base_model_name, dataset_fingerprint=v.dataset_fingerprint,
+        metrics=dict(v.metrics or {}), method_config=dict(v.method_config or {}), task_type=task_type,
+        aliases=aliases, status=v.status, mirror_status=v.mirror_status, mirror_error=v.mirror_error,
+        mlflow_run_id=v.mlflow_run_id, mlflow_model_version=v.mlflow_model_version,
+        description=v.description or "", created_by=v.created_by, created_at=_iso(v.created_at),
+    )
+
+
 class Registry:
     def __init__(self, settings: Settings | None = None, **overrides: str | None):
         self.settings = settings or Settings.load(**{k: v for k, v in overrides.items() if v})
@@ -550,17 +565,7 @@ class Registry:
 
         p = s.get(Prompt, v.prompt_id)
         aliases = sorted(a for a in s.exec(select(Alias.name).where(Alias.version_id == v.id)).all())
-        manifest = v.manifest or {}
-        return VersionInfo(
-            name=p.name, version=v.number, sha256=v.sha256, method=v.method,
-            num_virtual_tokens=int(manifest.get("num_virtual_tokens", 0)), artifact_uri=v.artifact_uri,
-            size_bytes=v.size_bytes, base_model_fingerprint=v.base_model_fingerprint,
-            base_model_name=v.base_model_name, dataset_fingerprint=v.dataset_fingerprint,
-            metrics=dict(v.metrics or {}), method_config=dict(v.method_config or {}), task_type=p.task_type,
-            aliases=aliases, status=v.status, mirror_status=v.mirror_status, mirror_error=v.mirror_error,
-            mlflow_run_id=v.mlflow_run_id, mlflow_model_version=v.mlflow_model_version,
-            description=v.description or "", created_by=v.created_by, created_at=_iso(v.created_at),
-        )
+        return _version_info(p.name, p.task_type, v, aliases, (v.manifest or {}).get("num_virtual_tokens"))
 
     def show(self, ref: str | Ref) -> VersionInfo:
         ref = parse_ref(ref) if isinstance(ref, str) else ref
@@ -593,16 +598,21 @@ class Registry:
                 for p in s.exec(select(Prompt).order_by(Prompt.name)).all()
             ]
 
-    def list_versions(self, name: str) -> list[VersionInfo]:
-        from sqlmodel import select
+    def list_versions(self, name: str, *, limit: int | None = None, offset: int = 0) -> list[VersionInfo]:
+        """The versions of ``name`` in ascending order, ``offset`` skipped, at most ``limit`` (two queries)."""
+        return self.version_page(name, limit=limit, offset=offset)[0]
 
-        from promptreg.registry.models import PromptVersion
+    def version_page(self, name: str, *, limit: int | None = None, offset: int = 0) -> tuple[list[VersionInfo], bool]:
+        """(a page of :meth:`list_versions`, whether more versions follow it)."""
+        from promptreg.registry.queries import version_page
 
+        check_name(name)
+        if limit is not None and limit < 1 or offset < 0:
+            raise InputError("--limit must be at least 1 and --offset at least 0")
         with self._session() as s:
-            prompt = self._prompt(s, name)
-            rows = s.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt.id)
-                          .order_by(PromptVersion.number)).all()
-            return [self._info(s, v) for v in rows]
+            page = version_page(s, name, limit=limit, offset=offset)
+            return [_version_info(page.prompt_name, page.task_type, v, page.aliases[v.id], v.num_virtual_tokens)
+                    for v in page.rows], page.more
 
     def history(self, name: str) -> list[AuditEntry]:
         from sqlmodel import select
