@@ -21,6 +21,8 @@ from typing import Any
 from promptreg.errors import InputError, PromptregError
 from promptreg.training.data import DataSpec, Example
 
+GEN_TEST_MAX_NEW_TOKENS = 128   # greedy tokens per test row at most (generation tasks)
+
 
 @dataclass
 class TrainJob:
@@ -192,6 +194,35 @@ def run_training(job: TrainJob, registry) -> TrainReport:
         raise
 
 
+def _generation_test(job, base, tokenizer, soft_prompt, test: list[Example]) -> dict[str, float]:
+    """Greedy continuations of the test split scored against the targets (exact match, token F1,
+    ROUGE-L, length ratio: evaluation.metrics, the suite's definitions) for the tuned prompt and, with
+    ``zero_shot``, for the base model alone on the same template: ``test_*`` and ``zero_shot_test_*``."""
+    from promptreg.evaluation.metrics import generation_metrics, generation_outcomes
+    from promptreg.runtime.soft_model import SoftPromptModel
+    from promptreg.training.collate import Encoded, Encoder
+    from promptreg.training.scoring import greedy_generate
+
+    refs = [e.target for e in test]
+    # room for the longest reference (+ a few tokens), as a reader of the outputs would expect
+    max_new = min(GEN_TEST_MAX_NEW_TOKENS, max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in refs) + 4)
+    out: dict[str, float] = {}
+    runs = [("test_", soft_prompt)] + ([("zero_shot_test_", None)] if job.zero_shot else [])
+    for prefix, prompt in runs:
+        enc = Encoder(tokenizer, job.config.template, slots=prompt.input_slots if prompt is not None else 0,
+                      max_text_tokens=job.config.max_text_tokens)
+        rows = [Encoded(*enc.prompt(e.text)) for e in test]
+        t0 = time.perf_counter()
+        new = greedy_generate(base, SoftPromptModel(base, prompt) if prompt is not None else None, rows,
+                              max_new_tokens=max_new, eos_token_id=tokenizer.eos_token_id, pad_id=enc.pad_id,
+                              autocast=job.config.bf16)
+        preds = [tokenizer.decode(ids, skip_special_tokens=True) for ids in new]
+        out.update({prefix + k: v for k, v in generation_metrics(generation_outcomes(preds, refs)).items()})
+        if prompt is not None:
+            out["test_seconds"] = time.perf_counter() - t0
+    return out
+
+
 def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_id, on_metrics, warnings, user):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -230,6 +261,8 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
             zs_rows = [zs_enc.classification(e.text, g) for e, g in zip(splits["test"], gold, strict=True)]
             zs = classify(base, None, zs_rows, label_ids, pad_id=zs_enc.pad_id, autocast=job.config.bf16)
             metrics.update({f"zero_shot_test_{k}": v for k, v in accuracy_metrics(zs, gold, spec.labels).items()})
+    if "test" in splits and spec.task == "generation":
+        metrics.update(_generation_test(job, base, tokenizer, result.soft_prompt, splits["test"]))
     metrics["train_tokens_per_second"] = result.tokens_per_second
     job.device = device
     metrics["train_seconds"] = result.seconds
