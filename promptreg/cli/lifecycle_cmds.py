@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from promptreg.cli.completion import complete_ref, complete_version_of_ref
 from promptreg.cli.output import emit_json, table, warn
 
 _SUITE = click.Path(path_type=Path, dir_okay=False)
@@ -60,10 +61,10 @@ def echo_gate(report) -> None:
 
 
 @click.command("eval")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.option("--suite", "suite_path", required=True, type=_SUITE, help="Regression suite (suite.yaml).")
 @click.option("--model", help="Base model folder or 'smollm2' (default: PROMPTREG_BASE_MODEL, then the manifest's).")
-@click.option("--against", default="production", show_default=True,
+@click.option("--against", default="production", show_default=True, shell_complete=complete_version_of_ref,
               help="Version to compare with in the plot: V, ALIAS, NAME:V or NAME@ALIAS ('none' to skip).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-cache", is_flag=True, help="Re-evaluate even if this suite already ran on this version.")
@@ -114,8 +115,8 @@ def _junit_error(path: Path, ref: str, message: str) -> None:
 
 
 @click.command("gate")
-@click.argument("ref")
-@click.option("--against", default="production", show_default=True,
+@click.argument("ref", shell_complete=complete_ref)
+@click.option("--against", default="production", show_default=True, shell_complete=complete_version_of_ref,
               help="Baseline: V, ALIAS (its current holder), NAME:V or NAME@ALIAS; 'none' for floors only.")
 @click.option("--suite", "suite_path", required=True, type=_SUITE, help="Regression suite (suite.yaml).")
 @click.option("--model", help="Base model folder or 'smollm2' (default: PROMPTREG_BASE_MODEL, then the manifest's).")
@@ -157,8 +158,8 @@ def gate_cmd(obj, ref, against, suite_path, model, device, junit_path, markdown_
 
 
 @click.command("promote")
-@click.argument("ref")
-@click.option("--to", "to", default="production", show_default=True, help="The alias to move: ALIAS or NAME@ALIAS.")
+@click.argument("ref", shell_complete=complete_ref)
+@click.option("--to", "to", default="production", show_default=True, shell_complete=complete_version_of_ref, help="The alias to move: ALIAS or NAME@ALIAS.")
 @click.option("--suite", "suite_path", type=_SUITE, help="Run (or reuse) this suite's gate first.")
 @click.option("--model", help="Base model folder or 'smollm2' for the gate.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -194,9 +195,9 @@ def promote_cmd(obj, ref, to, suite_path, model, device, force, reason, as_json)
 
 
 @click.command("rollback")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_ref)
 @click.option("--alias", default=None, help="The alias to move back (default: production, or the one NAME@ALIAS names).")
-@click.option("--to", "to", help="Version to roll back to: V, ALIAS, NAME:V or NAME@ALIAS (default: the previous holder).")
+@click.option("--to", "to", shell_complete=complete_version_of_ref, help="Version to roll back to: V, ALIAS, NAME:V or NAME@ALIAS (default: the previous holder).")
 @click.option("--reason", help="Why (recorded in the audit log).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj

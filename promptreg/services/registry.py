@@ -34,7 +34,9 @@ from promptreg.services.views import (
     PushResult,
     SyncReport,
     VersionInfo,
+    version_info,
 )
+from promptreg.services.views import iso as _iso
 from promptreg.settings import Settings
 
 _PUSH_RETRIES = 20
@@ -45,25 +47,6 @@ def _fault(stage: str) -> None:
     from promptreg.registry.store import fault_point
 
     fault_point(stage)
-
-
-def _iso(dt) -> str:
-    return dt.isoformat(timespec="seconds") if dt is not None else ""
-
-
-def _version_info(name: str, task_type: str | None, v, aliases: list[str], num_virtual_tokens: int | None) -> VersionInfo:
-    """The view of one prompt_version row (an ORM object or a plain row; ``aliases``: the names
-    pointing at it, sorted; ``num_virtual_tokens``: from its manifest)."""
-    return VersionInfo(
-        name=name, version=v.number, sha256=v.sha256, method=v.method,
-        num_virtual_tokens=int(num_virtual_tokens or 0), artifact_uri=v.artifact_uri,
-        size_bytes=v.size_bytes, base_model_fingerprint=v.base_model_fingerprint,
-        base_model_name=v.base_model_name, dataset_fingerprint=v.dataset_fingerprint,
-        metrics=dict(v.metrics or {}), method_config=dict(v.method_config or {}), task_type=task_type,
-        aliases=aliases, status=v.status, mirror_status=v.mirror_status, mirror_error=v.mirror_error,
-        mlflow_run_id=v.mlflow_run_id, mlflow_model_version=v.mlflow_model_version,
-        description=v.description or "", created_by=v.created_by, created_at=_iso(v.created_at),
-    )
 
 
 class Registry:
@@ -565,7 +548,7 @@ class Registry:
 
         p = s.get(Prompt, v.prompt_id)
         aliases = sorted(a for a in s.exec(select(Alias.name).where(Alias.version_id == v.id)).all())
-        return _version_info(p.name, p.task_type, v, aliases, (v.manifest or {}).get("num_virtual_tokens"))
+        return version_info(p.name, p.task_type, v, aliases, (v.manifest or {}).get("num_virtual_tokens"))
 
     def show(self, ref: str | Ref) -> VersionInfo:
         ref = parse_ref(ref) if isinstance(ref, str) else ref
@@ -611,7 +594,7 @@ class Registry:
             raise InputError("--limit must be at least 1 and --offset at least 0")
         with self._session() as s:
             page = version_page(s, name, limit=limit, offset=offset)
-            return [_version_info(page.prompt_name, page.task_type, v, page.aliases[v.id], v.num_virtual_tokens)
+            return [version_info(page.prompt_name, page.task_type, v, page.aliases[v.id], v.num_virtual_tokens)
                     for v in page.rows], page.more
 
     def history(self, name: str) -> list[AuditEntry]:
