@@ -20,6 +20,7 @@ from promptreg.cli.drift_cmds import drift_cmd, env_group
 from promptreg.cli.fetch_cmds import datasets_group, models_group
 from promptreg.cli.gc_cmds import gc_cmd
 from promptreg.cli.lifecycle_cmds import eval_cmd, gate_cmd, promote_cmd, rollback_cmd
+from promptreg.cli.output import add_output_modes, reset_output_modes
 from promptreg.cli.registry_cmds import history_cmd, list_cmd, pull_cmd, push_cmd, show_cmd, sync_cmd
 from promptreg.cli.schedule_cmds import schedule_group, scheduler_cmd
 from promptreg.cli.serve_cmds import classify_cmd, generate_cmd, serve_cmd
@@ -78,6 +79,7 @@ for command in (init_cmd, doctor_cmd, db_group, push_cmd, list_cmd, show_cmd, hi
                 models_group, datasets_group, train_cmd, import_peft_cmd, eval_cmd, gate_cmd, promote_cmd,
                 rollback_cmd, drift_cmd, env_group, schedule_group, scheduler_cmd, generate_cmd, classify_cmd,
                 serve_cmd, ui_cmd, gc_cmd, completion_cmd):
+    add_output_modes(command)
     cli.add_command(command)
 
 
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = _verbose(argv)
     quiet_libraries(verbose)
+    reset_output_modes()   # -q/--quiet sets it again while the command line is parsed
     try:
         rv = cli.main(args=argv, prog_name="promptreg", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0

@@ -107,11 +107,18 @@ def history_cmd(obj, name, as_json):
 @click.command("pull")
 @click.argument("ref", shell_complete=complete_ref)
 @click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def pull_cmd(obj, ref, dest):
+def pull_cmd(obj, ref, dest, as_json):
     """Download a version into DEST and verify its sha256 (a tampered artifact is refused)."""
-    path = obj.get().pull(ref, dest)
-    click.echo(f"pulled {ref} into {path} (sha256 verified)")
+    reg = obj.get()
+    path = reg.pull(ref, dest)
+    if as_json:
+        v = reg.show(ref)
+        emit_json({"ref": ref, "name": v.name, "version": v.version, "sha256": v.sha256, "path": str(path),
+                   "verified": True})
+    else:
+        click.echo(f"pulled {ref} into {path} (sha256 verified)")
     return 0
 
 

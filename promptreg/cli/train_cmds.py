@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from promptreg.cli.config_file import config_option
-from promptreg.cli.output import echo_push, emit_json, short, table, warn
+from promptreg.cli.output import echo_push, emit_json, quiet, short, table, warn
 
 _METHOD_OPTIONS = {
     "prompt_tuning": ("num_virtual_tokens", "init", "init_text"),
@@ -82,7 +82,8 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
 @click.option("--stop-after-steps", type=int, hidden=True, help="Stop at this step as if interrupted (testing resume).")
 @click.option("--push", "push_name", help="Register the trained prompt under this name.")
 @click.option("--description", help="Description of the pushed version.")
-@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.option("--progress/--no-progress", default=True,
+              help="Show the progress bar (only the bar: the per-evaluation lines stay, -q hides them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def train_cmd(obj, **kw):
@@ -111,7 +112,7 @@ def train_cmd(obj, **kw):
                    train_limit=kw["train_limit"], test_limit=kw["test_limit"], zero_shot=kw["zero_shot"],
                    output=kw["output"], checkpoint_dir=kw["checkpoint_dir"], resume=kw["resume"],
                    push=kw["push_name"], description=kw["description"],
-                   progress=kw["progress"], device=kw["device"])
+                   progress=kw["progress"] and not quiet(), notes=not quiet(), device=kw["device"])
     report = run_training(job, obj.get())
     for w in report.warnings:
         warn(w)

@@ -41,7 +41,8 @@ class TrainJob:
     resume: bool = False
     push: str | None = None
     description: str | None = None
-    progress: bool = True
+    progress: bool = True                        # the progress bar (stderr, a terminal only)
+    notes: bool = True                           # the per-evaluation lines on stderr (hidden by --quiet)
     device: str = "auto"                         # auto (cuda when available), cpu, cuda, cuda:N
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -237,7 +238,8 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval().to(device)
     checkpoint_dir = job.checkpoint_dir
     trainer = Trainer(base, tokenizer, job.config, spec, splits["train"], splits["eval"],
-                      checkpoint_dir=checkpoint_dir, on_metrics=on_metrics, progress=job.progress)
+                      checkpoint_dir=checkpoint_dir, on_metrics=on_metrics, progress=job.progress,
+                      notes=job.notes)
     result = trainer.run(resume=job.resume)
     metrics = {f"eval_{k}": v for k, v in result.eval_metrics.items()}
     if result.interrupted:

@@ -98,7 +98,9 @@ class Trainer:
     def __init__(self, base_model, tokenizer, config: TrainConfig, spec: DataSpec, train: list[Example],
                  eval_examples: list[Example] | None = None, *, checkpoint_dir: Path | None = None,
                  on_metrics: Callable[[list[tuple[str, float, int]]], None] | None = None,
-                 progress: bool = True):
+                 progress: bool = True, notes: bool = False):
+        """``progress``: the live bar on stderr (a terminal only); ``notes``: the per-evaluation lines on
+        stderr, shown with or without the bar (the bar prints them above itself)."""
         config.validate()
         if not train:
             raise InputError("the training set is empty")
@@ -108,7 +110,7 @@ class Trainer:
             self.eval_examples = self.eval_examples[: config.eval_limit]
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.on_metrics = on_metrics or (lambda rows: None)
-        self.progress = progress
+        self.progress, self.notes = progress, notes
         for p in self.base.parameters():
             p.requires_grad_(False)
         self.base.eval()
@@ -242,7 +244,7 @@ class Trainer:
                 "real_tokens": real_tokens, "seconds": seconds, "config": asdict(cfg),
                 "method_config": soft.method_config()})
 
-        bar = _Progress(total_steps, enabled=self.progress)
+        bar = _Progress(total_steps, enabled=self.progress, notes=self.notes)
         bar.advance(step)
         soft.train()
         max_epochs = cfg.epochs if cfg.max_steps is None else math.ceil(total_steps / steps_per_epoch)
@@ -326,10 +328,11 @@ class Trainer:
 
 
 class _Progress:
-    """A rich progress bar with loss, throughput and ETA (silent when disabled or not a terminal)."""
+    """A rich progress bar with loss, throughput and ETA (silent when disabled or not a terminal), and
+    the per-evaluation notes: above the bar, or as plain stderr lines without it (``notes``)."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, total: int, enabled: bool, notes: bool = False):
+        self.enabled, self.notes = enabled, notes
         self.bar = None
         if enabled:
             from rich.console import Console
@@ -353,6 +356,10 @@ class _Progress:
     def note(self, text: str) -> None:
         if self.bar:
             self.bar.console.print(text)
+        elif self.notes:
+            import sys
+
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar:
