@@ -1,6 +1,7 @@
 """Named read queries over the registry tables, each a small helper that raises a typed not-found error.
 
-Invariants: every helper takes an open session and runs a fixed, small number of SQL statements
+Invariants: no import of SQLAlchemy at module level (the CLI's SQLite fast path uses
+:func:`check_page`); every helper takes an open session and runs a fixed, small number of SQL statements
 whatever the size of the registry (stated in its docstring); none writes.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from promptreg.errors import NotFoundError
+from promptreg.errors import InputError, NotFoundError
 
 
 @dataclass
@@ -20,6 +21,12 @@ class VersionPage:
     rows: list = field(default_factory=list)   # prompt_version rows (no manifest; num_virtual_tokens, task_type)
     aliases: dict[int, list[str]] = field(default_factory=dict)   # version id -> sorted alias names
     more: bool = False                                # versions exist after this page
+
+
+def check_page(limit: int | None, offset: int) -> None:
+    """A page request: ``limit`` None (all) or >= 1, ``offset`` >= 0 (InputError otherwise)."""
+    if limit is not None and limit < 1 or offset < 0:
+        raise InputError("--limit must be at least 1 and --offset at least 0")
 
 
 def version_page(s, name: str, *, limit: int | None = None, offset: int = 0) -> VersionPage:

@@ -587,11 +587,10 @@ class Registry:
 
     def version_page(self, name: str, *, limit: int | None = None, offset: int = 0) -> tuple[list[VersionInfo], bool]:
         """(a page of :meth:`list_versions`, whether more versions follow it)."""
-        from promptreg.registry.queries import version_page
+        from promptreg.registry.queries import check_page, version_page
 
         check_name(name)
-        if limit is not None and limit < 1 or offset < 0:
-            raise InputError("--limit must be at least 1 and --offset at least 0")
+        check_page(limit, offset)
         with self._session() as s:
             page = version_page(s, name, limit=limit, offset=offset)
             return [version_info(page.prompt_name, page.task_type, v, page.aliases[v.id], v.num_virtual_tokens)

@@ -22,8 +22,9 @@ import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 
-from promptreg.errors import InputError, NotFoundError
+from promptreg.errors import NotFoundError
 from promptreg.refs import Ref, check_name, parse_ref
+from promptreg.registry.queries import check_page
 from promptreg.registry.revision import HEAD_REVISION
 from promptreg.services.views import PromptSummary, VersionInfo, iso, version_info
 
@@ -130,8 +131,7 @@ class SqliteReader:
 
     def version_page(self, name: str, *, limit: int | None = None, offset: int = 0) -> tuple[list[VersionInfo], bool]:
         check_name(name)
-        if limit is not None and limit < 1 or offset < 0:
-            raise InputError("--limit must be at least 1 and --offset at least 0")
+        check_page(limit, offset)
         rows = self._all(f"{_SELECT_VERSION} WHERE p.name = ? ORDER BY v.number LIMIT ? OFFSET ?",
                          (name, -1 if limit is None else limit + 1, offset))
         if not rows:
