@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from promptreg.errors import InputError, NotFoundError
+from promptreg.errors import InputError, PromptNotFoundError
 
 
 @dataclass
@@ -34,7 +34,7 @@ def version_page(s, name: str, *, limit: int | None = None, offset: int = 0) -> 
 
     Two statements: the page joined with its prompt (one row more than ``limit``, to say whether more
     follow), then the aliases of the page's versions. A third runs only when the page is empty, to tell
-    an unknown prompt (NotFoundError) from a page past the end."""
+    an unknown prompt (PromptNotFoundError) from a page past the end."""
     import sqlalchemy as sa
 
     from promptreg.registry.models import Alias, Prompt, PromptVersion
@@ -51,7 +51,7 @@ def version_page(s, name: str, *, limit: int | None = None, offset: int = 0) -> 
     if not got:
         task_type = s.execute(sa.select(Prompt.task_type).where(Prompt.name == name)).first()
         if task_type is None:
-            raise NotFoundError(f"no prompt named {name!r}")
+            raise PromptNotFoundError(f"no prompt named {name!r}")
         return VersionPage(name, task_type[0])
     more = limit is not None and len(got) > limit
     rows = got[:limit] if limit is not None else got

@@ -27,9 +27,9 @@ from urllib.parse import quote, unquote, urlparse
 
 from promptreg.artifact.hashing import CHUNK, digest_entries, file_sha256, list_artifact_files
 from promptreg.errors import (
+    ArtifactNotFoundError,
     InputError,
     IntegrityError,
-    NotFoundError,
     PromptregError,
     StoreUnavailableError,
 )
@@ -329,7 +329,7 @@ class LocalStore(ArtifactStore):
         expected = _check_sha(expected_sha256)
         src = self._path_from_uri(uri)
         if not src.is_dir():
-            raise NotFoundError(f"artifact not found: {uri}")
+            raise ArtifactNotFoundError(f"artifact not found: {uri}")
         dest = _prepare_dest(Path(dest))
         tmp: Path | None = _temp_sibling(dest)
         try:
@@ -507,7 +507,7 @@ class S3Store(ArtifactStore):
             if code == "NoSuchBucket":
                 raise StoreUnavailableError(f"{where} does not exist") from None
             if missing is not None and (code in ("NoSuchKey", "404", "NotFound") or status == 404):
-                raise NotFoundError(f"artifact not found: {missing}") from None
+                raise ArtifactNotFoundError(f"artifact not found: {missing}") from None
             if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 raise StoreUnavailableError(
                     f"access denied to {where} while trying to {action} ({code}; check credentials and permissions)"
@@ -677,7 +677,7 @@ class S3Store(ArtifactStore):
             listing = self._list(dir_key, bucket=bucket)
             rels = self._artifact_rels(listing, dir_key)
             if not rels:
-                raise NotFoundError(f"artifact not found: {uri}")
+                raise ArtifactNotFoundError(f"artifact not found: {uri}")
             bad = [rel for rel in rels if _safe_rel(rel) is None]
             if bad:
                 raise IntegrityError(f"stored artifact {uri} has an unsafe object name: {bad[0]!r}")

@@ -30,9 +30,12 @@ import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promptreg.errors import MirrorError, PromptregError
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 MAX_DESCRIPTION = 5000          # mlflow: registered_models/model_versions.description VARCHAR(5000)
 MAX_CELL = 120                  # one table cell
@@ -475,7 +478,7 @@ def _iso(dt) -> str:
     return dt.strftime("%Y-%m-%d %H:%M UTC") if dt is not None else ""
 
 
-def collect(registry, name: str, numbers: Iterable[int] | None = None,
+def collect(registry: Registry, name: str, numbers: Iterable[int] | None = None,
             experiment_of: Callable[[str], str | None] | None = None) -> tuple[ModelFacts, list[VersionFacts]]:
     """The facts of prompt ``name`` and of its versions ``numbers`` (all mirrored versions when None)."""
     from sqlalchemy import func
@@ -577,7 +580,7 @@ def collect(registry, name: str, numbers: Iterable[int] | None = None,
 # ----------------------------------------------------------------------------------------- write (MLflow)
 
 
-def refresh_descriptions(registry, name: str, numbers: Iterable[int] | None = None, *, model: bool = True,
+def refresh_descriptions(registry: Registry, name: str, numbers: Iterable[int] | None = None, *, model: bool = True,
                          only_changed: bool = False) -> list[str]:
     """Rewrite the MLflow descriptions (and derived tags) of ``name`` and of its versions ``numbers``
     (None: every mirrored version) from the database. Best effort: returns warnings, never raises a
@@ -592,7 +595,7 @@ def refresh_descriptions(registry, name: str, numbers: Iterable[int] | None = No
     return []
 
 
-def sync_descriptions(registry, name: str) -> list[str]:
+def sync_descriptions(registry: Registry, name: str) -> list[str]:
     """For ``promptreg sync``: rewrite what differs; returns what was rewritten ("toy", "toy:2 ...").
     Raises PromptregError (sync reports it as failed)."""
     try:
@@ -603,7 +606,7 @@ def sync_descriptions(registry, name: str) -> list[str]:
         raise MirrorError(f"descriptions not rewritten: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
 
 
-def _any_mirrored(registry, name: str, numbers) -> bool:
+def _any_mirrored(registry: Registry, name: str, numbers) -> bool:
     from sqlmodel import select
 
     from promptreg.registry.models import PromptVersion
@@ -615,7 +618,7 @@ def _any_mirrored(registry, name: str, numbers) -> bool:
             PromptVersion.mlflow_model_version.is_not(None))).first() is not None
 
 
-def _refresh(registry, name: str, numbers, *, model: bool, only_changed: bool) -> list[str]:
+def _refresh(registry: Registry, name: str, numbers, *, model: bool, only_changed: bool) -> list[str]:
     mirror = registry.mirror
     if numbers is not None and not _any_mirrored(registry, name, numbers):
         return []       # nothing of it is in MLflow yet: the mirror writes the descriptions when it is

@@ -37,10 +37,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from promptreg.errors import InputError, NotFoundError, PromptregError
+from promptreg.errors import EnvironmentNotFoundError, InputError, PromptregError
 from promptreg.refs import parse_ref
+from promptreg.services.views import EnvironmentInfo
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 REFERENCE_CAP = 1000          # reference rows used at most (seeded sample)
 REPORT_FILE = "drift_report.json"
@@ -145,7 +149,7 @@ def _sample(rows: list, n: int, seed: int) -> list:
     return rows if len(rows) <= n else random.Random(seed).sample(rows, n)
 
 
-def reference_rows(registry, info, *, reference: str | None, suite, text_column: str, label_column: str):
+def reference_rows(registry: Registry, info, *, reference: str | None, suite, text_column: str, label_column: str):
     """(rows, description) of the data the version is compared against."""
     if reference:
         return read_data(reference, registry.settings, text_column=text_column, label_column=label_column), reference
@@ -160,7 +164,7 @@ def reference_rows(registry, info, *, reference: str | None, suite, text_column:
                      "here; pass --reference FILE or --suite FILE (golden sets)")
 
 
-def resolve_policy(registry, alias: str | None, suite, action: str | None):
+def resolve_policy(registry: Registry, alias: str | None, suite, action: str | None):
     """The suite's drift policy for the alias, else promptreg.toml ``[drift]``, else the defaults."""
     from promptreg.evaluation.suite import DriftPolicy
 
@@ -199,7 +203,7 @@ def _toml_policy(alias: str | None) -> dict:
 
 # ----- environments ------------------------------------------------------------------------------
 
-def set_environment_model(registry, env: str, model: str) -> dict:
+def set_environment_model(registry: Registry, env: str, model: str) -> EnvironmentInfo:
     """Record the base model deployed in ``env`` (its fingerprint and path); an audit event."""
     from sqlmodel import select
 
@@ -224,21 +228,27 @@ def set_environment_model(registry, env: str, model: str) -> dict:
         s.add(row)
         s.add(AuditEvent(at=utcnow(), actor=user, action="env.set_base_model", details={
             "environment": env, "fingerprint": fp, "previous": previous, "path": str(path.resolve())}))
-    return {"environment": env, "fingerprint": fp, "path": str(path.resolve()), "previous": previous}
+        s.flush()
+        return _environment_info(row, previous)
 
 
-def list_environments(registry) -> list[dict]:
+def _environment_info(row, previous: str | None = None) -> EnvironmentInfo:
+    return EnvironmentInfo(environment=row.name, fingerprint=row.base_model_fingerprint, path=row.base_model_path,
+                           updated_by=row.updated_by, updated_at=row.updated_at.isoformat(timespec="seconds"),
+                           previous=previous)
+
+
+def list_environments(registry: Registry) -> list[EnvironmentInfo]:
+    """Every environment with a recorded base model, by name."""
     from sqlmodel import select
 
     from promptreg.registry.models import EnvironmentModel
 
     with registry._session() as s:
-        return [{"environment": r.name, "fingerprint": r.base_model_fingerprint, "path": r.base_model_path,
-                 "updated_by": r.updated_by, "updated_at": r.updated_at.isoformat(timespec="seconds")}
-                for r in s.exec(select(EnvironmentModel).order_by(EnvironmentModel.name)).all()]
+        return [_environment_info(r) for r in s.exec(select(EnvironmentModel).order_by(EnvironmentModel.name)).all()]
 
 
-def _environment_model(registry, env: str) -> str:
+def _environment_model(registry: Registry, env: str) -> str:
     from sqlmodel import select
 
     from promptreg.registry.models import EnvironmentModel
@@ -246,7 +256,7 @@ def _environment_model(registry, env: str) -> str:
     with registry._session() as s:
         row = s.exec(select(EnvironmentModel).where(EnvironmentModel.name == env)).first()
     if row is None:
-        raise NotFoundError(f"no base model recorded for environment {env!r} "
+        raise EnvironmentNotFoundError(f"no base model recorded for environment {env!r} "
                             f"(promptreg env set-base-model {env} PATH)")
     return row.base_model_path
 
@@ -310,7 +320,7 @@ def _performance(loaded, rows: list[dict], labels: list[str], metric: str, recor
     return out
 
 
-def recorded_metric(registry, info, alias: str | None, metric: str) -> tuple[float | None, str]:
+def recorded_metric(registry: Registry, info, alias: str | None, metric: str) -> tuple[float | None, str]:
     """The metric recorded for the version: promotion gate > latest eval run > manifest metrics."""
     from sqlmodel import select
 
@@ -346,7 +356,7 @@ def recorded_metric(registry, info, alias: str | None, metric: str) -> tuple[flo
 
 # ----- the check ---------------------------------------------------------------------------------
 
-def check_drift(registry, ref: str, data_uri: str, *, suite=None, env: str | None = None, model: str | None = None,
+def check_drift(registry: Registry, ref: str, data_uri: str, *, suite=None, env: str | None = None, model: str | None = None,
                 reference: str | None = None, action: str | None = None, text_column: str = "text",
                 label_column: str = "label", seed: int = 0, schedule_run_id: int | None = None,
                 log_mlflow: bool = True) -> DriftOutcome:
@@ -503,7 +513,7 @@ def _summary(out: DriftOutcome) -> str:
     return ", ".join(parts) or "none"
 
 
-def _set_status(registry, info, status: str, *, reason: str, details: dict, action: str = "flag") -> None:
+def _set_status(registry: Registry, info, status: str, *, reason: str, details: dict, action: str = "flag") -> None:
     with registry._session() as s:
         _status_rows(s, registry, info, status, reason=reason, details=details, action=action)
     registry._mirror_state_tags(info.name, {info.version})
@@ -528,7 +538,7 @@ def _status_rows(s, registry, info, status: str, *, reason: str, details: dict, 
                      details={"status": status, "previous_status": previous, **details}))
 
 
-def _rollback_target(registry, ev, info, alias, rows, labelled, policy, deployed_fp, seed, out) -> int | None:
+def _rollback_target(registry: Registry, ev, info, alias, rows, labelled, policy, deployed_fp, seed, out) -> int | None:
     """The newest previous holder of the alias that passes on the fresh data."""
     from promptreg.services.lifecycle import alias_stack
 
@@ -594,7 +604,7 @@ def _report_figure(out: DriftOutcome, plot: dict):
     return fig
 
 
-def _upload_report(registry, out: DriftOutcome, plot: dict) -> tuple[str, str]:
+def _upload_report(registry: Registry, out: DriftOutcome, plot: dict) -> tuple[str, str]:
     """The report files (JSON + PNG), content-addressed in the artifact store; (uri, sha256)."""
     from promptreg.artifact.hashing import folder_sha256
 
@@ -637,7 +647,7 @@ def _report_rows(s, registry, info, out: DriftOutcome, schedule_run_id, uri: str
     out.report_id = int(row.id)
 
 
-def _log_mlflow(registry, info, out: DriftOutcome) -> None:
+def _log_mlflow(registry: Registry, info, out: DriftOutcome) -> None:
     """A run in ``promptreg/<name>/drift`` with the statistics as metrics and the report files."""
     mirror = registry.mirror
     try:
@@ -679,7 +689,7 @@ def _log_mlflow(registry, info, out: DriftOutcome) -> None:
         out.warnings.append(f"MLflow: drift report not logged: {exc}")
 
 
-def _set_report_run(registry, report_id: int, run_id: str) -> None:
+def _set_report_run(registry: Registry, report_id: int, run_id: str) -> None:
     from promptreg.registry.models import DriftReport
 
     with registry._session() as s:
@@ -688,7 +698,7 @@ def _set_report_run(registry, report_id: int, run_id: str) -> None:
         s.add(row)
 
 
-def scheduled_check(registry, schedule, *, schedule_run_id: int | None = None) -> int:
+def scheduled_check(registry: Registry, schedule, *, schedule_run_id: int | None = None) -> int:
     """What ``schedule run-due`` / ``scheduler`` run for one due schedule: returns the report id."""
     from promptreg.evaluation.suite import load_suite
 

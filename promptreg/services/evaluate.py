@@ -21,9 +21,13 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from promptreg.errors import InputError, NotFoundError, PromptregError
+from promptreg.errors import AliasNotFoundError, InputError, PromptregError, VersionNotFoundError
 from promptreg.evaluation.results import CheckOutcome, DatasetEval, EvalResult, GateReport
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 OUTCOMES_FILE = "outcomes.json"
 NO_BASELINE = ("none", "nothing", "-")
@@ -36,7 +40,7 @@ def _now() -> str:
 class Evaluator:
     """Evaluates versions of one registry with one base model (loaded once, on first need)."""
 
-    def __init__(self, registry, *, model: str | Path | None = None, device: str = "auto", use_cache: bool = True,
+    def __init__(self, registry: Registry, *, model: str | Path | None = None, device: str = "auto", use_cache: bool = True,
                  max_new_tokens: int = 64, batch_size: int = 32, log_mlflow: bool = True):
         self.registry = registry
         self.model_arg = str(model) if model else registry.settings.base_model
@@ -107,7 +111,7 @@ class Evaluator:
             row = s.exec(select(Prompt.id, PromptVersion.id).join(PromptVersion, PromptVersion.prompt_id == Prompt.id)
                          .where(Prompt.name == info.name, PromptVersion.number == info.version)).first()
         if row is None:
-            raise NotFoundError(f"{info.name} has no version {info.version}")
+            raise VersionNotFoundError(f"{info.name} has no version {info.version}")
         return int(row[0]), int(row[1])
 
     def _cached_eval(self, info, suite, fingerprint: str) -> EvalResult | None:
@@ -224,10 +228,8 @@ class Evaluator:
             return None
         try:
             return self.registry.show(ref)
-        except NotFoundError:
-            if ref.version is not None:
-                raise
-            return None  # the alias is not set yet: nothing to compare with
+        except AliasNotFoundError:
+            return None  # the alias is not set yet: nothing to compare with (a missing version raises)
 
     # ----- gate ---------------------------------------------------------------------------------
     def _cached_gate(self, cand, baseline, suite, fingerprint: str) -> GateReport | None:
@@ -305,7 +307,8 @@ class Evaluator:
             row = GateResult(prompt_id=prompt_id, candidate_version_id=cand_id, baseline_version_id=base_id,
                              candidate_sha256=cand.sha256, baseline_sha256=baseline.sha256 if baseline else "",
                              suite_sha256=report.suite_sha256, base_model_fingerprint=report.base_model_fingerprint,
-                             against=report.against[:64], passed=report.passed, report=report.to_dict(),
+                             against=report.against[:64], passed=report.passed,
+                             report={k: v for k, v in report.to_dict().items() if k != "warnings"},
                              created_by=user, created_at=utcnow())
             s.add(row)
             s.flush()

@@ -45,9 +45,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promptreg.errors import InputError
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 DEFAULT_MIN_AGE_S = 3600.0
 CHUNK = 50
@@ -251,7 +254,7 @@ def _delete(store, entry: _Entry) -> None:
 
 
 # ----------------------------------------------------------------------------------- entry point
-def collect_garbage(registry, *, min_age_s: float = DEFAULT_MIN_AGE_S, delete: bool = False) -> GcReport:
+def collect_garbage(registry: Registry, *, min_age_s: float = DEFAULT_MIN_AGE_S, delete: bool = False) -> GcReport:
     """List the store's orphans (``delete=False``) or delete those older than ``min_age_s``."""
     if min_age_s is None or min_age_s < 0:
         raise InputError(f"--min-age-s must be >= 0, got {min_age_s}")

@@ -15,14 +15,17 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from promptreg.errors import (
+    AliasNotFoundError,
     ConflictError,
     InputError,
     MirrorError,
-    NotFoundError,
+    PromptNotFoundError,
     PromptregError,
     StoreUnavailableError,
+    VersionNotFoundError,
 )
 from promptreg.refs import Ref, check_alias, check_name, check_text, parse_ref
 from promptreg.registry.db import mask_url
@@ -39,6 +42,24 @@ from promptreg.services.views import (
 from promptreg.services.views import iso as _iso
 from promptreg.settings import Settings
 
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Callable
+
+    from sqlmodel import Session
+
+    from promptreg.evaluation.results import EvalResult, GateReport
+    from promptreg.evaluation.suite import Suite
+    from promptreg.services.drift import DriftOutcome
+    from promptreg.services.evaluate import Evaluator
+    from promptreg.services.gc import GcReport
+    from promptreg.services.lifecycle import MoveResult
+    from promptreg.services.schedule import Claim, GracefulStop, RunResult, ScheduleInfo, Scheduler
+    from promptreg.services.train import TrainJob, TrainReport
+    from promptreg.services.views import EnvironmentInfo, ScheduleRunInfo
+
+    SuiteArg = Suite | str | Path
+
 _PUSH_RETRIES = 20
 
 
@@ -50,6 +71,15 @@ def _fault(stage: str) -> None:
 
 
 class Registry:
+    """The registry of one project: its database, artifact store and MLflow mirror, and every verb.
+
+    ``Registry()`` reads the settings (``promptreg.toml``, ``PROMPTREG_*``, the embedded default
+    ``./.promptreg``); keyword overrides (``home=``, ``db_url=``, ``tracking_uri=``, ``artifact_uri=``)
+    win. Nothing is opened until a verb needs it. Every method raises a
+    :class:`~promptreg.errors.PromptregError` subclass (one line) when it cannot do what it says; the
+    results are dataclasses with ``to_dict()`` (JSON-ready), which is what the CLI prints with ``--json``.
+    """
+
     def __init__(self, settings: Settings | None = None, **overrides: str | None):
         self.settings = settings or Settings.load(**{k: v for k, v in overrides.items() if v})
         self._engine = None
@@ -107,11 +137,15 @@ class Registry:
             raise
 
     @contextmanager
-    def _session(self):
+    def session(self) -> Iterator[Session]:
+        """A database session on the registry: commits when the block succeeds, rolls back when it
+        raises; an unreachable database leaves it as one-line :class:`StoreUnavailableError`."""
         from promptreg.registry.db import session
 
         with self._db_errors(), session(self.engine) as s:
             yield s
+
+    _session = session  # the name older callers used
 
     # ----- setup --------------------------------------------------------------------------
     def init(self) -> list[Check]:
@@ -125,6 +159,7 @@ class Registry:
         return self.doctor()
 
     def doctor(self) -> list[Check]:
+        """Which stores are in use (and where that setting came from) and whether each is reachable."""
         from promptreg.registry.migrate import HEAD_REVISION, current_revision
 
         s = self.settings
@@ -413,7 +448,8 @@ class Registry:
     # ----- aliases (compare-and-swap) -----------------------------------------------------
     def set_alias(self, name: str, alias: str, version: int, *, expected_version: int | None | str = "any",
                   action: str = "alias.set", reason: str | None = None,
-                  details: dict | None = None, in_transaction=None) -> AliasInfo:
+                  details: dict | None = None,
+                  in_transaction: Callable[[Session], None] | None = None) -> AliasInfo:
         """Point ``name@alias`` at ``version`` with a compare-and-swap on the alias row.
 
         ``expected_version``: the version number the caller believes the alias holds now (None: the
@@ -436,7 +472,7 @@ class Registry:
                 target = s.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt.id,
                                                             PromptVersion.number == version)).first()
                 if target is None:
-                    raise NotFoundError(f"{name} has no version {version}")
+                    raise VersionNotFoundError(f"{name} has no version {version}")
                 row = s.exec(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == alias)).first()
                 previous = None
                 if row is not None:
@@ -510,7 +546,7 @@ class Registry:
         check_name(name)
         prompt = s.exec(select(Prompt).where(Prompt.name == name)).first()
         if prompt is None:
-            raise NotFoundError(f"no prompt named {name!r}")
+            raise PromptNotFoundError(f"no prompt named {name!r}")
         return prompt
 
     def _resolve(self, s, ref: Ref):
@@ -522,17 +558,17 @@ class Registry:
         if ref.alias is not None:
             row = s.exec(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == ref.alias)).first()
             if row is None:
-                raise NotFoundError(f"{ref.name} has no alias {ref.alias!r}")
+                raise AliasNotFoundError(f"{ref.name} has no alias {ref.alias!r}")
             return s.get(PromptVersion, row.version_id)
         q = select(PromptVersion).where(PromptVersion.prompt_id == prompt.id)
         if ref.version is not None:
             v = s.exec(q.where(PromptVersion.number == ref.version)).first()
             if v is None:
-                raise NotFoundError(f"{ref.name} has no version {ref.version}")
+                raise VersionNotFoundError(f"{ref.name} has no version {ref.version}")
             return v
         v = s.exec(q.order_by(PromptVersion.number.desc())).first()
         if v is None:
-            raise NotFoundError(f"{ref.name} has no versions")
+            raise VersionNotFoundError(f"{ref.name} has no versions")
         return v
 
     def _version_info(self, version_id: int) -> VersionInfo:
@@ -551,16 +587,21 @@ class Registry:
         return version_info(p.name, p.task_type, v, aliases, (v.manifest or {}).get("num_virtual_tokens"))
 
     def show(self, ref: str | Ref) -> VersionInfo:
+        """One version: ``NAME`` (the latest), ``NAME:VERSION`` or ``NAME@ALIAS``. Raises
+        :class:`~promptreg.errors.PromptNotFoundError`, :class:`~promptreg.errors.VersionNotFoundError` or
+        :class:`~promptreg.errors.AliasNotFoundError`."""
         ref = parse_ref(ref) if isinstance(ref, str) else ref
         with self._session() as s:
             return self._info(s, self._resolve(s, ref))
 
     def manifest(self, ref: str | Ref) -> dict:
+        """The full manifest (``promptreg.json``) of a version, as recorded at push."""
         ref = parse_ref(ref) if isinstance(ref, str) else ref
         with self._session() as s:
             return dict(self._resolve(s, ref).manifest)
 
     def list_prompts(self) -> list[PromptSummary]:
+        """Every prompt by name, with its version count, latest version and aliases."""
         from sqlalchemy import func
         from sqlmodel import select
 
@@ -582,7 +623,8 @@ class Registry:
             ]
 
     def list_versions(self, name: str, *, limit: int | None = None, offset: int = 0) -> list[VersionInfo]:
-        """The versions of ``name`` in ascending order, ``offset`` skipped, at most ``limit`` (two queries)."""
+        """The versions of ``name``, oldest first, ``offset`` skipped, at most ``limit`` (two queries).
+        Raises :class:`~promptreg.errors.PromptNotFoundError`."""
         return self.version_page(name, limit=limit, offset=offset)[0]
 
     def version_page(self, name: str, *, limit: int | None = None, offset: int = 0) -> tuple[list[VersionInfo], bool]:
@@ -597,6 +639,7 @@ class Registry:
                     for v in page.rows], page.more
 
     def history(self, name: str) -> list[AuditEntry]:
+        """The append-only audit log of ``name``: every push, eval, gate, alias move, flag, schedule change."""
         from sqlmodel import select
 
         from promptreg.registry.models import AuditEvent
@@ -642,3 +685,186 @@ class Registry:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return info, cache
+
+    # ----- training and import ----------------------------------------------------------------
+    def train(self, job: TrainJob) -> TrainReport:
+        """Train a soft prompt against a frozen base model (:class:`~promptreg.services.train.TrainJob`:
+        data, method, configuration); with ``job.push`` the artifact is registered as a new version of
+        that name, on the same MLflow run. Returns the metrics, the artifact folder and the push result."""
+        from promptreg.services.train import run_training
+
+        return run_training(self, job)
+
+    def import_peft(self, folder: Path | str, base_model: str, name: str, *, description: str | None = None,
+                    template: str | None = None, verbalizer: dict[str, str] | None = None) -> PushResult:
+        """Register a PEFT prompt-learning adapter folder (prompt tuning, P-tuning, prefix tuning) trained
+        on ``base_model`` (a folder or ``smollm2``) as a new version of ``name``. With ``verbalizer``
+        (label -> answer text) it is a classification prompt, otherwise a generation prompt."""
+        from promptreg.services.peft_import import import_peft
+
+        return import_peft(self, folder, base_model, name, description=description, template=template,
+                           verbalizer=verbalizer)
+
+    # ----- evaluation and gates -----------------------------------------------------------------
+    def evaluator(self, *, model: str | Path | None = None, device: str = "auto",
+                  use_cache: bool = True) -> Evaluator:
+        """An :class:`~promptreg.services.evaluate.Evaluator` holding one base model (``model``, else the
+        ``base_model`` setting, else the candidate manifest's folder), loaded on first need: reuse it to
+        evaluate several versions without reloading."""
+        from promptreg.services.evaluate import Evaluator
+
+        return Evaluator(self, model=model, device=device, use_cache=use_cache)
+
+    def eval(self, ref: str, suite: SuiteArg, *, against: str | None = "production", model: str | Path | None = None,
+             device: str = "auto", use_cache: bool = True) -> EvalResult:
+        """Evaluate ``ref`` on a regression suite (a :class:`~promptreg.evaluation.suite.Suite` or its
+        YAML path) and record the eval run; ``against`` (an alias, a version number or None) is also
+        evaluated for the comparison logged to MLflow. A cached result is reused unless ``use_cache=False``."""
+        ev = self.evaluator(model=model, device=device, use_cache=use_cache)
+        result, _baseline = ev.evaluate(ref, _suite(suite), against=against)
+        result.warnings = [*ev.warnings, *result.warnings]
+        return result
+
+    def gate(self, ref: str, suite: SuiteArg, *, against: str = "production", model: str | Path | None = None,
+             device: str = "auto", use_cache: bool = True) -> GateReport:
+        """Run the regression gate of ``ref`` against the version it would replace (``against``: an alias,
+        its current holder; a version number; or ``none`` for floors only). The report says whether it
+        passed (``report.passed``) and why; a gate that could not run raises instead."""
+        ev = self.evaluator(model=model, device=device, use_cache=use_cache)
+        report = ev.gate(ref, _suite(suite), against=against)
+        report.warnings = [*ev.warnings, *report.warnings]
+        return report
+
+    # ----- lifecycle ----------------------------------------------------------------------------
+    def promote(self, ref: str, to: str = "production", *, suite: SuiteArg | None = None,
+                model: str | Path | None = None, device: str = "auto", force: bool = False,
+                reason: str | None = None) -> MoveResult:
+        """Point ``NAME@to`` at ``ref`` if the alias's policy allows it: ``production`` needs a passing
+        gate against its current holder (run now with ``suite``, else the stored verdict). A failed gate
+        raises :class:`~promptreg.errors.GateFailedError` (its ``report`` attached); ``force`` with a
+        ``reason`` bypasses it and records that. Compare-and-swap + audit event + MLflow alias."""
+        from promptreg.services.lifecycle import promote
+
+        loaded = _suite(suite) if suite is not None else None
+        ev = self.evaluator(model=model, device=device) if loaded is not None else None
+        return promote(self, ref, to, suite=loaded, evaluator=ev, force=force, reason=reason)
+
+    def rollback(self, name: str, alias: str = "production", *, to: int | str | None = None,
+                 reason: str | None = None) -> MoveResult:
+        """Move ``name@alias`` back to its previous holder (from the audit log, as a stack) or to
+        ``to``: a version number or a version ref of ``name`` (``V``, ``ALIAS``, ``NAME:V``, ``NAME@ALIAS``)."""
+        from promptreg.services.lifecycle import rollback
+
+        return rollback(self, name, alias, to=to, reason=reason)
+
+    # ----- drift and environments ---------------------------------------------------------------
+    def drift(self, ref: str, data_uri: str, *, suite: SuiteArg | None = None, env: str | None = None,
+              model: str | None = None, reference: str | None = None, action: str | None = None,
+              text_column: str = "text", label_column: str = "label") -> DriftOutcome:
+        """Check ``ref`` (``NAME@ALIAS`` to let a rollback policy move the alias) for base-model, data
+        and performance drift on fresh data (a .jsonl/.json/.csv file or ``s3://`` prefix), against the
+        base model deployed in ``env`` (or ``model``); act by policy (``report``/``flag``/``rollback``)."""
+        from promptreg.errors import InputError
+        from promptreg.services.drift import check_drift
+
+        if env and model:
+            raise InputError("use --env or --model, not both")
+        return check_drift(self, ref, data_uri, suite=_suite(suite) if suite is not None else None, env=env,
+                           model=model, reference=reference, action=action, text_column=text_column,
+                           label_column=label_column)
+
+    def set_environment_model(self, env: str, model: str) -> EnvironmentInfo:
+        """Record that deployment environment ``env`` runs base model ``model`` (a folder or
+        ``smollm2``): drift checks with ``env=`` compare its fingerprint with each version's."""
+        from promptreg.services.drift import set_environment_model
+
+        return set_environment_model(self, env, model)
+
+    def list_environments(self) -> list[EnvironmentInfo]:
+        """Every environment and the base model recorded for it."""
+        from promptreg.services.drift import list_environments
+
+        return list_environments(self)
+
+    # ----- schedules (recurring drift checks; times in UTC) -------------------------------------
+    def add_schedule(self, ref: str, cron: str, data_uri: str, *, suite_path: str | None = None,
+                     policy: dict[str, Any] | None = None, now: dt.datetime | None = None) -> ScheduleInfo:
+        """Check ``NAME@ALIAS`` for drift on ``data_uri`` at every fire time of the five-field ``cron``
+        (UTC); ``policy`` overrides the drift policy (JSON object). ``now``: the clock (tests)."""
+        from promptreg.services.schedule import add_schedule
+
+        return add_schedule(self, ref, cron, data_uri, suite_path=suite_path, policy=policy, now=now)
+
+    def list_schedules(self, name: str | None = None) -> list[ScheduleInfo]:
+        """Every schedule (of prompt ``name`` only, if given), oldest first."""
+        from promptreg.services.schedule import list_schedules
+
+        return list_schedules(self, name)
+
+    def get_schedule(self, schedule_id: int) -> ScheduleInfo:
+        """One schedule by id (:class:`~promptreg.errors.ScheduleNotFoundError` if there is none)."""
+        from promptreg.services.schedule import get_schedule
+
+        return get_schedule(self, schedule_id)
+
+    def remove_schedule(self, schedule_id: int) -> ScheduleInfo:
+        """Delete a schedule and its run history (drift reports stay); returns what was removed."""
+        from promptreg.services.schedule import remove_schedule
+
+        return remove_schedule(self, schedule_id)
+
+    def schedule_runs(self, schedule_id: int | None = None, limit: int = 100) -> list[ScheduleRunInfo]:
+        """The newest schedule runs (of one schedule, if given), newest slot first."""
+        from promptreg.services.schedule import list_runs
+
+        return list_runs(self, schedule_id, limit)
+
+    def run_due(self, *, check: Callable[[Claim], Any] | None = None, owner: str | None = None,
+                lease_s: float | None = None, guard: GracefulStop | None = None,
+                on_result: Callable[[RunResult], None] | None = None,
+                now: dt.datetime | None = None) -> list[RunResult]:
+        """Run every due check once (safe on several machines at once: each slot runs exactly once).
+        ``check(claim)`` defaults to the drift check of the claimed schedule; ``guard``: stop handling
+        (:class:`~promptreg.services.schedule.GracefulStop`); ``on_result``: called after each run."""
+        from promptreg.services.schedule import DEFAULT_LEASE_S, drift_check, run_due
+
+        return run_due(self, check or drift_check(self), owner=owner, now=now,
+                       lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s, guard=guard, on_result=on_result)
+
+    def scheduler(self, *, check: Callable[[Claim], Any] | None = None, poll_s: float = 30,
+                  lease_s: float | None = None, grace_s: float | None = None, owner: str | None = None,
+                  on_result: Callable[[RunResult], None] | None = None,
+                  on_error: Callable[[PromptregError], None] | None = None) -> Scheduler:
+        """A long-lived :meth:`run_due` loop (``.run_forever()`` until SIGTERM/SIGINT) polling every
+        ``poll_s`` seconds."""
+        from promptreg.services.schedule import DEFAULT_GRACE_S, DEFAULT_LEASE_S, Scheduler, drift_check
+
+        return Scheduler(self, check or drift_check(self), poll_s=poll_s, owner=owner,
+                         lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s,
+                         grace_s=DEFAULT_GRACE_S if grace_s is None else grace_s,
+                         on_result=on_result, on_error=on_error)
+
+    def export_schedule(self, fmt: str, *, every: str = "*/5 * * * *", workdir: str = "/srv/app",
+                        image: str = "ghcr.io/OWNER/promptreg:latest") -> str:
+        """A ready-made ``crontab`` line, Kubernetes CronJob (``k8s``) or GitHub Actions workflow
+        (``github``) that calls ``promptreg schedule run-due`` every ``every`` (cron, UTC); secrets are
+        referenced, never written out."""
+        from promptreg.services.schedule import export_snippet
+
+        return export_snippet(fmt, self.settings, every=every, workdir=workdir, image=image)
+
+    # ----- housekeeping -------------------------------------------------------------------------
+    def gc(self, *, min_age_s: float | None = None, delete: bool = False) -> GcReport:
+        """Find artifact-store content no version, eval run or drift report references (uploads whose
+        commit never happened); with ``delete`` remove those older than ``min_age_s`` seconds."""
+        from promptreg.services.gc import DEFAULT_MIN_AGE_S, collect_garbage
+
+        return collect_garbage(self, min_age_s=DEFAULT_MIN_AGE_S if min_age_s is None else min_age_s,
+                               delete=delete)
+
+
+def _suite(suite: SuiteArg) -> Suite:
+    """A loaded suite, or the one at this YAML path."""
+    from promptreg.evaluation.suite import Suite, load_suite
+
+    return suite if isinstance(suite, Suite) else load_suite(Path(suite))

@@ -63,11 +63,21 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from promptreg.errors import ConflictError, InputError, NotFoundError, PromptregError
+from promptreg.errors import (
+    AliasNotFoundError,
+    ConflictError,
+    InputError,
+    PromptregError,
+    ScheduleNotFoundError,
+)
 from promptreg.refs import check_text, parse_ref
 from promptreg.services.cron import next_fire, parse_cron, prev_fire
+from promptreg.services.views import ScheduleRunInfo
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +229,7 @@ def _info(s, sched, prompt_name: str) -> ScheduleInfo:
     )
 
 
-def add_schedule(registry, ref: str, cron: str, data_uri: str, suite_path: str | None = None,
+def add_schedule(registry: Registry, ref: str, cron: str, data_uri: str, suite_path: str | None = None,
                  policy: dict[str, Any] | None = None, now: dt.datetime | None = None) -> ScheduleInfo:
     """Schedule a drift check of ``NAME@ALIAS`` on ``data_uri`` at every fire time of ``cron`` (UTC).
 
@@ -247,7 +257,7 @@ def add_schedule(registry, ref: str, cron: str, data_uri: str, suite_path: str |
         with registry._session() as s:
             prompt = registry._prompt(s, r.name)
             if s.execute(sa.select(Alias.id).where(Alias.prompt_id == prompt.id, Alias.name == r.alias)).first() is None:
-                raise NotFoundError(f"{r.name} has no alias {r.alias!r}")
+                raise AliasNotFoundError(f"{r.name} has no alias {r.alias!r}")
             dup = s.execute(sa.select(Schedule.id).where(Schedule.prompt_id == prompt.id, Schedule.alias == r.alias,
                                                          Schedule.data_uri == data_uri)).scalar()
             if dup is not None:
@@ -265,7 +275,7 @@ def add_schedule(registry, ref: str, cron: str, data_uri: str, suite_path: str |
         raise ConflictError(f"a schedule of {r.name}@{r.alias} on {data_uri} was added concurrently") from None
 
 
-def list_schedules(registry, name: str | None = None) -> list[ScheduleInfo]:
+def list_schedules(registry: Registry, name: str | None = None) -> list[ScheduleInfo]:
     """Every schedule (of prompt ``name`` only, if given), oldest first."""
     import sqlalchemy as sa
 
@@ -278,17 +288,17 @@ def list_schedules(registry, name: str | None = None) -> list[ScheduleInfo]:
         return [_info(s, sched, pname) for sched, pname in s.execute(q).all()]
 
 
-def get_schedule(registry, schedule_id: int) -> ScheduleInfo:
+def get_schedule(registry: Registry, schedule_id: int) -> ScheduleInfo:
     from promptreg.registry.models import Prompt, Schedule
 
     with registry._session() as s:
         sched = s.get(Schedule, int(schedule_id))
         if sched is None:
-            raise NotFoundError(f"no schedule {schedule_id}")
+            raise ScheduleNotFoundError(f"no schedule {schedule_id}")
         return _info(s, sched, s.get(Prompt, sched.prompt_id).name)
 
 
-def remove_schedule(registry, schedule_id: int) -> ScheduleInfo:
+def remove_schedule(registry: Registry, schedule_id: int) -> ScheduleInfo:
     """Delete a schedule and its run history (drift reports stay). A check already running finishes
     but is not recorded as a run."""
     import sqlalchemy as sa
@@ -299,7 +309,7 @@ def remove_schedule(registry, schedule_id: int) -> ScheduleInfo:
         # lock the schedule row first (PostgreSQL), like claims do, so the two never deadlock
         sched = s.get(Schedule, int(schedule_id), with_for_update=True)
         if sched is None:
-            raise NotFoundError(f"no schedule {schedule_id}")
+            raise ScheduleNotFoundError(f"no schedule {schedule_id}")
         info = _info(s, sched, s.get(Prompt, sched.prompt_id).name)
         s.execute(sa.delete(ScheduleRun).where(ScheduleRun.schedule_id == sched.id))
         s.execute(sa.delete(Schedule).where(Schedule.id == sched.id))
@@ -309,7 +319,7 @@ def remove_schedule(registry, schedule_id: int) -> ScheduleInfo:
     return info
 
 
-def list_runs(registry, schedule_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def list_runs(registry: Registry, schedule_id: int | None = None, limit: int = 100) -> list[ScheduleRunInfo]:
     """The newest schedule runs (of one schedule, if given), newest slot first."""
     import sqlalchemy as sa
 
@@ -319,9 +329,9 @@ def list_runs(registry, schedule_id: int | None = None, limit: int = 100) -> lis
         q = sa.select(ScheduleRun).order_by(ScheduleRun.slot_at.desc(), ScheduleRun.id.desc()).limit(limit)
         if schedule_id is not None:
             q = q.where(ScheduleRun.schedule_id == schedule_id)
-        return [{"id": r.id, "schedule_id": r.schedule_id, "slot_at": _iso(r.slot_at), "status": r.status,
-                 "owner": r.owner, "attempts": r.attempts, "started_at": _iso(r.started_at),
-                 "finished_at": _iso(r.finished_at), "error": r.error, "drift_report_id": r.drift_report_id}
+        return [ScheduleRunInfo(id=r.id, schedule_id=r.schedule_id, slot_at=_iso(r.slot_at), status=r.status,
+                                owner=r.owner, attempts=r.attempts, started_at=_iso(r.started_at),
+                                finished_at=_iso(r.finished_at), error=r.error, drift_report_id=r.drift_report_id)
                 for r in s.execute(q).scalars()]
 
 
@@ -333,7 +343,7 @@ class _NothingToClaim(Exception):
     """Roll the claim transaction back (the lease CAS included)."""
 
 
-def _candidates(registry, now: dt.datetime, exclude: Sequence[int]) -> list[int]:
+def _candidates(registry: Registry, now: dt.datetime, exclude: Sequence[int]) -> list[int]:
     import sqlalchemy as sa
 
     from promptreg.registry.models import Schedule, ScheduleRun
@@ -351,7 +361,7 @@ def _candidates(registry, now: dt.datetime, exclude: Sequence[int]) -> list[int]
         return list(s.execute(q).scalars())
 
 
-def _claim_one(registry, schedule_id: int, owner: str, now: dt.datetime, lease_s: float) -> Claim | None:
+def _claim_one(registry: Registry, schedule_id: int, owner: str, now: dt.datetime, lease_s: float) -> Claim | None:
     import sqlalchemy as sa
 
     from promptreg.registry.models import DriftReport, Prompt, Schedule, ScheduleRun
@@ -431,7 +441,7 @@ def _claim_one(registry, schedule_id: int, owner: str, now: dt.datetime, lease_s
         return None
 
 
-def claim_due(registry, owner: str | None = None, now: dt.datetime | None = None,
+def claim_due(registry: Registry, owner: str | None = None, now: dt.datetime | None = None,
               lease_s: float = DEFAULT_LEASE_S, limit: int | None = None,
               exclude: Sequence[int] = ()) -> list[Claim]:
     """Claim due slots (at most ``limit``), one transaction per schedule; see the module docstring."""
@@ -449,7 +459,7 @@ def claim_due(registry, owner: str | None = None, now: dt.datetime | None = None
     return claims
 
 
-def renew_lease(registry, claim: Claim, lease_s: float = DEFAULT_LEASE_S, now: dt.datetime | None = None) -> bool:
+def renew_lease(registry: Registry, claim: Claim, lease_s: float = DEFAULT_LEASE_S, now: dt.datetime | None = None) -> bool:
     """Extend the claim's lease; False when it is no longer ours."""
     import sqlalchemy as sa
 
@@ -466,7 +476,7 @@ class _Lost(Exception):
     pass
 
 
-def complete(registry, claim: Claim, status: str, error: str | None = None, drift_report_id: int | None = None,
+def complete(registry: Registry, claim: Claim, status: str, error: str | None = None, drift_report_id: int | None = None,
              now: dt.datetime | None = None) -> bool:
     """Finish the claimed run (``ok``, ``failed`` or ``abandoned``), set ``last_run_at``, free the lease.
 
@@ -498,7 +508,7 @@ def complete(registry, claim: Claim, status: str, error: str | None = None, drif
     return True
 
 
-def release(registry, claim: Claim, reason: str) -> bool:
+def release(registry: Registry, claim: Claim, reason: str) -> bool:
     """Give an unfinished claim back: the run stays ``running`` with ``error=reason`` and the lease is
     freed, so the next ``run_due`` retries the slot at once (instead of after the lease expires)."""
     import sqlalchemy as sa
@@ -590,7 +600,7 @@ class GracefulStop:
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, registry, claim: Claim, lease_s: float, clock: Callable[[], dt.datetime]):
+    def __init__(self, registry: Registry, claim: Claim, lease_s: float, clock: Callable[[], dt.datetime]):
         super().__init__(name=f"promptreg-lease-{claim.schedule_id}", daemon=True)
         self.registry, self.claim, self.lease_s, self.clock = registry, claim, lease_s, clock
         self.interval = max(0.05, lease_s / 3)
@@ -632,7 +642,7 @@ def _report_id(out: Any) -> int | None:
     return None
 
 
-def _execute(registry, claim: Claim, check_fn: CheckFn, clock, lease_s: float,
+def _execute(registry: Registry, claim: Claim, check_fn: CheckFn, clock, lease_s: float,
              guard: GracefulStop | None) -> RunResult:
     result = RunResult(schedule_id=claim.schedule_id, run_id=claim.run_id, ref=claim.ref,
                        slot_at=_iso(claim.slot_at), status="ok", attempt=claim.attempt)
@@ -671,7 +681,19 @@ def _execute(registry, claim: Claim, check_fn: CheckFn, clock, lease_s: float,
     return result
 
 
-def run_due(registry, check_fn: CheckFn, owner: str | None = None, now: dt.datetime | None = None,
+def drift_check(registry: Registry) -> CheckFn:
+    """The check ``run_due`` runs by default: the drift check of the claimed schedule (from the drift
+    service, imported here: it loads models lazily). The claim's run id goes into
+    ``drift_report.schedule_run_id`` (same transaction as the report), so a process that dies after
+    writing the report is never re-run for that slot."""
+    try:
+        from promptreg.services.drift import scheduled_check
+    except ImportError as exc:
+        raise PromptregError("drift checks are not available in this build") from exc
+    return lambda claim: scheduled_check(registry, claim, schedule_run_id=claim.run_id)
+
+
+def run_due(registry: Registry, check_fn: CheckFn, owner: str | None = None, now: dt.datetime | None = None,
             lease_s: float = DEFAULT_LEASE_S, guard: GracefulStop | None = None,
             on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
     """Run every due check once: claim one slot, ``check_fn(claim)``, complete; repeat until nothing
@@ -705,7 +727,7 @@ class Scheduler:
     Restarting is safe at any moment: every slot has one schedule_run row, so a finished slot is never
     run again and an interrupted one is retried by whichever process claims it next."""
 
-    def __init__(self, registry, check_fn: CheckFn, poll_s: float = 30, owner: str | None = None,
+    def __init__(self, registry: Registry, check_fn: CheckFn, poll_s: float = 30, owner: str | None = None,
                  lease_s: float = DEFAULT_LEASE_S, grace_s: float = DEFAULT_GRACE_S,
                  on_result: Callable[[RunResult], None] | None = None,
                  on_error: Callable[[PromptregError], None] | None = None):
@@ -891,6 +913,7 @@ __all__ = [
     "export_snippet",
     "get_schedule",
     "list_runs",
+    "drift_check",
     "list_schedules",
     "next_fire",
     "one_line",

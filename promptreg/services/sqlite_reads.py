@@ -9,7 +9,7 @@ upgrades the schema as usual).
 Invariants:
 - Read-only: the file is opened with ``mode=ro``; nothing is created or written.
 - Same answers as the Registry: the same rows, rendered by the same :func:`views.version_info`, the
-  same :class:`NotFoundError` messages (tests/test_cli_fast_reads.py compares both on one database).
+  same typed not-found errors and messages (tests/test_cli_fast_reads.py compares both on one database).
 - Any ``sqlite3`` error raises :class:`FastPathUnavailable`; the caller falls back to the Registry,
   which reports real problems in its usual one-line form.
 """
@@ -22,7 +22,7 @@ import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 
-from promptreg.errors import NotFoundError
+from promptreg.errors import AliasNotFoundError, PromptNotFoundError, VersionNotFoundError
 from promptreg.refs import Ref, check_name, parse_ref
 from promptreg.registry.queries import check_page
 from promptreg.registry.revision import HEAD_REVISION
@@ -127,7 +127,7 @@ class SqliteReader:
 
     def _prompt_exists(self, name: str) -> None:
         if not self._all("SELECT 1 FROM prompt WHERE name = ?", (name,)):
-            raise NotFoundError(f"no prompt named {name!r}")
+            raise PromptNotFoundError(f"no prompt named {name!r}")
 
     def version_page(self, name: str, *, limit: int | None = None, offset: int = 0) -> tuple[list[VersionInfo], bool]:
         check_name(name)
@@ -150,16 +150,16 @@ class SqliteReader:
         if ref.alias is not None:
             rows = self._all(f"{_SELECT_VERSION} JOIN alias a ON a.version_id = v.id WHERE p.name = ? AND a.name = ?",
                              (ref.name, ref.alias))
-            missing = f"{ref.name} has no alias {ref.alias!r}"
+            missing = AliasNotFoundError(f"{ref.name} has no alias {ref.alias!r}")
         elif ref.version is not None:
             rows = self._all(f"{_SELECT_VERSION} WHERE p.name = ? AND v.number = ?", (ref.name, ref.version))
-            missing = f"{ref.name} has no version {ref.version}"
+            missing = VersionNotFoundError(f"{ref.name} has no version {ref.version}")
         else:
             rows = self._all(f"{_SELECT_VERSION} WHERE p.name = ? ORDER BY v.number DESC LIMIT 1", (ref.name,))
-            missing = f"{ref.name} has no versions"
+            missing = VersionNotFoundError(f"{ref.name} has no versions")
         if not rows:
             self._prompt_exists(ref.name)
-            raise NotFoundError(missing)
+            raise missing
         return rows[0]
 
     def show(self, ref: str | Ref) -> VersionInfo:
