@@ -266,6 +266,20 @@ def count_queries(reg, fn, *args, **kw) -> int:
     return n
 
 
+def per_version_list(reg, name: str) -> list:
+    """``list NAME`` as it was before issue 20 (the peer): ORM rows, then per version its prompt and
+    one alias query (``Registry._info``)."""
+    from sqlmodel import select
+
+    from promptreg.registry.models import PromptVersion
+
+    with reg._session() as s:
+        prompt = reg._prompt(s, name)
+        rows = s.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt.id)
+                      .order_by(PromptVersion.number)).all()
+        return [reg._info(s, v) for v in rows]
+
+
 def measure_list_versions(tmp: Path, art, db_url: str, versions: int, samples: int) -> dict:
     """``list NAME`` on one prompt with ``versions`` versions (three of them holding aliases): the whole
     list and a page of 20 (``--limit 20 --offset 40``), median/p99 and SELECTs per call."""
@@ -283,17 +297,23 @@ def measure_list_versions(tmp: Path, art, db_url: str, versions: int, samples: i
     for alias, v in (("production", versions // 2), ("staging", versions), ("canary", versions)):
         reg.set_alias(name, alias, v, action="alias.set")
     got = reg.list_versions(name)
+    assert got == per_version_list(reg, name)   # the same answer as before
     assert len(got) == versions and got[-1].aliases == ["canary", "staging"], got[-1].aliases
     for _ in range(10):
         reg.list_versions(name)
         reg.list_versions(name, limit=20, offset=40)
-    full, page = [], []
-    for _ in range(samples):
+    full, page, old = [], [], []
+    for _ in range(samples):   # interleaved: the same machine load on all three
         full.append(timed(reg.list_versions, name))
         page.append(timed(reg.list_versions, name, limit=20, offset=40))
+        old.append(timed(per_version_list, reg, name))
     out = {"versions": versions, "list_versions": stats(full), "list_versions_page_20": stats(page),
+           "before_issue_20_per_version_queries": stats(old),
+           "queries_before_issue_20": count_queries(reg, per_version_list, reg, name),
            "queries_per_call": count_queries(reg, reg.list_versions, name),
            "queries_per_page": count_queries(reg, reg.list_versions, name, limit=20, offset=40)}
+    out["speedup_over_before"] = round(out["before_issue_20_per_version_queries"]["median_ms"]
+                                       / out["list_versions"]["median_ms"], 2)
     out["targets_met"] = {"median_le_10ms": out["list_versions"]["median_ms"] <= 10,
                           "p99_le_25ms": out["list_versions"]["p99_ms"] <= 25,
                           "at_most_two_queries": out["queries_per_call"] <= 2}
