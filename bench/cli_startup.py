@@ -44,6 +44,7 @@ def seed_registry(home: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from promptreg import Registry
     from promptreg.artifact.validate import validate_artifact
+    from promptreg.services.versions import insert_version
     from tests.helpers import make_artifact
 
     reg = Registry(home=str(home))
@@ -51,7 +52,7 @@ def seed_registry(home: Path) -> None:
     for name, n in (("qa-bot", 100), ("qa-other", 3), ("summarize", 3)):
         for i in range(n):
             sha = hashlib.sha256(f"{name}-{i}".encode()).hexdigest()
-            reg._insert_version(name, SimpleNamespace(manifest=art.manifest, sha256=sha, size_bytes=art.size_bytes),
+            insert_version(reg, name, SimpleNamespace(manifest=art.manifest, sha256=sha, size_bytes=art.size_bytes),
                                 f"file:///bench/{sha}", "")
     reg.set_alias("qa-bot", "production", 50, action="alias.set")
     reg.set_alias("qa-bot", "staging", 100, action="alias.set")

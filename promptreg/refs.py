@@ -109,3 +109,9 @@ def parse_version_ref(text: str, name: str, *, what: str = "version") -> Ref:
     if text.isascii() and text.isdigit():
         return Ref(name, version=_version(text, text))
     return Ref(name, alias=check_alias(text))
+
+
+def check_page(limit: int | None, offset: int) -> None:
+    """A page request (``--limit``/``--offset``): ``limit`` None (all) or >= 1, ``offset`` >= 0."""
+    if limit is not None and limit < 1 or offset < 0:
+        raise InputError("--limit must be at least 1 and --offset at least 0")

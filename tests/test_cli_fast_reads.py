@@ -17,6 +17,7 @@ from promptreg import Registry
 from promptreg.artifact.validate import validate_artifact
 from promptreg.errors import InputError, NotFoundError
 from promptreg.services.sqlite_reads import open_reader
+from promptreg.services.versions import insert_version
 from tests.cli_utils import PROMPTREG, assert_one_line_error, run_cli
 from tests.helpers import make_artifact
 
@@ -29,7 +30,7 @@ def project(tmp_path):
     for name, n in (("qa-bot", 3), ("qa-other", 2), ("sum", 1)):
         for i in range(n):
             sha = hashlib.sha256(f"{name}-{i}".encode()).hexdigest()
-            reg._insert_version(name, SimpleNamespace(manifest=art.manifest, sha256=sha, size_bytes=art.size_bytes),
+            insert_version(reg, name, SimpleNamespace(manifest=art.manifest, sha256=sha, size_bytes=art.size_bytes),
                                 f"file:///nowhere/{sha}", f"{name} v{i + 1}")
     reg.set_alias("qa-bot", "production", 2, action="alias.set")
     reg.set_alias("qa-bot", "staging", 3, action="alias.set")

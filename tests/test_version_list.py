@@ -11,6 +11,7 @@ import pytest
 from promptreg import Registry
 from promptreg.artifact.validate import validate_artifact
 from promptreg.errors import InputError, NotFoundError
+from promptreg.services.versions import insert_version
 from tests.cli_utils import assert_one_line_error, run_cli
 from tests.helpers import make_artifact
 
@@ -20,7 +21,7 @@ def _fill(reg: Registry, tmp_path, name: str, n: int) -> None:
     art = validate_artifact(make_artifact(tmp_path / "template", n=6))
     for i in range(n):
         sha = hashlib.sha256(f"{name}-{i}".encode()).hexdigest()
-        reg._insert_version(name, SimpleNamespace(manifest=art.manifest, sha256=sha, size_bytes=art.size_bytes),
+        insert_version(reg, name, SimpleNamespace(manifest=art.manifest, sha256=sha, size_bytes=art.size_bytes),
                             f"file:///nowhere/{sha}", f"v{i + 1}")
 
 

@@ -22,6 +22,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlparse
 
@@ -112,8 +113,8 @@ def _safe_rel(rel: str) -> str | None:
     return rel
 
 
-def _rmtree(path: Path) -> None:
-    """Remove a tree even if files/folders were made read-only."""
+def remove_tree(path: Path) -> None:
+    """Remove a tree even if files/folders were made read-only (a no-op if it is gone)."""
 
     def fix(func, p, _exc):
         try:
@@ -173,6 +174,15 @@ def _install_fetched(tmp: Path, dest: Path) -> None:
             f"cannot move the fetched artifact to {dest}: {_one_line(e.strerror or e)}"
         ) from None
     _fsync_dir(dest.parent)
+
+
+@dataclass
+class ContentStat:
+    """What an S3 store holds at one content address (see :meth:`S3Store.content_stats`)."""
+
+    complete: bool = False   # the completion marker exists: the upload finished and was verified
+    newest: float = 0.0      # epoch seconds of the newest object
+    size_bytes: int = 0      # artifact bytes (the marker excluded)
 
 
 class ArtifactStore:
@@ -294,7 +304,7 @@ class LocalStore(ArtifactStore):
             tmp = None
         finally:
             if tmp is not None:
-                _rmtree(tmp)
+                remove_tree(tmp)
         return uri
 
     def _install(self, tmp: Path, final: Path, sha: str) -> None:
@@ -313,7 +323,7 @@ class LocalStore(ArtifactStore):
                     raise self._unavailable(e) from None
             # Something is at the final path (a concurrent writer, or a corrupt earlier copy).
             if self._is_valid(final, sha):
-                _rmtree(tmp)
+                remove_tree(tmp)
                 return
             aside = self._tmp_dir().with_name(f"corrupt-{uuid.uuid4().hex}")
             try:
@@ -322,7 +332,7 @@ class LocalStore(ArtifactStore):
                 continue  # someone else moved it meanwhile; retry the rename
             except OSError as e:
                 raise self._unavailable(e) from None
-            _rmtree(aside)
+            remove_tree(aside)
         raise StoreUnavailableError(f"could not install artifact {sha} in {self.root} (concurrent writers?)")
 
     def fetch(self, uri: str, dest: Path, expected_sha256: str) -> Path:
@@ -354,7 +364,7 @@ class LocalStore(ArtifactStore):
             tmp = None
         finally:
             if tmp is not None:
-                _rmtree(tmp)
+                remove_tree(tmp)
         return dest
 
     def exists(self, sha256: str) -> bool:
@@ -392,7 +402,7 @@ class LocalStore(ArtifactStore):
             return
         except OSError as e:
             raise self._unavailable(e) from None
-        _rmtree(aside)
+        remove_tree(aside)
 
     def check(self) -> None:
         try:
@@ -703,7 +713,7 @@ class S3Store(ArtifactStore):
                 ) from None
             finally:
                 if tmp is not None:
-                    _rmtree(tmp)
+                    remove_tree(tmp)
         return dest
 
     def exists(self, sha256: str) -> bool:
@@ -732,15 +742,43 @@ class S3Store(ArtifactStore):
 
     def list_shas(self) -> list[str]:
         """Every content address with at least one object (incomplete uploads included, for gc)."""
+        return sorted(self.content_stats())
+
+    def content_stats(self, sha256: str | None = None) -> dict[str, ContentStat]:
+        """sha256 -> what is stored at that content address (of ``sha256`` only, if given), from one
+        listing: whether the upload completed (its marker exists), its newest object's time and its
+        artifact bytes. Incomplete uploads are included (for gc)."""
         base = f"{self.prefix}/sha256/" if self.prefix else "sha256/"
         self._ensure_reachable()
-        out = set()
         with self._errors("list artifacts"):
-            for key in self._list(base):
-                parts = key[len(base) :].split("/")
-                if len(parts) >= 3 and SHA_RE.match(parts[1]) and parts[1][:2] == parts[0]:
-                    out.add(parts[1])
-        return sorted(out)
+            listing = self._list(self._dir_key(_check_sha(sha256)) if sha256 else base)
+        out: dict[str, ContentStat] = {}
+        for key, obj in listing.items():
+            parts = key[len(base) :].split("/")
+            if len(parts) < 3 or not SHA_RE.match(parts[1]) or parts[1][:2] != parts[0]:
+                continue
+            stat = out.setdefault(parts[1], ContentStat())
+            if "/".join(parts[2:]) == S3_COMPLETE_MARKER:
+                stat.complete = True
+            else:
+                stat.size_bytes += int(obj.get("Size", 0))
+            modified = obj.get("LastModified")
+            if modified is not None:
+                stat.newest = max(stat.newest, modified.timestamp())
+        return out
+
+    # -- any object under the store's prefix (e.g. data files for drift checks) ----------------
+    def list_keys(self, action: str | None = None) -> list[str]:
+        """The keys of every object under the store's bucket/prefix, sorted (``action``: how an error
+        names the operation)."""
+        with self._errors(action or f"list {self.root_uri}", bucket=self.bucket):
+            return sorted(self._list(self.prefix, bucket=self.bucket))
+
+    def download(self, key: str, dest: Path) -> Path:
+        """Download one object of the bucket into the file ``dest`` (no verification: not an artifact)."""
+        with self._errors(f"download s3://{self.bucket}/{key}", bucket=self.bucket):
+            self._client().download_file(self.bucket, key, str(dest))
+        return dest
 
     def _delete_keys(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from promptreg.errors import MirrorError, PromptregError
+from promptreg.registry import queries as q
 
 if TYPE_CHECKING:
     from promptreg.services.registry import Registry
@@ -481,60 +482,38 @@ def _iso(dt) -> str:
 def collect(registry: Registry, name: str, numbers: Iterable[int] | None = None,
             experiment_of: Callable[[str], str | None] | None = None) -> tuple[ModelFacts, list[VersionFacts]]:
     """The facts of prompt ``name`` and of its versions ``numbers`` (all mirrored versions when None)."""
-    from sqlalchemy import func
-    from sqlmodel import select
-
-    from promptreg.registry.models import Alias, DriftReport, EvalRun, GateResult, PromptVersion
-
-    with registry._session() as s:
-        prompt = registry._prompt(s, name)
-        pv = PromptVersion
-        agg = s.exec(select(pv.method, func.min(pv.number), func.max(pv.number), func.count())
-                     .where(pv.prompt_id == prompt.id).group_by(pv.method)).all()
+    wanted = None if numbers is None else {int(n) for n in numbers}
+    with registry.session() as s:
+        prompt = q.get_prompt(s, name)
+        agg = q.version_methods(s, prompt)
         methods = {m: [int(lo), int(hi)] for m, lo, hi, _ in agg}
         count = sum(int(n) for *_, n in agg)
-        latest_row = s.exec(select(pv).where(pv.prompt_id == prompt.id).order_by(pv.number.desc())).first()
-        bases = s.exec(select(pv.base_model_fingerprint, func.max(pv.base_model_name), func.max(pv.number))
-                       .where(pv.prompt_id == prompt.id).group_by(pv.base_model_fingerprint)).all()
-        alias_rows = s.exec(select(Alias.name, Alias.version_id, pv.number)
-                            .join(pv, pv.id == Alias.version_id).where(Alias.prompt_id == prompt.id)).all()
+        latest_row = q.latest_version(s, prompt)
+        bases = q.version_base_models(s, prompt)
+        alias_numbers = q.alias_numbers(s, prompt).get(prompt.id, {})
         task = ((latest_row.manifest or {}).get("task") or {}) if latest_row is not None else {}
         model = ModelFacts(
             name=prompt.name, description=prompt.description or "", task_type=prompt.task_type or task.get("type"),
             owner=prompt.created_by or "", created_at=_iso(prompt.created_at), methods=methods, versions=count,
             latest=latest_row.number if latest_row is not None else None, verbalizer=task.get("verbalizer"),
-            template=task.get("template"), aliases={a: int(n) for a, _vid, n in alias_rows},
+            template=task.get("template"), aliases={a: int(n) for a, n in alias_numbers.items()},
             base_models=[(fp, nm) for fp, nm, _ in sorted(bases, key=lambda b: -int(b[2]))])
-
-        q = select(pv).where(pv.prompt_id == prompt.id)
-        if numbers is None:
-            q = q.where(pv.mlflow_model_version.is_not(None))
-        else:
-            wanted = sorted({int(n) for n in numbers})
-            if not wanted:
-                return model, []
-            q = q.where(pv.number.in_(wanted))
-        rows = s.exec(q.order_by(pv.number)).all()
+        if wanted is not None and not wanted:
+            return model, []
+        rows = q.versions(s, prompt, wanted, mirrored_only=wanted is None)
         ids = [v.id for v in rows]
-        held: dict[int, list[str]] = {}
-        for a, vid, _n in alias_rows:
-            held.setdefault(vid, []).append(a)
-        numbers_by_id = dict(s.exec(select(pv.id, pv.number).where(pv.prompt_id == prompt.id)).all())
-        shas = {v.sha256 for v in rows}
+        held = q.alias_holders(s, prompt)
+        numbers_by_id = q.version_numbers(s, prompt)
 
         gates: dict[str, GateFacts] = {}
         others: dict[str, GateFacts] = {}
-        if shas:
-            for g in s.exec(select(GateResult).where(GateResult.prompt_id == prompt.id,
-                                                     GateResult.candidate_sha256.in_(sorted(shas)))
-                            .order_by(GateResult.id)).all():
-                facts = GateFacts(int(g.id), g.against, bool(g.passed), numbers_by_id.get(g.baseline_version_id),
-                                  _iso(g.created_at), dict(g.report or {}))
-                (gates if g.against == GATE_ALIAS else others)[g.candidate_sha256] = facts
+        for g in q.gates_of(s, prompt, {v.sha256 for v in rows}):
+            facts = GateFacts(int(g.id), g.against, bool(g.passed), numbers_by_id.get(g.baseline_version_id),
+                              _iso(g.created_at), dict(g.report or {}))
+            (gates if g.against == GATE_ALIAS else others)[g.candidate_sha256] = facts
 
         evals: dict[int, list[EvalFacts]] = {}
-        for e in s.exec(select(EvalRun).where(EvalRun.version_id.in_(ids)).order_by(EvalRun.id.desc())).all() \
-                if ids else []:
+        for e in q.eval_runs_of(s, ids):
             failed = [c.get("name") for c in (e.checks or []) if c.get("passed") is False]
             link = RunLink(f"eval run: {e.suite_name}", e.mlflow_run_id) if e.mlflow_run_id else None
             evals.setdefault(e.version_id, []).append(EvalFacts(
@@ -542,8 +521,7 @@ def collect(registry: Registry, name: str, numbers: Iterable[int] | None = None,
                 [str(x) for x in failed], _iso(e.created_at), link))
 
         drifts: dict[int, DriftFacts] = {}
-        for d in s.exec(select(DriftReport).where(DriftReport.version_id.in_(ids)).order_by(DriftReport.id)).all() \
-                if ids else []:
+        for d in q.drift_reports_of(s, ids):
             stats = d.statistics or {}
             drifted = [str(t.get("name")) for t in (stats.get("tests") or []) if t.get("drift")]
             perf = stats.get("performance")
@@ -607,15 +585,8 @@ def sync_descriptions(registry: Registry, name: str) -> list[str]:
 
 
 def _any_mirrored(registry: Registry, name: str, numbers) -> bool:
-    from sqlmodel import select
-
-    from promptreg.registry.models import PromptVersion
-
-    with registry._session() as s:
-        prompt = registry._prompt(s, name)
-        return s.exec(select(PromptVersion.id).where(
-            PromptVersion.prompt_id == prompt.id, PromptVersion.number.in_(sorted({int(n) for n in numbers})),
-            PromptVersion.mlflow_model_version.is_not(None))).first() is not None
+    with registry.session() as s:
+        return q.any_mirrored(s, q.get_prompt(s, name), numbers)
 
 
 def _refresh(registry: Registry, name: str, numbers, *, model: bool, only_changed: bool) -> list[str]:

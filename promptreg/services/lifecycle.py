@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from promptreg.errors import AliasNotFoundError, ConflictError, GateFailedError, InputError
 from promptreg.evaluation.results import GateReport
+from promptreg.registry import queries as q
 
 if TYPE_CHECKING:
     from promptreg.evaluation.suite import Suite
@@ -64,16 +65,10 @@ def _holder(registry: Registry, name: str, alias: str) -> VersionInfo | None:
         return None
 
 
-def _stored_gate(registry: Registry, cand, baseline) -> GateReport | None:
-    from sqlmodel import select
-
-    from promptreg.registry.models import GateResult
-
-    with registry._session() as s:
-        row = s.exec(select(GateResult).where(
-            GateResult.candidate_sha256 == cand.sha256,
-            GateResult.baseline_sha256 == (baseline.sha256 if baseline else ""))
-            .order_by(GateResult.id.desc())).first()
+def _stored_gate(registry: Registry, cand: VersionInfo, baseline: VersionInfo | None) -> GateReport | None:
+    """The newest gate verdict stored for exactly this candidate and baseline (by content)."""
+    with registry.session() as s:
+        row = q.latest_gate(s, cand.sha256, baseline.sha256 if baseline else "")
         if row is None:
             return None
         report = GateReport.from_dict(dict(row.report))

@@ -23,8 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from promptreg.errors import AliasNotFoundError, PromptNotFoundError, VersionNotFoundError
-from promptreg.refs import Ref, check_name, parse_ref
-from promptreg.registry.queries import check_page
+from promptreg.refs import Ref, check_name, check_page, parse_ref
 from promptreg.registry.revision import HEAD_REVISION
 from promptreg.services.views import PromptSummary, VersionInfo, iso, version_info
 
