@@ -14,7 +14,7 @@ from tests.cli_utils import assert_one_line_error, run_cli
 from tests.helpers import make_artifact
 
 # commands whose stdout is not a result: servers and daemons, a generated file, a shell script
-NO_JSON = {"serve", "ui", "scheduler", "schedule export", "completion"}
+NO_JSON = {"serve", "ui", "scheduler", "events run", "schedule export", "completion"}
 
 
 def _commands(group: click.Group, prefix: str = ""):

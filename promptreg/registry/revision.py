@@ -4,4 +4,4 @@ Keep in step with migrations/versions/ (tests/test_migrations.py checks it again
 """
 
 #: The newest migration this promptreg knows.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0005"
