@@ -8,7 +8,7 @@ STAMP := $(VENV)/.promptreg-deps
 LOCK := requirements/lock.txt
 LATEST := .venv-latest
 
-.PHONY: setup demo test test-latest lock test-fast services services-stop services-status browser lint bench clean
+.PHONY: setup demo test test-latest lock test-heavy test-fast services services-stop services-status browser lint bench clean
 
 setup: $(STAMP)
 
@@ -65,8 +65,12 @@ demo: setup
 # Afterwards, stops what its own `services` step started (KEEP_SERVICES=1 keeps them running).
 # PYTEST_ARGS: optional test selection, e.g. `make test PYTEST_ARGS=tests/test_store.py`.
 test: setup services browser
-	@status=0; $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
+	@status=0; $(PY) -m pytest -q -p no:cacheprovider -m "not heavy" $(PYTEST_ARGS) || status=$$?; \
 	  if [ -z "$(KEEP_SERVICES)" ]; then bash scripts/services.sh stop-last; fi; exit $$status
+
+# Real-model jobs too long for CI on 2 cores (e.g. bf16 vs fp32 training of SmolLM2).
+test-heavy: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m heavy
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not integration and not slow"

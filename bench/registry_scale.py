@@ -29,7 +29,12 @@ warm-up prompt and the small mirrored prompts come on top). ``promote_mirrored``
 description refresh that follows an alias move). Everything runs on fresh databases that are dropped afterwards. Prints ONE JSON
 object on stdout (progress on stderr).
 
+``--list-only`` measures only ``list NAME`` (``Registry.list_versions``: the whole list and a page of
+20) on one prompt with ``--list-versions`` versions (default 100), on PostgreSQL and on SQLite, with the
+SELECT statements each call sends (goal: at most two, median <= 10 ms, p99 <= 25 ms).
+
 Run: .venv/bin/python bench/registry_scale.py [--versions 10000] [--prompts 100] [--samples 100]
+     .venv/bin/python bench/registry_scale.py --list-only [--list-versions 100] [--samples 100]
 Needs PostgreSQL on 127.0.0.1:5432 (`make services`).
 """
 
@@ -244,6 +249,99 @@ def measure_interleaved(benches: list[Bench], samples: int) -> list[dict]:
     return outs
 
 
+def count_queries(reg, fn, *args, **kw) -> int:
+    """How many SELECT statements one call of ``fn`` sends to the registry database (transaction
+    control such as SQLite's ``BEGIN IMMEDIATE`` is not a query and is not counted)."""
+    from sqlalchemy import event
+
+    n = 0
+
+    def on_execute(_conn, _cursor, statement, *_a):
+        nonlocal n
+        n += statement.lstrip().upper().startswith("SELECT")
+
+    event.listen(reg.engine, "before_cursor_execute", on_execute)
+    try:
+        fn(*args, **kw)
+    finally:
+        event.remove(reg.engine, "before_cursor_execute", on_execute)
+    return n
+
+
+def per_version_list(reg, name: str) -> list:
+    """``list NAME`` as it was before issue 20 (the peer): ORM rows, then per version its prompt and
+    one alias query (``services.versions.version_info``)."""
+    from promptreg.registry import queries as q
+    from promptreg.services.versions import version_info
+
+    with reg.session() as s:
+        return [version_info(s, v) for v in q.versions(s, q.get_prompt(s, name))]
+
+
+def measure_list_versions(tmp: Path, art, db_url: str, versions: int, samples: int) -> dict:
+    """``list NAME`` on one prompt with ``versions`` versions (three of them holding aliases): the whole
+    list and a page of 20 (``--limit 20 --offset 40``), median/p99 and SELECTs per call."""
+    from promptreg import Registry
+    from promptreg.registry.migrate import upgrade
+    from promptreg.settings import Settings
+
+    upgrade(db_url)
+    settings = Settings.load(cwd=tmp, env={}, db_url=db_url, tracking_uri=f"sqlite:///{tmp / 'unused-mlflow.db'}",
+                             artifact_uri=str(tmp / "artifacts"), user="bench")
+    reg = Registry(settings)
+    bench = Bench(reg, art, 1, samples, random.Random(0))
+    name = bench.names[0]
+    bench.bulk_fill({name: versions})
+    for alias, v in (("production", versions // 2), ("staging", versions), ("canary", versions)):
+        reg.set_alias(name, alias, v, action="alias.set")
+    got = reg.list_versions(name)
+    assert got == per_version_list(reg, name)   # the same answer as before
+    assert len(got) == versions and got[-1].aliases == ["canary", "staging"], got[-1].aliases
+    for _ in range(10):
+        reg.list_versions(name)
+        reg.list_versions(name, limit=20, offset=40)
+    full, page, old = [], [], []
+    for _ in range(samples):   # interleaved: the same machine load on all three
+        full.append(timed(reg.list_versions, name))
+        page.append(timed(reg.list_versions, name, limit=20, offset=40))
+        old.append(timed(per_version_list, reg, name))
+    out = {"versions": versions, "list_versions": stats(full), "list_versions_page_20": stats(page),
+           "before_issue_20_per_version_queries": stats(old),
+           "queries_before_issue_20": count_queries(reg, per_version_list, reg, name),
+           "queries_per_call": count_queries(reg, reg.list_versions, name),
+           "queries_per_page": count_queries(reg, reg.list_versions, name, limit=20, offset=40)}
+    out["speedup_over_before"] = round(out["before_issue_20_per_version_queries"]["median_ms"]
+                                       / out["list_versions"]["median_ms"], 2)
+    out["targets_met"] = {"median_le_10ms": out["list_versions"]["median_ms"] <= 10,
+                          "p99_le_25ms": out["list_versions"]["p99_ms"] <= 25,
+                          "at_most_two_queries": out["queries_per_call"] <= 2}
+    return out
+
+
+def list_only(args) -> dict:
+    """``--list-only``: measure_list_versions on PostgreSQL and on SQLite (the embedded default)."""
+    from promptreg.artifact.validate import validate_artifact
+    from promptreg.registry.db import dispose_engines
+    from tests.helpers import make_artifact
+
+    tmp = Path(tempfile.mkdtemp(prefix="promptreg-bench-list-"))
+    art = validate_artifact(make_artifact(tmp / "template", seed=0))
+    out = {"bench": "registry_scale --list-only", "samples": args.samples}
+    pg = create_pg_database("promptreg_bench_list") if pg_available() else None
+    try:
+        if pg is not None:
+            log(f"PostgreSQL: list_versions at {args.list_versions} versions")
+            out["postgresql"] = measure_list_versions(tmp / "pg", art, pg, args.list_versions, args.samples)
+        log(f"SQLite: list_versions at {args.list_versions} versions")
+        out["sqlite"] = measure_list_versions(tmp / "sqlite", art, f"sqlite:///{tmp / 'list.db'}",
+                                              args.list_versions, args.samples)
+    finally:
+        dispose_engines()
+        if pg is not None:
+            drop_pg_database(pg)
+    return out
+
+
 def measure_mlflow(reg, mirrored: str, versions: int, url: str, samples: int) -> dict:
     """promote through the mirror vs the plain MlflowClient alias calls, same server."""
     from mlflow.tracking import MlflowClient
@@ -292,7 +390,13 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=1000, help="the smaller level to compare with (default 1000)")
     ap.add_argument("--no-mlflow", action="store_true", help="skip the mlflow server comparison")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--list-only", action="store_true",
+                    help="only `list NAME` at --list-versions versions, on PostgreSQL and SQLite")
+    ap.add_argument("--list-versions", type=int, default=100)
     args = ap.parse_args()
+    if args.list_only:
+        print(json.dumps(list_only(args), indent=1))
+        return
     if args.samples < 50:
         raise SystemExit("--samples must be >= 50")
     if args.small % args.prompts or args.versions % args.prompts or args.small >= args.versions:

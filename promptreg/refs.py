@@ -1,5 +1,11 @@
 """Names and references: ``NAME``, ``NAME:VERSION``, ``NAME@ALIAS``.
 
+One grammar, one parser: a positional ref goes through :func:`parse_ref`; every option that names a
+version of a prompt already named elsewhere on the command line (``gate --against``, ``eval --against``,
+``rollback --to`` ...) goes through :func:`parse_version_ref`, which accepts the same ``NAME:V`` and
+``NAME@ALIAS`` forms plus a bare version number or a bare alias (the name is implied) and refuses a ref
+to another prompt. Both raise the same one-line :class:`InputError` messages.
+
 Names are restricted so they are safe as path components, S3 keys and MLflow registered-model
 names: letters, digits, ``.``, ``_``, ``-``; starting with a letter or digit; at most 128 chars.
 Aliases follow MLflow's rules (``latest`` and ``v<digits>`` are reserved there).
@@ -69,6 +75,12 @@ class Ref:
         return self.name
 
 
+def _version(text: str, whole: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_VERSION:
+        raise InputError(f"invalid version in {whole!r}: expected a positive integer (at most {MAX_VERSION})")
+    return int(text)
+
+
 def parse_ref(text: str) -> Ref:
     """Parse ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS`` (InputError when malformed)."""
     if not isinstance(text, str) or not text:
@@ -78,7 +90,28 @@ def parse_ref(text: str) -> Ref:
         return Ref(check_name(name), alias=check_alias(alias))
     if ":" in text:
         name, version = text.split(":", 1)
-        if not version.isascii() or not version.isdigit() or not 1 <= int(version) <= MAX_VERSION:
-            raise InputError(f"invalid version in {text!r}: expected a positive integer (at most {MAX_VERSION})")
-        return Ref(check_name(name), version=int(version))
+        return Ref(check_name(name), version=_version(version, text))
     return Ref(check_name(text))
+
+
+def parse_version_ref(text: str, name: str, *, what: str = "version") -> Ref:
+    """A version of prompt ``name``: ``NAME:V``, ``NAME@ALIAS``, a bare ``V`` or a bare ``ALIAS``.
+
+    The result always has a version or an alias. ``what`` names the option in errors
+    (e.g. ``'--against'``)."""
+    if not isinstance(text, str) or not text:
+        raise InputError(f"empty {what}: expected VERSION, ALIAS, {name}:VERSION or {name}@ALIAS")
+    if "@" in text or ":" in text:
+        ref = parse_ref(text)
+        if ref.name != name:
+            raise InputError(f"{what} {text!r} names prompt {ref.name!r}, not {name!r}")
+        return ref
+    if text.isascii() and text.isdigit():
+        return Ref(name, version=_version(text, text))
+    return Ref(name, alias=check_alias(text))
+
+
+def check_page(limit: int | None, offset: int) -> None:
+    """A page request (``--limit``/``--offset``): ``limit`` None (all) or >= 1, ``offset`` >= 0."""
+    if limit is not None and limit < 1 or offset < 0:
+        raise InputError("--limit must be at least 1 and --offset at least 0")

@@ -418,3 +418,45 @@ def test_imported_peft_adapter_is_evaluated_and_generates_like_peft(tmp_path, ti
             out = peft_again.generate(**ids, max_new_tokens=6, do_sample=False, eos_token_id=tok.eos_token_id,
                                       pad_token_id=tok.pad_token_id)
         assert tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True) == want
+
+
+def test_every_version_option_takes_the_ref_grammar(project, tmp_path, tiny_model_dir):
+    """gate/eval --against, rollback --to and promote --to accept NAME:V / NAME@ALIAS / V / ALIAS (issue 20)."""
+    suite = write_suite(tmp_path / "suite", positive_share=0.75, accuracy="{margin: 0.02}", checks=False)
+    env = {"PROMPTREG_BASE_MODEL": str(tiny_model_dir)}
+    cwd = tmp_path
+    by_ref = run_cli("gate", "toy:2", "--against", "toy:1", "--suite", suite, "--json", cwd=cwd, env=env)
+    assert by_ref.code == 1, by_ref.err
+    assert by_ref.json()["baseline"] == 1 and by_ref.json()["against"] == "1"
+    bare = run_cli("gate", "toy:2", "--against", "1", "--suite", suite, "--json", cwd=cwd, env=env)
+    assert bare.json()["cached"] and bare.json()["gate_id"] == by_ref.json()["gate_id"]   # the same gate
+
+    assert run_cli("promote", "toy:1", "--to", "toy@staging", cwd=cwd, env=env).code == 0
+    by_alias = run_cli("gate", "toy:3", "--against", "toy@staging", "--suite", suite, "--json", cwd=cwd, env=env)
+    assert by_alias.code == 0 and by_alias.json()["baseline"] == 1 and by_alias.json()["against"] == "staging"
+    res = run_cli("eval", "toy:3", "--against", "toy:1", "--suite", suite, cwd=cwd, env=env)
+    assert res.code == 0, res.err
+
+    assert_one_line_error(run_cli("gate", "toy:2", "--against", "other:1", "--suite", suite, cwd=cwd, env=env), 2,
+                          "--against 'other:1' names prompt 'other', not 'toy'")
+    assert_one_line_error(run_cli("gate", "toy:2", "--against", "toy:0", "--suite", suite, cwd=cwd, env=env), 2,
+                          "invalid version in 'toy:0'")
+    assert_one_line_error(run_cli("gate", "toy:2", "--against", "toy:9", "--suite", suite, cwd=cwd, env=env), 2,
+                          "toy has no version 9")
+
+    # rollback: NAME@ALIAS positional; --to as a number, NAME:V or the holder of another alias
+    for v in (2, 3):
+        assert run_cli("promote", f"toy:{v}", "--to", "staging", cwd=cwd, env=env).code == 0
+    promote(project, "toy:2", "canary")
+    res = run_cli("rollback", "toy@staging", "--to", "toy:1", cwd=cwd, env=env)
+    assert res.code == 0 and "rolled back toy@staging to version 1 (was 3)" in res.out, res.err
+    res = run_cli("rollback", "toy@staging", "--to", "canary", "--json", cwd=cwd, env=env)
+    assert res.code == 0 and res.json()["version"] == 2, res.err
+    assert rollback(project, "toy", "staging", to="toy:3").version == 3
+    assert_one_line_error(run_cli("rollback", "toy@staging", "--to", "toy:x", cwd=cwd, env=env), 2,
+                          "invalid version in 'toy:x'")
+    assert_one_line_error(run_cli("rollback", "toy@staging", "--to", "other@canary", cwd=cwd, env=env), 2,
+                          "names prompt 'other'")
+    assert_one_line_error(run_cli("rollback", "toy@staging", "--to", "nope", cwd=cwd, env=env), 2, "no alias 'nope'")
+    assert_one_line_error(run_cli("promote", "toy:1", "--to", "other@staging", cwd=cwd, env=env), 2,
+                          "names prompt 'other'")

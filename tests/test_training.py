@@ -277,3 +277,68 @@ def test_generation_task_trains_on_target_tokens(tiny_model_dir, method):
     assert evals[-1] < evals[0], evals
     assert result.best_metric == -min(evals)
     assert {"loss", "perplexity"} <= set(result.eval_metrics)
+
+
+def _generation_rows(path: Path, n: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    words = ["great", "good", "bad", "awful", "fun", "dull", "movie", "film", "plot", "acting"]
+    path.write_text("".join(json.dumps({"text": " ".join(rng.sample(words, 3)), "target": " the movie was fun"}) + "\n"
+                            for _ in range(n)))
+    return path
+
+
+def test_generation_test_metrics_next_to_zero_shot_and_config_file(tmp_path, tiny_model_dir):
+    """`train --task generation --test`: exact match / token F1 / ROUGE-L of the tuned prompt next to the
+    base model alone, in stdout, --json, MLflow and the manifest; `--config train.yaml` with a command-line
+    override gives the same run (issue 20)."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.cli_utils import run_cli
+
+    train, test = _generation_rows(tmp_path / "train.jsonl", 48, 0), _generation_rows(tmp_path / "test.jsonl", 12, 1)
+    args = ["--model", tiny_model_dir, "--train", train, "--test", test, "--task", "generation", "--template",
+            "{virtual}{text} :", "--num-virtual-tokens", "4", "--epochs", "4", "--batch-size", "8", "--lr", "5e-2",
+            "--warmup-ratio", "0", "--patience", "100", "--no-progress"]
+    res = run_cli("train", *args, "--push", "gen-toy", cwd=tmp_path, timeout=600)
+    assert res.code == 0, res.err
+    reg = Registry(home=str(tmp_path / ".promptreg"))
+    metrics = reg.manifest("gen-toy:1")["metrics"]
+    for m in ("exact_match", "token_f1", "rouge_l"):
+        assert 0.0 <= metrics[f"test_{m}"] <= 1.0 and 0.0 <= metrics[f"zero_shot_test_{m}"] <= 1.0
+    # the random base model never continues with the target; the tuned prompt learned part of it
+    assert metrics["test_token_f1"] > metrics["zero_shot_test_token_f1"]
+    row = next(line.split() for line in res.out.splitlines() if line.startswith("token_f1 "))
+    assert row == ["token_f1", f"{metrics['zero_shot_test_token_f1']:.4f}", f"{metrics['test_token_f1']:.4f}"]
+    assert any(line.split()[:1] == ["rouge_l"] for line in res.out.splitlines())
+    run = MlflowClient(tracking_uri=reg.settings.tracking_uri).get_run(reg.show("gen-toy:1").mlflow_run_id)
+    assert run.data.metrics["test_token_f1"] == pytest.approx(metrics["test_token_f1"])
+    assert run.data.metrics["zero_shot_test_rouge_l"] == pytest.approx(metrics["zero_shot_test_rouge_l"])
+
+    # the same run from a config file (keys with dashes or underscores); the command line overrides it
+    (tmp_path / "train.yaml").write_text(
+        f"model: {tiny_model_dir}\ntrain: {train}\ntest: {test}\ntask: generation\ntemplate: '{{virtual}}{{text}} :'\n"
+        "num_virtual_tokens: 2\nepochs: 4\nbatch-size: 8\nlr: 0.05\nwarmup_ratio: 0\npatience: 100\nprogress: false\n")
+    res = run_cli("train", "--config", tmp_path / "train.yaml", "--num-virtual-tokens", "4", "--push", "gen-toy",
+                  "--json", cwd=tmp_path, timeout=600)
+    assert res.code == 0, res.err
+    report = res.json()
+    assert report["metrics"]["test_token_f1"] == pytest.approx(metrics["test_token_f1"])
+    assert report["metrics"]["zero_shot_test_token_f1"] == pytest.approx(metrics["zero_shot_test_token_f1"])
+    config = reg.manifest(f"gen-toy:{report['pushed']['version']}")["reproducibility"]["config"]
+    assert config["method_options"]["num_virtual_tokens"] == 4 and config["epochs"] == 4 and config["lr"] == 0.05
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: a.jsonl\nepoch: 3\n", "unknown key 'epoch'"),
+    ("- train\n", "must be a mapping"),
+    ("epochs: [1\n", "not valid YAML"),
+    ("epochs: many\ntrain: a.jsonl\n", "'many' is not a valid integer"),
+    ("method: lora\ntrain: a.jsonl\n", "'lora' is not one of"),
+    ("config: other.yaml\n", "unknown key 'config'"),
+])
+def test_train_config_file_errors_are_one_line(tmp_path, text, message):
+    from tests.cli_utils import assert_one_line_error, run_cli
+
+    (tmp_path / "train.yaml").write_text(text)
+    assert_one_line_error(run_cli("train", "--config", tmp_path / "train.yaml", cwd=tmp_path), 2, message)
+    assert_one_line_error(run_cli("train", "--config", tmp_path / "missing.yaml", cwd=tmp_path), 2, "missing.yaml")

@@ -97,7 +97,7 @@ def test_mixed_precision_keeps_fp32_master_weights(tmp_path, tiny_model_dir, pre
     assert (state["grad_scale"] is not None) == (precision == "fp16")
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_bf16_and_fp32_end_within_one_accuracy_point():
     """SmolLM2-135M (real logits of magnitude 20-30, where bf16-quantised label logits tied), lr 0.1."""
     from promptreg.runtime.loader import resolve_model_path

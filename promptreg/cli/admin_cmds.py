@@ -41,23 +41,34 @@ def db_group():
     """Registry database schema (alembic migrations)."""
 
 
+def _echo_revision(revision: str | None, as_json: bool, empty: str) -> None:
+    if as_json:
+        from promptreg.cli.output import emit_json
+
+        emit_json({"revision": revision})
+    else:
+        click.echo(f"registry database at revision {revision or empty}")
+
+
 @db_group.command("upgrade")
 @click.argument("revision", default="head")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def db_upgrade(obj, revision):
+def db_upgrade(obj, revision, as_json):
     """Upgrade the schema to REVISION (default: head)."""
     from promptreg.registry.migrate import current_revision, upgrade
 
     url = obj.get().settings.db_url
     upgrade(url, revision)
-    click.echo(f"registry database at revision {current_revision(url)}")
+    _echo_revision(current_revision(url), as_json, "base")
 
 
 @db_group.command("downgrade")
 @click.argument("revision")
 @click.option("--yes", is_flag=True, help="Confirm: a downgrade can drop data.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def db_downgrade(obj, revision, yes):
+def db_downgrade(obj, revision, yes, as_json):
     """Downgrade the schema to REVISION ('base' drops every table)."""
     from promptreg.errors import InputError
     from promptreg.registry.migrate import current_revision, downgrade
@@ -66,13 +77,20 @@ def db_downgrade(obj, revision, yes):
         raise InputError("a downgrade can drop data: pass --yes to confirm")
     url = obj.get().settings.db_url
     downgrade(url, revision)
-    click.echo(f"registry database at revision {current_revision(url) or 'base'}")
+    _echo_revision(current_revision(url), as_json, "base")
 
 
 @db_group.command("current")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def db_current(obj):
+def db_current(obj, as_json):
     """Print the schema revision."""
     from promptreg.registry.migrate import current_revision
 
-    click.echo(current_revision(obj.get().settings.db_url) or "base (empty)")
+    revision = current_revision(obj.get().settings.db_url)
+    if as_json:
+        from promptreg.cli.output import emit_json
+
+        emit_json({"revision": revision})
+    else:
+        click.echo(revision or "base (empty)")

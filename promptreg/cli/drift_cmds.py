@@ -10,11 +10,12 @@ from pathlib import Path
 
 import click
 
+from promptreg.cli.completion import complete_ref
 from promptreg.cli.output import emit_json, table, warn
 
 
 @click.command("drift")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.option("--data", "data_uri", required=True, help="Fresh production inputs: a .jsonl/.json/.csv file or s3://bucket/prefix.")
 @click.option("--suite", "suite_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Regression suite: its drift policy and golden sets (reference data).")

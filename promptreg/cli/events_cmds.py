@@ -43,7 +43,7 @@ def events_group():
               help="Webhook requests in flight at once.")
 @click.option("--grace-s", type=click.FloatRange(min=0), default=10, show_default=True,
               help="After SIGTERM/SIGINT, seconds the round in progress may still take (a second signal stops at once).")
-@click.option("--quiet", is_flag=True, help="Do not print one line per try.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not print one line per try.")
 @click.option("--json", "as_json", is_flag=True, help="With --once: print the round as JSON.")
 @click.pass_obj
 def run_cmd(obj, once, poll_s, lease_s, batch, concurrency, grace_s, quiet, as_json):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from promptreg.cli.completion import complete_ref, complete_version_of_ref
 from promptreg.cli.output import emit_json, table, warn
 
 _SUITE = click.Path(path_type=Path, dir_okay=False)
@@ -48,11 +49,11 @@ def echo_gate(report) -> None:
 
 
 @click.command("eval")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.option("--suite", "suite_path", required=True, type=_SUITE, help="Regression suite (suite.yaml).")
 @click.option("--model", help="Base model folder or 'smollm2' (default: PROMPTREG_BASE_MODEL, then the manifest's).")
-@click.option("--against", default="production", show_default=True,
-              help="Alias or version to compare with in the plot ('none' to skip).")
+@click.option("--against", default="production", show_default=True, shell_complete=complete_version_of_ref,
+              help="Version to compare with in the plot: V, ALIAS, NAME:V or NAME@ALIAS ('none' to skip).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-cache", is_flag=True, help="Re-evaluate even if this suite already ran on this version.")
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path, dir_okay=False),
@@ -100,9 +101,9 @@ def _junit_error(path: Path, ref: str, message: str) -> None:
 
 
 @click.command("gate")
-@click.argument("ref")
-@click.option("--against", default="production", show_default=True,
-              help="Baseline: an alias (its current holder) or a version number; 'none' for floors only.")
+@click.argument("ref", shell_complete=complete_ref)
+@click.option("--against", default="production", show_default=True, shell_complete=complete_version_of_ref,
+              help="Baseline: V, ALIAS (its current holder), NAME:V or NAME@ALIAS; 'none' for floors only.")
 @click.option("--suite", "suite_path", required=True, type=_SUITE, help="Regression suite (suite.yaml).")
 @click.option("--model", help="Base model folder or 'smollm2' (default: PROMPTREG_BASE_MODEL, then the manifest's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -141,8 +142,8 @@ def gate_cmd(obj, ref, against, suite_path, model, device, junit_path, markdown_
 
 
 @click.command("promote")
-@click.argument("ref")
-@click.option("--to", "to", default="production", show_default=True, help="The alias to move.")
+@click.argument("ref", shell_complete=complete_ref)
+@click.option("--to", "to", default="production", show_default=True, shell_complete=complete_version_of_ref, help="The alias to move: ALIAS or NAME@ALIAS.")
 @click.option("--suite", "suite_path", type=_SUITE, help="Run (or reuse) this suite's gate first.")
 @click.option("--model", help="Base model folder or 'smollm2' for the gate.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -174,16 +175,22 @@ def promote_cmd(obj, ref, to, suite_path, model, device, force, reason, as_json)
 
 
 @click.command("rollback")
-@click.argument("name")
-@click.option("--alias", default="production", show_default=True, help="The alias to move back.")
-@click.option("--to", "to", type=click.IntRange(min=1, max=2**31 - 1),
-              help="Version to roll back to (default: the previous holder).")
+@click.argument("name", shell_complete=complete_ref)
+@click.option("--alias", default=None, help="The alias to move back (default: production, or the one NAME@ALIAS names).")
+@click.option("--to", "to", shell_complete=complete_version_of_ref, help="Version to roll back to: V, ALIAS, NAME:V or NAME@ALIAS (default: the previous holder).")
 @click.option("--reason", help="Why (recorded in the audit log).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def rollback_cmd(obj, name, alias, to, reason, as_json):
     """Move NAME@ALIAS back to its previous holder (from the audit log) or to --to VERSION."""
-    result = obj.get().rollback(name, alias, to=to, reason=reason)
+    from promptreg.refs import parse_ref
+
+    ref = parse_ref(name)
+    if ref.version is not None:
+        raise click.UsageError(f"rollback takes NAME or NAME@ALIAS (the alias to move), got {name!r}")
+    if ref.alias is not None and alias is not None and alias != ref.alias:
+        raise click.UsageError(f"{name!r} names alias {ref.alias!r} but --alias says {alias!r}")
+    result = obj.get().rollback(ref.name, ref.alias or alias or "production", to=to, reason=reason)
     for w in result.warnings:
         warn(w)
     if as_json:

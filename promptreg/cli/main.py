@@ -15,11 +15,13 @@ import click
 
 from promptreg import __version__
 from promptreg.cli.admin_cmds import db_group, doctor_cmd, init_cmd
+from promptreg.cli.completion import completion_cmd
 from promptreg.cli.drift_cmds import drift_cmd, env_group
 from promptreg.cli.events_cmds import events_group
 from promptreg.cli.fetch_cmds import datasets_group, models_group
 from promptreg.cli.gc_cmds import gc_cmd
 from promptreg.cli.lifecycle_cmds import eval_cmd, gate_cmd, promote_cmd, rollback_cmd
+from promptreg.cli.output import add_output_modes, reset_output_modes
 from promptreg.cli.registry_cmds import history_cmd, list_cmd, pull_cmd, push_cmd, show_cmd, sync_cmd
 from promptreg.cli.schedule_cmds import schedule_group, scheduler_cmd
 from promptreg.cli.serve_cmds import classify_cmd, generate_cmd, serve_cmd
@@ -36,6 +38,7 @@ class LazyRegistry:
     def __init__(self, **flags: str | None):
         self.flags = flags
         self._registry = None
+        self._reader = None
 
     def get(self):
         if self._registry is None:
@@ -43,6 +46,22 @@ class LazyRegistry:
 
             self._registry = Registry(**self.flags)
         return self._registry
+
+    def read(self, method: str, *args, **kwargs):
+        """A read of the Registry API (list_prompts, version_page, show, manifest, prompt_names ...)
+        through the SQLite fast path when it applies (no SQLAlchemy import), else through the Registry."""
+        from promptreg.services.sqlite_reads import FastPathUnavailable, open_reader
+
+        if self._reader is None and self._registry is None:
+            from promptreg.settings import Settings
+
+            self._reader = open_reader(Settings.load(**{k: v for k, v in self.flags.items() if v}).db_url) or False
+        if self._reader:
+            try:
+                return getattr(self._reader, method)(*args, **kwargs)
+            except FastPathUnavailable:
+                self._reader = False
+        return getattr(self.get(), method)(*args, **kwargs)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,7 +80,8 @@ def cli(ctx: click.Context, home, db_url, tracking_uri, artifact_uri, verbose):
 for command in (init_cmd, doctor_cmd, db_group, push_cmd, list_cmd, show_cmd, history_cmd, pull_cmd, sync_cmd,
                 models_group, datasets_group, train_cmd, import_peft_cmd, eval_cmd, gate_cmd, promote_cmd,
                 rollback_cmd, drift_cmd, env_group, schedule_group, scheduler_cmd, generate_cmd, classify_cmd,
-                serve_cmd, ui_cmd, gc_cmd, events_group, webhook_group):
+                serve_cmd, ui_cmd, gc_cmd, events_group, webhook_group, completion_cmd):
+    add_output_modes(command)
     cli.add_command(command)
 
 
@@ -73,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = _verbose(argv)
     quiet_libraries(verbose)
+    reset_output_modes()   # -q/--quiet sets it again while the command line is parsed
     try:
         rv = cli.main(args=argv, prog_name="promptreg", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0

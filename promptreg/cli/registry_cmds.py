@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from promptreg.cli.completion import complete_name, complete_ref
 from promptreg.cli.output import echo_push, emit_json, short, table
 
 
@@ -21,14 +22,17 @@ def push_cmd(obj, folder, name, description, as_json):
 
 
 @click.command("list")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_name)
+@click.option("--limit", type=click.IntRange(min=1), help="With NAME: show at most this many versions.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="With NAME: skip the first versions.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def list_cmd(obj, name, as_json):
-    """List prompts, or the versions of NAME."""
-    reg = obj.get()
+def list_cmd(obj, name, limit, offset, as_json):
+    """List prompts, or the versions of NAME (oldest first; page with --limit/--offset)."""
+    if (limit is not None or offset) and name is None:
+        raise click.UsageError("--limit/--offset page the versions of NAME")
     if name is None:
-        prompts = reg.list_prompts()
+        prompts = obj.read("list_prompts")
         if as_json:
             emit_json([p.to_dict() for p in prompts])
         elif not prompts:
@@ -39,28 +43,29 @@ def list_cmd(obj, name, as_json):
                     ", ".join(f"{a}={n}" for a, n in sorted(p.aliases.items())), p.description[:50]]
                    for p in prompts])
         return 0
-    versions = reg.list_versions(name)
+    versions, more = obj.read("version_page", name, limit=limit, offset=offset)
     if as_json:
         emit_json([v.to_dict() for v in versions])
     else:
         table(["version", "sha256", "method", "tokens", "base model", "aliases", "status", "mlflow", "created"],
               [[v.version, short(v.sha256), v.method, v.num_virtual_tokens, short(v.base_model_fingerprint),
                 ",".join(v.aliases), v.status, v.mirror_status, v.created_at] for v in versions])
+        if more:
+            click.echo(f"(more versions: --offset {offset + len(versions)})")
     return 0
 
 
 @click.command("show")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--manifest", is_flag=True, help="Print the full manifest (promptreg.json).")
 @click.pass_obj
 def show_cmd(obj, ref, as_json, manifest):
     """Show a version: NAME (latest), NAME:VERSION or NAME@ALIAS."""
-    reg = obj.get()
     if manifest:
-        emit_json(reg.manifest(ref))
+        emit_json(obj.read("manifest", ref))
         return 0
-    v = reg.show(ref)
+    v = obj.read("show", ref)
     if as_json:
         emit_json(v.to_dict())
         return 0
@@ -84,7 +89,7 @@ def show_cmd(obj, ref, as_json, manifest):
 
 
 @click.command("history")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_name)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def history_cmd(obj, name, as_json):
@@ -100,13 +105,20 @@ def history_cmd(obj, name, as_json):
 
 
 @click.command("pull")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def pull_cmd(obj, ref, dest):
+def pull_cmd(obj, ref, dest, as_json):
     """Download a version into DEST and verify its sha256 (a tampered artifact is refused)."""
-    path = obj.get().pull(ref, dest)
-    click.echo(f"pulled {ref} into {path} (sha256 verified)")
+    reg = obj.get()
+    path = reg.pull(ref, dest)
+    if as_json:
+        v = reg.show(ref)
+        emit_json({"ref": ref, "name": v.name, "version": v.version, "sha256": v.sha256, "path": str(path),
+                   "verified": True})
+    else:
+        click.echo(f"pulled {ref} into {path} (sha256 verified)")
     return 0
 
 

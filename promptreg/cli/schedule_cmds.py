@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from promptreg.cli.completion import complete_name, complete_ref
 from promptreg.cli.output import emit_json, table, warn
 from promptreg.errors import InputError
 
@@ -58,7 +59,7 @@ def schedule_group():
 
 
 @schedule_group.command("add")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.option("--cron", required=True, help='Five-field cron expression in UTC, e.g. "0 3 * * *".')
 @click.option("--data", "data_uri", required=True, help="Fresh data (JSONL path or URI) read at each run.")
 @click.option("--suite", "suite_path", help="Regression suite (suite.yaml) to re-run on drift.")
@@ -78,7 +79,7 @@ def add_cmd(obj, ref, cron, data_uri, suite_path, policy_items, as_json):
 
 
 @schedule_group.command("list")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_name)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def list_cmd(obj, name, as_json):

@@ -10,6 +10,7 @@ import contextlib
 
 import click
 
+from promptreg.cli.completion import complete_ref
 from promptreg.cli.output import emit_json, table
 
 _MODEL_HELP = "Base model folder or 'smollm2' (default: PROMPTREG_BASE_MODEL, then the manifest's)."
@@ -35,7 +36,7 @@ def _raise_if_failed(result: dict) -> None:
 
 
 @click.command("generate")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.argument("text")
 @click.option("--max-new-tokens", default=32, show_default=True, type=click.IntRange(0, 1024),
               help="Tokens to generate at most (greedy; stops at EOS).")
@@ -55,7 +56,7 @@ def generate_cmd(obj, ref, text, max_new_tokens, model, device, as_json):
 
 
 @click.command("classify")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--model", help=_MODEL_HELP)
 @click.option("--device", default="auto", show_default=True, help=_DEVICE_HELP)

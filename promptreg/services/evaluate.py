@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from promptreg.errors import InputError, NotFoundError, PromptregError, VersionNotFoundError
+from promptreg.errors import AliasNotFoundError, InputError, PromptregError
 from promptreg.evaluation.results import CheckOutcome, DatasetEval, EvalResult, GateReport
 from promptreg.registry import queries as q
 
@@ -196,15 +196,24 @@ class Evaluator:
             self._describe(info)
         return result, baseline
 
-    def resolve_baseline(self, info, against: str | None):
+    @staticmethod
+    def baseline_ref(info, against: str | None):
+        """``against`` parsed by the one ref grammar (``V``, ``ALIAS``, ``NAME:V``, ``NAME@ALIAS``) for
+        ``info``'s prompt; None for 'none'."""
+        from promptreg.refs import parse_version_ref
+
         if against is None or against.lower() in NO_BASELINE:
             return None
-        if against.isascii() and against.isdigit():  # not str.isdigit alone: '²' is a digit int() refuses
-            return self.registry.show(f"{info.name}:{int(against)}")
+        return parse_version_ref(against, info.name, what="--against")
+
+    def resolve_baseline(self, info, against: str | None):
+        ref = self.baseline_ref(info, against)
+        if ref is None:
+            return None
         try:
-            return self.registry.show(f"{info.name}@{against}")
-        except NotFoundError:
-            return None  # the alias is not set yet: nothing to compare with
+            return self.registry.show(ref)
+        except AliasNotFoundError:
+            return None  # the alias is not set yet: nothing to compare with (a missing version raises)
 
     # ----- gate ---------------------------------------------------------------------------------
     def _cached_gate(self, cand, baseline, suite, fingerprint: str) -> GateReport | None:
@@ -223,9 +232,10 @@ class Evaluator:
         from promptreg.evaluation.gate import compare
 
         cand = self.registry.show(ref)
+        bref = self.baseline_ref(cand, against)
+        # the report, its cache key and its MLflow tags name the baseline as the alias or the number
+        against = "none" if bref is None else bref.alias or str(bref.version)
         baseline = self.resolve_baseline(cand, against)
-        if baseline is None and against.isdigit():
-            raise VersionNotFoundError(f"{cand.name} has no version {against}")
         fingerprint = self.fingerprint(cand)
         if self.use_cache:
             cached = self._cached_gate(cand, baseline, suite, fingerprint)
@@ -245,7 +255,7 @@ class Evaluator:
                          n_resamples=gate_opts.resamples, seed=gate_opts.seed, labels=labels)
         if baseline is None:
             report.notes.append(f"{cand.name}@{against} is not set: only absolute floors and behavioural checks apply"
-                                if not against.isdigit() else "no baseline")
+                                if bref is not None and bref.alias else "no baseline")
         elif baseline.version == cand.version:
             report.notes.append(f"{cand.name}:{cand.version} already is {against}: compared with itself")
         report.candidate_eval_id = cand_eval.eval_run_id

@@ -79,12 +79,16 @@ def _stored_gate(registry: Registry, cand: VersionInfo, baseline: VersionInfo | 
 
 def promote(registry: Registry, ref: str, to: str = "production", *, suite: Suite | None = None,
             evaluator: Evaluator | None = None, force: bool = False, reason: str | None = None) -> MoveResult:
-    """Move ``to`` to the version ``ref`` names, if its policy's gate passes (or ``force``)."""
-    from promptreg.refs import check_alias
+    """Move ``to`` (``ALIAS`` or ``NAME@ALIAS``) to the version ``ref`` names, if its policy's gate
+    passes (or ``force``)."""
+    from promptreg.refs import parse_ref, parse_version_ref
 
-    check_alias(to)
     if force and not (reason or "").strip():
         raise InputError("--force needs --reason TEXT: say why the gate is bypassed (it is recorded)")
+    target = parse_version_ref(to, parse_ref(ref).name, what="--to")
+    if target.alias is None:
+        raise InputError(f"--to names the alias to move (ALIAS or NAME@ALIAS), got {to!r}")
+    to = target.alias
     cand = registry.show(ref)
     current = _holder(registry, cand.name, to)
     if current is not None and current.version == cand.version:
@@ -137,13 +141,18 @@ def alias_stack(events) -> list[int]:
     return stack
 
 
-def rollback(registry: Registry, name: str, alias: str = "production", *, to: int | None = None,
+def rollback(registry: Registry, name: str, alias: str = "production", *, to: int | str | None = None,
              reason: str | None = None, action: str = "rollback", details: dict | None = None,
              in_transaction=None) -> MoveResult:
-    """Move ``name@alias`` back to its previous holder (or to version ``to``)."""
-    from promptreg.refs import check_alias
+    """Move ``name@alias`` back to its previous holder, or to ``to``: a version number or any version
+    ref of ``name`` (``V``, ``ALIAS``, ``NAME:V``, ``NAME@ALIAS``: the version that alias points at)."""
+    from promptreg.refs import check_alias, check_name, parse_version_ref
 
+    check_name(name)
     check_alias(alias)
+    if isinstance(to, str):
+        target = parse_version_ref(to, name, what="--to")
+        to = target.version if target.version is not None else registry.show(target).version
     current = _holder(registry, name, alias)
     if current is None:
         raise InputError(f"{name}@{alias} is not set: nothing to roll back")

@@ -205,11 +205,18 @@ class Registry:
 
         return list_prompts(self)
 
-    def list_versions(self, name: str) -> list[VersionInfo]:
-        """Every version of ``name``, oldest first."""
+    def list_versions(self, name: str, *, limit: int | None = None, offset: int = 0) -> list[VersionInfo]:
+        """The versions of ``name``, oldest first, ``offset`` skipped, at most ``limit`` (two queries).
+        Raises :class:`~promptreg.errors.PromptNotFoundError`."""
         from promptreg.services.versions import list_versions
 
-        return list_versions(self, name)
+        return list_versions(self, name, limit=limit, offset=offset)
+
+    def version_page(self, name: str, *, limit: int | None = None, offset: int = 0) -> tuple[list[VersionInfo], bool]:
+        """(a page of :meth:`list_versions`, whether more versions follow it)."""
+        from promptreg.services.versions import version_page
+
+        return version_page(self, name, limit=limit, offset=offset)
 
     def history(self, name: str) -> list[AuditEntry]:
         """The append-only audit log of ``name``: every push, eval, gate, alias move, flag, schedule change."""
@@ -307,10 +314,10 @@ class Registry:
         ev = self.evaluator(model=model, device=device) if loaded is not None else None
         return promote(self, ref, to, suite=loaded, evaluator=ev, force=force, reason=reason)
 
-    def rollback(self, name: str, alias: str = "production", *, to: int | None = None,
+    def rollback(self, name: str, alias: str = "production", *, to: int | str | None = None,
                  reason: str | None = None) -> MoveResult:
         """Move ``name@alias`` back to its previous holder (from the audit log, as a stack) or to
-        version ``to``."""
+        ``to``: a version number or a version ref of ``name`` (``V``, ``ALIAS``, ``NAME:V``, ``NAME@ALIAS``)."""
         from promptreg.services.lifecycle import rollback
 
         return rollback(self, name, alias, to=to, reason=reason)

@@ -29,6 +29,8 @@ from promptreg.training.data import DataSpec, Example
 if TYPE_CHECKING:
     from promptreg.services.registry import Registry
 
+GEN_TEST_MAX_NEW_TOKENS = 128   # greedy tokens per test row at most (generation tasks)
+
 
 @dataclass
 class TrainJob:
@@ -47,7 +49,8 @@ class TrainJob:
     resume: bool = False
     push: str | None = None
     description: str | None = None
-    progress: bool = True
+    progress: bool = True                        # the progress bar (stderr, a terminal only)
+    notes: bool = True                           # the per-evaluation lines on stderr (hidden by --quiet)
     device: str = "auto"                         # auto (cuda when available), cpu, cuda, cuda:N
     max_memory: int | None = None                # bytes: refuse a job estimated to need more
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
@@ -240,6 +243,35 @@ def _check_memory(job: TrainJob, model_dir, splits) -> None:
                  checkpointing=cfg.gradient_checkpointing)
 
 
+def _generation_test(job, base, tokenizer, soft_prompt, test: list[Example]) -> dict[str, float]:
+    """Greedy continuations of the test split scored against the targets (exact match, token F1,
+    ROUGE-L, length ratio: evaluation.metrics, the suite's definitions) for the tuned prompt and, with
+    ``zero_shot``, for the base model alone on the same template: ``test_*`` and ``zero_shot_test_*``."""
+    from promptreg.evaluation.metrics import generation_metrics, generation_outcomes
+    from promptreg.runtime.soft_model import SoftPromptModel
+    from promptreg.training.collate import Encoded, Encoder
+    from promptreg.training.scoring import greedy_generate
+
+    refs = [e.target for e in test]
+    # room for the longest reference (+ a few tokens), as a reader of the outputs would expect
+    max_new = min(GEN_TEST_MAX_NEW_TOKENS, max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in refs) + 4)
+    out: dict[str, float] = {}
+    runs = [("test_", soft_prompt)] + ([("zero_shot_test_", None)] if job.zero_shot else [])
+    for prefix, prompt in runs:
+        enc = Encoder(tokenizer, job.config.template, slots=prompt.input_slots if prompt is not None else 0,
+                      max_text_tokens=job.config.max_text_tokens)
+        rows = [Encoded(*enc.prompt(e.text)) for e in test]
+        t0 = time.perf_counter()
+        new = greedy_generate(base, SoftPromptModel(base, prompt) if prompt is not None else None, rows,
+                              max_new_tokens=max_new, eos_token_id=tokenizer.eos_token_id, pad_id=enc.pad_id,
+                              precision=job.config.precision)
+        preds = [tokenizer.decode(ids, skip_special_tokens=True) for ids in new]
+        out.update({prefix + k: v for k, v in generation_metrics(generation_outcomes(preds, refs)).items()})
+        if prompt is not None:
+            out["test_seconds"] = time.perf_counter() - t0
+    return out
+
+
 def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_id, on_metrics, warnings, user, ctx):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -257,7 +289,8 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=Precision(precision).dtype).eval().to(device)
     checkpoint_dir = job.checkpoint_dir
     trainer = Trainer(base, tokenizer, job.config, spec, splits["train"], splits["eval"],
-                      checkpoint_dir=checkpoint_dir, on_metrics=on_metrics, progress=job.progress, dist_ctx=ctx)
+                      checkpoint_dir=checkpoint_dir, on_metrics=on_metrics, progress=job.progress,
+                      notes=job.notes, dist_ctx=ctx)
     result = trainer.run(resume=job.resume)
     metrics = {f"eval_{k}": v for k, v in result.eval_metrics.items()}
     if result.interrupted:
@@ -286,6 +319,8 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
             zs_rows = [zs_enc.classification(e.text, g) for e, g in zip(splits["test"], gold, strict=True)]
             zs = scored(None, zs_rows, zs_enc.pad_id)
             metrics.update({f"zero_shot_test_{k}": v for k, v in accuracy_metrics(zs, gold, spec.labels).items()})
+    if "test" in splits and spec.task == "generation":
+        metrics.update(_generation_test(job, base, tokenizer, result.soft_prompt, splits["test"]))
     metrics["train_tokens_per_second"] = result.tokens_per_second
     metrics["train_seconds"] = result.seconds
     metrics["train_steps"] = float(result.steps)

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from promptreg.errors import ConflictError, InputError, IntegrityError, PromptregError
-from promptreg.refs import Ref, check_name, check_text, parse_ref
+from promptreg.refs import Ref, check_name, check_page, check_text, parse_ref
 from promptreg.registry import queries as q
-from promptreg.services.views import AuditEntry, PromptSummary, PushResult, VersionInfo
+from promptreg.services.views import AuditEntry, PromptSummary, PushResult, VersionInfo, iso
+from promptreg.services.views import version_info as render_version
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -36,10 +37,6 @@ def _fault(stage: str) -> None:
     from promptreg.registry.store import fault_point
 
     fault_point(stage)
-
-
-def iso(moment) -> str:
-    return moment.isoformat(timespec="seconds") if moment is not None else ""
 
 
 # ----------------------------------------------------------------------------------------- push
@@ -132,17 +129,7 @@ def insert_version(registry: Registry, name: str, art: ValidatedArtifact, uri: s
 def version_info(s: Session, v: PromptVersion) -> VersionInfo:
     """The public view of a version row (its prompt and aliases read in the same session)."""
     p = q.prompt_by_id(s, v.prompt_id)
-    manifest = v.manifest or {}
-    return VersionInfo(
-        name=p.name, version=v.number, sha256=v.sha256, method=v.method,
-        num_virtual_tokens=int(manifest.get("num_virtual_tokens", 0)), artifact_uri=v.artifact_uri,
-        size_bytes=v.size_bytes, base_model_fingerprint=v.base_model_fingerprint,
-        base_model_name=v.base_model_name, dataset_fingerprint=v.dataset_fingerprint,
-        metrics=dict(v.metrics or {}), method_config=dict(v.method_config or {}), task_type=p.task_type,
-        aliases=q.version_aliases(s, v), status=v.status, mirror_status=v.mirror_status,
-        mirror_error=v.mirror_error, mlflow_run_id=v.mlflow_run_id, mlflow_model_version=v.mlflow_model_version,
-        description=v.description or "", created_by=v.created_by, created_at=iso(v.created_at),
-    )
+    return render_version(p.name, p.task_type, v, q.version_aliases(s, v), (v.manifest or {}).get("num_virtual_tokens"))
 
 
 def version_info_by_id(registry: Registry, version_id: int) -> VersionInfo:
@@ -173,9 +160,20 @@ def list_prompts(registry: Registry) -> list[PromptSummary]:
                 for p in q.prompts(s)]
 
 
-def list_versions(registry: Registry, name: str) -> list[VersionInfo]:
+def version_page(registry: Registry, name: str, *, limit: int | None = None,
+                 offset: int = 0) -> tuple[list[VersionInfo], bool]:
+    """(the versions of ``name`` oldest first, ``offset`` skipped, at most ``limit``; whether more
+    follow): two queries whatever the number of versions (queries.version_page)."""
+    check_name(name)
+    check_page(limit, offset)
     with registry.session() as s:
-        return [version_info(s, v) for v in q.versions(s, q.get_prompt(s, name))]
+        page = q.version_page(s, name, limit=limit, offset=offset)
+        return [render_version(page.prompt_name, page.task_type, v, page.aliases[v.id], v.num_virtual_tokens)
+                for v in page.rows], page.more
+
+
+def list_versions(registry: Registry, name: str, *, limit: int | None = None, offset: int = 0) -> list[VersionInfo]:
+    return version_page(registry, name, limit=limit, offset=offset)[0]
 
 
 def history(registry: Registry, name: str) -> list[AuditEntry]:

@@ -35,6 +35,27 @@ class VersionInfo:
         return asdict(self)
 
 
+def iso(when) -> str:
+    """A datetime as the views show it: ISO 8601 to the second ('' for None)."""
+    return when.isoformat(timespec="seconds") if when is not None else ""
+
+
+def version_info(name: str, task_type: str | None, v, aliases: list[str], num_virtual_tokens: int | None) -> VersionInfo:
+    """The view of one prompt_version row (an ORM object, a SQLAlchemy row or any object with the
+    column attributes; JSON columns already decoded, ``created_at`` an aware datetime); ``aliases``:
+    the names pointing at it, sorted; ``num_virtual_tokens``: from its manifest."""
+    return VersionInfo(
+        name=name, version=v.number, sha256=v.sha256, method=v.method,
+        num_virtual_tokens=int(num_virtual_tokens or 0), artifact_uri=v.artifact_uri,
+        size_bytes=v.size_bytes, base_model_fingerprint=v.base_model_fingerprint,
+        base_model_name=v.base_model_name, dataset_fingerprint=v.dataset_fingerprint,
+        metrics=dict(v.metrics or {}), method_config=dict(v.method_config or {}), task_type=task_type,
+        aliases=aliases, status=v.status, mirror_status=v.mirror_status, mirror_error=v.mirror_error,
+        mlflow_run_id=v.mlflow_run_id, mlflow_model_version=v.mlflow_model_version,
+        description=v.description or "", created_by=v.created_by, created_at=iso(v.created_at),
+    )
+
+
 @dataclass
 class PushResult:
     version: VersionInfo

@@ -74,3 +74,37 @@ def accuracy_metrics(probs, labels: list[int], label_names: list[str]) -> dict[s
         out[f"recall_{name}"] = recall
     out["macro_f1"] = sum(f1s) / len(f1s) if f1s else 0.0
     return out
+
+
+def greedy_generate(base, soft_model, rows: list[Encoded], *, max_new_tokens: int, eos_token_id, pad_id: int = 0,
+                    batch_size: int = 16, precision: str = "fp32") -> list[list[int]]:
+    """Greedy new tokens for every row (in input order), stopping after (and excluding) EOS. With
+    ``soft_model`` None the base model alone decodes the same rows (zero-shot: the template without
+    virtual tokens) through the same cached greedy loop as the soft prompt's."""
+    import torch
+
+    from promptreg.runtime.soft_model import GreedyRecorder, cached_greedy, decoder_of, positions_from_mask
+    from promptreg.training.precision import Precision
+    from promptreg.transformers_compat import output_cache
+
+    device = device_of(base)
+    eos = {int(eos_token_id)} if eos_token_id is not None else set()
+    out: list[list[int]] = [[] for _ in rows]
+    with torch.no_grad(), Precision(precision).autocast(device.type):
+        for idx in length_batches([len(r.ids) for r in rows], batch_size, shuffle=False):
+            batch = collate([rows[i] for i in idx], pad_id, device)
+            if soft_model is not None:
+                new = soft_model.generate(batch["input_ids"], batch["attention_mask"], batch["virtual_mask"],
+                                          max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
+            elif max_new_tokens <= 0:
+                new = [[] for _ in idx]
+            else:
+                mask = batch["attention_mask"]
+                positions = positions_from_mask(mask)
+                res = decoder_of(base)(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions,
+                                       use_cache=True)
+                new = cached_greedy(base, res.last_hidden_state[:, -1], output_cache(res), mask, positions[:, -1:],
+                                    max_new_tokens, GreedyRecorder(len(idx), eos))
+            for i, ids in zip(idx, new, strict=True):
+                out[i] = list(ids)
+    return out

@@ -110,7 +110,9 @@ class Trainer:
     def __init__(self, base_model, tokenizer, config: TrainConfig, spec: DataSpec, train: list[Example],
                  eval_examples: list[Example] | None = None, *, checkpoint_dir: Path | None = None,
                  on_metrics: Callable[[list[tuple[str, float, int]]], None] | None = None,
-                 progress: bool = True, dist_ctx: dist.DistContext | None = None):
+                 progress: bool = True, notes: bool = False, dist_ctx: dist.DistContext | None = None):
+        """``progress``: the live bar on stderr (a terminal only); ``notes``: the per-evaluation lines on
+        stderr, shown with or without the bar (the bar prints them above itself); both on rank 0 only."""
         from promptreg.training.precision import Precision
 
         config.validate()
@@ -124,7 +126,7 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.dist = dist_ctx or dist.current(str(device_of(base_model)))
         self.on_metrics = (on_metrics or (lambda rows: None)) if self.dist.is_main else (lambda rows: None)
-        self.progress = progress and self.dist.is_main
+        self.progress, self.notes = progress and self.dist.is_main, notes and self.dist.is_main
         for p in self.base.parameters():
             p.requires_grad_(False)
         self.base.eval()
@@ -286,7 +288,7 @@ class Trainer:
                 "grad_scale": float(scaler.get_scale()) if scaler is not None else None,
                 "method_config": soft.method_config()})
 
-        bar = _Progress(total_steps, enabled=self.progress)
+        bar = _Progress(total_steps, enabled=self.progress, notes=self.notes)
         bar.advance(step)
         soft.train()
         max_epochs = cfg.epochs if cfg.max_steps is None else math.ceil(total_steps / steps_per_epoch)
@@ -385,10 +387,11 @@ class Trainer:
 
 
 class _Progress:
-    """A rich progress bar with loss, throughput and ETA (silent when disabled or not a terminal)."""
+    """A rich progress bar with loss, throughput and ETA (silent when disabled or not a terminal), and
+    the per-evaluation notes: above the bar, or as plain stderr lines without it (``notes``)."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, total: int, enabled: bool, notes: bool = False):
+        self.enabled, self.notes = enabled, notes
         self.bar = None
         if enabled:
             from rich.console import Console
@@ -412,6 +415,10 @@ class _Progress:
     def note(self, text: str) -> None:
         if self.bar:
             self.bar.console.print(text)
+        elif self.notes:
+            import sys
+
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar:
