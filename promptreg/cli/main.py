@@ -48,7 +48,8 @@ class LazyRegistry:
 @click.option("--db-url", help="Registry database URL (sqlite:///… or postgresql+psycopg://…).")
 @click.option("--tracking-uri", help="MLflow tracking URI (sqlite:///… or http(s)://server).")
 @click.option("--artifact-uri", help="Artifact store: a local folder or s3://bucket/prefix.")
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show tracebacks on errors, and MLflow's and alembic's INFO logging (quiet otherwise).")
 @click.pass_context
 def cli(ctx: click.Context, home, db_url, tracking_uri, artifact_uri, verbose):
     """promptreg: registry and lifecycle service for soft prompts."""
@@ -72,9 +73,29 @@ def _verbose(argv: list[str]) -> bool:
     return "-v" in argv or "--verbose" in argv or os.environ.get("PROMPTREG_VERBOSE") == "1"
 
 
+def _configure_logging(verbose: bool) -> None:
+    """MLflow configures its loggers when imported, at the level of MLFLOW_LOGGING_LEVEL (default INFO:
+    "Creating initial MLflow database tables..." on stderr). Unless --verbose, or the user set that
+    variable, it is WARNING (also for the processes we start). promptreg's and alembic's INFO lines
+    (creating a database, running migrations) show only with --verbose; MLflow keeps alembic at
+    WARNING once imported."""
+    import logging
+
+    level = "INFO" if verbose else "WARNING"
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", level)
+    for name in ("promptreg", "alembic"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if verbose and not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = _verbose(argv)
+    _configure_logging(verbose)
     try:
         rv = cli.main(args=argv, prog_name="promptreg", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
