@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from promptreg.errors import (
     ConflictError,
@@ -35,6 +36,9 @@ from promptreg.services.views import (
     VersionInfo,
 )
 from promptreg.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from promptreg.registry.mlflow_db import RepairReport
 
 _PUSH_RETRIES = 20
 
@@ -137,7 +141,7 @@ class Registry:
 
         return doctor_checks(self)
 
-    def repair_tracking_db(self):
+    def repair_tracking_db(self) -> RepairReport | None:
         """Rebuild a half-migrated embedded MLflow database (a copy of the damaged file is kept);
         returns the RepairReport, or None when there is nothing to repair."""
         from promptreg.services.doctor import repair_tracking
