@@ -83,9 +83,9 @@ def artifacts(tmp_path_factory) -> list[Path]:
 def test_concurrent_first_pushes_into_fresh_folders(tmp_path, artifacts):
     """8 processes push distinct artifacts into a fresh folder at once, REPS times: every version is
     registered and mirrored, sync repairs nothing, doctor passes, stderr is empty."""
-    from promptreg.registry.migrate import HEAD_REVISION, current_revision
-
     import resource
+
+    from promptreg.registry.migrate import HEAD_REVISION, current_revision
 
     def children_cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)

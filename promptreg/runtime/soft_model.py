@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from promptreg.errors import InputError
 from promptreg.training.methods.base import ModelDims, SoftPrompt
+from promptreg.transformers_compat import cache_kwarg, output_cache
 
 
 def positions_from_mask(mask: Tensor) -> Tensor:
@@ -91,9 +92,31 @@ def cached_greedy(base_model: nn.Module, hidden: Tensor, cache, mask: Tensor, la
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         last_pos = last_pos + 1
         out = decoder(inputs_embeds=embed(next_ids.unsqueeze(1)), attention_mask=mask, position_ids=last_pos,
-                      past_key_values=cache, use_cache=True)
-        cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
+                      use_cache=True, **cache_kwarg(decoder, cache))
+        cache, hidden = output_cache(out), out.last_hidden_state[:, -1]
     return record.results
+
+
+def fp32_label_logits(base_model: nn.Module, hidden: Tensor, label_token_ids) -> Tensor:
+    """[B, K] float32 logits of the K label tokens from final hidden states [B, H], computed outside
+    autocast from the LM head's K rows only. ``label_token_ids``: [K] (shared) or [B, K] (per row)."""
+    head = base_model.get_output_embeddings()
+    with torch.autocast(hidden.device.type, enabled=False):
+        ids = torch.as_tensor(label_token_ids, device=head.weight.device).long()
+        rows = head.weight[ids].float()
+        hidden = hidden.float()
+        logits = hidden @ rows.T if ids.dim() == 1 else torch.einsum("bh,bkh->bk", hidden, rows)
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[ids].float()
+        return softcap(text_config_of(base_model), logits)
+
+
+def head_logits(base_model: nn.Module, hidden: Tensor) -> Tensor:
+    """Full-vocabulary float32 logits from hidden states, computed in the head's STORAGE dtype (not
+    lowered by autocast: an fp32 head gives fp32 logits) and upcast, as transformers does."""
+    head = base_model.get_output_embeddings()
+    with torch.autocast(hidden.device.type, enabled=False):
+        return head(hidden.to(head.weight.dtype)).float()
 
 
 def attention_masks(cfg, hidden: Tensor, mask2d: Tensor, positions: Tensor, cache=None) -> dict:
@@ -102,13 +125,14 @@ def attention_masks(cfg, hidden: Tensor, mask2d: Tensor, positions: Tensor, cach
     from transformers.masking_utils import create_causal_mask
 
     masks = {"full_attention": create_causal_mask(config=cfg, inputs_embeds=hidden, attention_mask=mask2d,
-                                                  past_key_values=cache, position_ids=positions)}
+                                                  position_ids=positions, **cache_kwarg(create_causal_mask, cache))}
     layer_types = getattr(cfg, "layer_types", None)
     if layer_types and "sliding_attention" in layer_types:
         from transformers.masking_utils import create_sliding_window_causal_mask
 
         masks["sliding_attention"] = create_sliding_window_causal_mask(
-            config=cfg, inputs_embeds=hidden, attention_mask=mask2d, past_key_values=cache, position_ids=positions)
+            config=cfg, inputs_embeds=hidden, attention_mask=mask2d, position_ids=positions,
+            **cache_kwarg(create_sliding_window_causal_mask, cache))
     return masks
 
 
@@ -202,7 +226,7 @@ class SoftPromptModel(nn.Module):
         for layer in layers:
             kind = layer_types[layer.self_attn.layer_idx] if layer_types else "full_attention"
             out = layer(hidden, attention_mask=masks.get(kind, masks["full_attention"]), position_ids=positions,
-                        past_key_values=None, use_cache=False, position_embeddings=position_embeddings)
+                        use_cache=False, position_embeddings=position_embeddings)
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
@@ -261,14 +285,15 @@ class SoftPromptModel(nn.Module):
         out = self.decoder(inputs_embeds=prefix, attention_mask=torch.ones(1, p, dtype=torch.long, device=pos.device),
                            position_ids=pos, use_cache=True)
         cache = DynamicCache(config=self.base_model.config)
-        for i, layer in enumerate(out.past_key_values.layers):
+        for i, layer in enumerate(output_cache(out).layers):
             shape = (b, *layer.keys.shape[1:])
             cache.update(layer.keys.expand(shape), layer.values.expand(shape), i)
         rest_ids = input_ids[:, p:]
         rest_mask = (torch.arange(t - p, device=rest_ids.device) >= (t - lengths).unsqueeze(1)).long()
         full_mask = torch.cat([torch.ones(b, p, dtype=torch.long, device=rest_ids.device), rest_mask], dim=1)
         rest = self.decoder(inputs_embeds=embed(rest_ids), attention_mask=full_mask,
-                            position_ids=p + positions_from_mask(rest_mask.bool()), past_key_values=cache, use_cache=True)
+                            position_ids=p + positions_from_mask(rest_mask.bool()), use_cache=True,
+                            **cache_kwarg(self.decoder, cache))
         return rest.last_hidden_state[:, -1]
 
     def _hidden(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None) -> Tensor:
@@ -276,7 +301,7 @@ class SoftPromptModel(nn.Module):
             return self._layer_forward(input_ids, attention_mask, virtual_mask)
         embeds, mask, positions, cache = self._prepare(input_ids, attention_mask, virtual_mask)
         out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                           past_key_values=cache, use_cache=cache is not None)
+                           use_cache=cache is not None, **cache_kwarg(self.decoder, cache))
         return out.last_hidden_state
 
     # ---- public API ------------------------------------------------------------------------------
@@ -296,18 +321,11 @@ class SoftPromptModel(nn.Module):
                      label_token_ids: Tensor) -> Tensor:
         """[B, K] logits of the K label tokens at the last position, from those LM-head rows only (no
         full-vocabulary logits). ``label_token_ids``: [K] (shared) or [B, K] (per row). Computed and
-        returned in float32 whatever the base dtype (cheap: K rows), for a precise loss."""
-        hidden = self.hidden_states(input_ids, attention_mask, virtual_mask).float()  # [B, H]
-        head = self._lm_head()
-        ids = torch.as_tensor(label_token_ids, device=head.weight.device).long()
-        rows = head.weight[ids].float()
-        if ids.dim() == 1:
-            logits = hidden @ rows.T
-        else:
-            logits = torch.einsum("bh,bkh->bk", hidden, rows)
-        if getattr(head, "bias", None) is not None:
-            logits = logits + head.bias[ids].float()
-        return self._softcap(logits)
+        returned in float32 whatever the base dtype (cheap: K rows), for a precise loss. Autocast is
+        switched off here: under bf16 autocast ``hidden.float() @ rows.float().T`` would still run in
+        bf16 and quantise the logits (see training/precision.py)."""
+        hidden = self.hidden_states(input_ids, attention_mask, virtual_mask)  # [B, H]
+        return fp32_label_logits(self.base_model, hidden, label_token_ids)
 
     def token_logits(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None = None, *,
                      positions: Tensor | None = None) -> Tensor:
@@ -325,30 +343,37 @@ class SoftPromptModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None = None, *,
-                 max_new_tokens: int = 16, eos_token_id: int | list[int] | None = None) -> list[list[int]]:
+                 max_new_tokens: int = 16, eos_token_id: int | list[int] | None = None,
+                 use_cache: bool = True) -> list[list[int]]:
         """Greedy decoding. Returns each row's new tokens, stopping after (and excluding) an EOS token.
         Input and prefix kinds decode with the transformers cache (the prefix key/values sit in the cache
-        before the prompt); ID-SPAM recomputes the whole sequence at each step (its prompt is pooled from
-        the row's tokens, generated ones included)."""
+        before the prompt). ``use_cache=False`` is the reference decoder: every step recomputes the whole
+        sequence exactly as training runs it (the soft prompt applied afresh, no key/value carried from a
+        step to the next); ID-SPAM always decodes so (its prompt is pooled from the row's tokens,
+        generated ones included)."""
         eos = set() if eos_token_id is None else (
             {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(e) for e in eos_token_id})
         record = GreedyRecorder(input_ids.shape[0], eos)
         if max_new_tokens <= 0:
             return record.results
-        head = self._lm_head()
-        if self.soft_prompt.kind == "layer":
-            ids, mask = input_ids, attention_mask
-            for step in range(max_new_tokens):
-                hidden = self._layer_forward(ids, mask, None)[:, -1]
-                next_ids = self._softcap(head(hidden)).argmax(-1)
-                if record(next_ids) or step == max_new_tokens - 1:
-                    break
-                ids = torch.cat([ids, next_ids.unsqueeze(1)], dim=1)
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            return record.results
-
+        if not use_cache or self.soft_prompt.kind == "layer":
+            return self._uncached_greedy(input_ids, attention_mask, virtual_mask, max_new_tokens, record)
         embeds, mask, positions, cache = self._prepare(input_ids, attention_mask, virtual_mask)
         out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                           past_key_values=cache, use_cache=True)
-        return cached_greedy(self.base_model, out.last_hidden_state[:, -1], out.past_key_values, mask,
+                           use_cache=True, **cache_kwarg(self.decoder, cache))
+        return cached_greedy(self.base_model, out.last_hidden_state[:, -1], output_cache(out), mask,
                              positions[:, -1:], max_new_tokens, record)
+
+    def _uncached_greedy(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None,
+                         max_new_tokens: int, record: GreedyRecorder) -> list[list[int]]:
+        head = self._lm_head()
+        ids, mask, vmask = input_ids, attention_mask, virtual_mask
+        for step in range(max_new_tokens):
+            next_ids = self._softcap(head(self._hidden(ids, mask, vmask)[:, -1])).argmax(-1)
+            if record(next_ids) or step == max_new_tokens - 1:
+                break
+            ids = torch.cat([ids, next_ids.unsqueeze(1)], dim=1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            if vmask is not None:
+                vmask = torch.cat([vmask, torch.zeros_like(vmask[:, :1])], dim=1)
+        return record.results

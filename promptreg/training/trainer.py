@@ -4,6 +4,12 @@ and checkpoints that keep encoders/generators so ``resume`` continues exactly.
 
 Classification scores only the answer position and only the label tokens' rows of the LM head
 (no full-vocabulary logits); generation computes full logits only at target positions.
+
+Precision (training/precision.py): the base runs in ``cfg.precision`` under autocast, the prompt and
+AdamW state stay float32, fp16 scales the loss. Several processes (training/distributed.py): every
+rank walks the same global batches and takes its strided share; losses are sums over local rows
+divided by the global count, prompt gradients are summed across ranks, so N processes compute the
+1-process update; evaluation is sharded and gathered; only rank 0 writes checkpoints and metrics.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from typing import Any
 
 from promptreg.errors import InputError
 from promptreg.training import checkpoint as ckpt
+from promptreg.training import distributed as dist
 from promptreg.training.collate import Encoded, Encoder, collate, label_token_ids, length_batches
 from promptreg.training.data import DataSpec, Example
+from promptreg.training.precision import check_finite_grads
 from promptreg.training.scoring import accuracy_metrics, classify, device_of, generation_loss, label_logits
 
 
@@ -43,7 +51,8 @@ class TrainConfig:
     patience: int = 3                    # early stopping: evaluations without improvement
     max_text_tokens: int = 128
     seed: int = 0
-    bf16: bool = False                   # bfloat16 autocast for the frozen model's matmuls
+    precision: str = "fp32"              # fp32 | bf16 | fp16: the frozen model's dtype + autocast
+    gradient_checkpointing: bool = False # recompute decoder layers in backward (not with prefix tuning)
     stop_after_steps: int | None = None  # stop early at this step, as if interrupted (checkpoint kept)
 
     def validate(self) -> None:
@@ -60,6 +69,9 @@ class TrainConfig:
             raise InputError("schedule must be linear, cosine or constant")
         if not 0 <= self.warmup_ratio < 1:
             raise InputError("warmup_ratio must be in [0, 1)")
+        from promptreg.training.precision import Precision
+
+        Precision(self.precision)
 
 
 @dataclass
@@ -98,8 +110,11 @@ class Trainer:
     def __init__(self, base_model, tokenizer, config: TrainConfig, spec: DataSpec, train: list[Example],
                  eval_examples: list[Example] | None = None, *, checkpoint_dir: Path | None = None,
                  on_metrics: Callable[[list[tuple[str, float, int]]], None] | None = None,
-                 progress: bool = True):
+                 progress: bool = True, dist_ctx: dist.DistContext | None = None):
+        from promptreg.training.precision import Precision
+
         config.validate()
+        self.precision = Precision(config.precision)
         if not train:
             raise InputError("the training set is empty")
         self.base, self.tokenizer, self.cfg, self.spec = base_model, tokenizer, config, spec
@@ -107,8 +122,9 @@ class Trainer:
         if config.eval_limit is not None:
             self.eval_examples = self.eval_examples[: config.eval_limit]
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.on_metrics = on_metrics or (lambda rows: None)
-        self.progress = progress
+        self.dist = dist_ctx or dist.current(str(device_of(base_model)))
+        self.on_metrics = (on_metrics or (lambda rows: None)) if self.dist.is_main else (lambda rows: None)
+        self.progress = progress and self.dist.is_main
         for p in self.base.parameters():
             p.requires_grad_(False)
         self.base.eval()
@@ -138,32 +154,48 @@ class Trainer:
             return [encoder.classification(e.text, index[e.label]) for e in examples]
         return [encoder.generation(e.text, e.target) for e in examples]
 
-    def _loss(self, soft_model, batch, label_ids):
+    def _denominator(self, rows: list[Encoded]) -> int:
+        """What the loss of a global batch is averaged over: its rows, or its target tokens."""
+        if self.spec.task == "classification":
+            return len(rows)
+        return sum(len(r.ids) - r.target_start for r in rows)
+
+    def _loss(self, soft_model, batch, label_ids, denominator: int):
+        """This rank's rows' summed loss over the GLOBAL batch's denominator (sums to the batch mean)."""
         import torch.nn.functional as F
 
         if self.spec.task == "classification":
-            return F.cross_entropy(label_logits(self.base, soft_model, batch, label_ids), batch["labels"])
-        return generation_loss(self.base, soft_model, batch)
+            total = F.cross_entropy(label_logits(self.base, soft_model, batch, label_ids), batch["labels"],
+                                    reduction="sum")
+        else:
+            total = generation_loss(self.base, soft_model, batch, reduction="sum")
+        return total / denominator
 
     def evaluate(self, soft_model, rows: list[Encoded], label_ids, pad_id: int) -> dict[str, float]:
         import torch
 
         if not rows:
             return {}
+        ctx = self.dist
         if self.spec.task == "classification":
-            probs = classify(self.base, soft_model, rows, label_ids.tolist(), batch_size=max(32, self.cfg.batch_size),
-                             pad_id=pad_id, autocast=self.cfg.bf16)
+            local = dist.shard(ctx, rows)
+            probs = classify(self.base, soft_model, local, label_ids.tolist(), batch_size=max(32, self.cfg.batch_size),
+                             pad_id=pad_id, precision=self.cfg.precision) if local else torch.zeros(0, len(label_ids))
+            probs = dist.gather_strided(ctx, probs, len(rows))
             gold = [r.label for r in rows]
             metrics = accuracy_metrics(probs, gold, self.spec.labels)
             metrics["loss"] = float(-torch.log(probs[torch.arange(len(gold)), torch.tensor(gold)].clamp_min(1e-12)).mean())
             return metrics
-        losses = []
+        local, total, count = dist.shard(ctx, rows), 0.0, 0
         device = device_of(self.base)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            for idx in length_batches([len(r.ids) for r in rows], 32, shuffle=False):
-                batch = collate([rows[i] for i in idx], pad_id, device)
-                losses.append((float(generation_loss(self.base, soft_model, batch)), len(idx)))
-        loss = sum(v * n for v, n in losses) / sum(n for _, n in losses)
+        with torch.no_grad(), self.precision.autocast(device.type):
+            for idx in length_batches([len(r.ids) for r in local], 32, shuffle=False):
+                part = [local[i] for i in idx]
+                batch = collate(part, pad_id, device)
+                total += float(generation_loss(self.base, soft_model, batch, reduction="sum"))
+                count += self._denominator(part)
+        total, count = dist.sum_floats(ctx, [total, float(count)])
+        loss = total / max(count, 1.0)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50))}
 
     def _score(self, metrics: dict[str, float]) -> float:
@@ -198,9 +230,20 @@ class Trainer:
         params = [p for p in soft.parameters() if p.requires_grad]
         if not params:
             raise InputError(f"method {cfg.method} has no trainable parameters")
+        if any(p.dtype != torch.float32 for p in params):
+            raise RuntimeError("soft-prompt parameters must be float32 master weights")  # a bug, never expected
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if opt_tensors is not None:
             ckpt.load_optimizer(optimizer, opt_tensors, state["optimizer"])
+        ctx, precision = self.dist, self.precision
+        scaler = precision.scaler(device.type)
+        if scaler is not None and state.get("grad_scale") is not None:
+            scaler.load_state_dict({**scaler.state_dict(), "scale": float(state["grad_scale"])})
+        from promptreg.training.memory import gradient_checkpointing
+
+        checkpointing = gradient_checkpointing(self.base, soft, enabled=cfg.gradient_checkpointing)
+        if cfg.gradient_checkpointing:
+            model.share_prefix = False  # the shared-prefix path runs through a cache, which checkpointing drops
 
         lengths = [len(r.ids) for r in train_rows]
         batches_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
@@ -232,7 +275,7 @@ class Trainer:
         pending: list[tuple[str, float, int]] = []
 
         def save_checkpoint():
-            if self.checkpoint_dir is None:
+            if self.checkpoint_dir is None or not ctx.is_main:
                 return
             at_end = batch_pos >= usable  # the next step starts the next epoch
             ckpt.save(self.checkpoint_dir, soft_prompt=soft.export_tensors(), best=best, optimizer=optimizer, state={
@@ -240,6 +283,7 @@ class Trainer:
                 "history": history,
                 "best_metric": best_metric, "best_step": best_step, "bad_evals": bad_evals,
                 "real_tokens": real_tokens, "seconds": seconds, "config": asdict(cfg),
+                "grad_scale": float(scaler.get_scale()) if scaler is not None else None,
                 "method_config": soft.method_config()})
 
         bar = _Progress(total_steps, enabled=self.progress)
@@ -255,21 +299,36 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum = 0.0
                 for k in range(cfg.grad_accum):
-                    batch = collate([train_rows[i] for i in order[batch_pos + k]], encoder.pad_id, device)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                        loss = self._loss(model, batch, label_ids) / cfg.grad_accum
+                    global_rows = [train_rows[i] for i in order[batch_pos + k]]
+                    mine = dist.shard(ctx, global_rows)
+                    real_tokens += sum(len(r.ids) for r in global_rows)
+                    if not mine:  # a global batch smaller than the world: this rank adds zero gradient
+                        continue
+                    batch = collate(mine, encoder.pad_id, device)
+                    with checkpointing, precision.autocast(device.type):
+                        loss = self._loss(model, batch, label_ids, self._denominator(global_rows)) / cfg.grad_accum
                     if not torch.isfinite(loss):
-                        raise InputError(f"training diverged: non-finite loss at step {step + 1} "
-                                         f"(lower --lr{' or drop --bf16' if cfg.bf16 else ''})")
-                    loss.backward()
+                        raise InputError(f"training diverged: non-finite loss at step {step + 1} (lower --lr"
+                                         f"{' or use --precision fp32' if precision.mixed else ''})")
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
                     loss_sum += float(loss.detach())
-                    real_tokens += int(batch["attention_mask"].sum())
                 batch_pos += cfg.grad_accum
+                if ctx.enabled:
+                    dist.all_reduce_grads(ctx, params)
+                    loss_sum = dist.sum_floats(ctx, [loss_sum])[0]
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * lr_factor(step)
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                else:
+                    check_finite_grads(params, step + 1, precision)
                 if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
+                if scaler is not None:
+                    scaler.step(optimizer)  # skipped (and the scale lowered) when a gradient is inf/nan
+                    scaler.update()
+                else:
+                    optimizer.step()
                 seconds += time.perf_counter() - t0
                 step += 1
                 lr_now = optimizer.param_groups[0]["lr"]
