@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from promptreg.registry.migrate import HEAD_REVISION, current_revision
 from promptreg.registry.mlflow_db import inspect_db, repair_db
 from promptreg.services.doctor import FIRST_USE
 from promptreg.services.registry import Registry
@@ -85,8 +86,6 @@ def test_concurrent_first_pushes_into_fresh_folders(tmp_path, artifacts):
     registered and mirrored, sync repairs nothing, doctor passes, stderr is empty."""
     import resource
 
-    from promptreg.registry.migrate import HEAD_REVISION, current_revision
-
     def children_cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return usage.ru_utime + usage.ru_stime
@@ -141,7 +140,7 @@ def test_doctor_in_an_empty_folder_exits_0_and_creates_nothing(tmp_path):
     # after first use, doctor sees the real stores
     assert run_cli("list", cwd=tmp_path).code == 0
     res = run_cli("doctor", "--json", cwd=tmp_path)
-    assert res.code == 0 and [c["detail"] for c in res.json()][0] == "schema 0003", res.out
+    assert res.code == 0 and res.json()[0]["detail"] == f"schema {HEAD_REVISION}", res.out
 
 
 def test_interrupted_mlflow_migration_is_named_and_repaired(tmp_path, artifacts):
