@@ -30,10 +30,22 @@ _ENV_DEFAULTS = {
 }
 
 
+# with --verbose, their INFO lines (creating a database, running migrations) go to stderr too
+VERBOSE_INFO_LOGGERS = ("promptreg", "alembic")
+
+
 def quiet_libraries(verbose: bool) -> None:
     """Silence library warnings and logging below ERROR (normal mode); leave everything on when
-    ``verbose``. Call once, before the command imports the libraries."""
+    ``verbose``, and show promptreg's and alembic's INFO lines then. Call once, before the command
+    imports the libraries."""
     if verbose:
+        for name in VERBOSE_INFO_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.INFO)
+            if not logger.handlers:
+                handler = logging.StreamHandler()
+                handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+                logger.addHandler(handler)
         return
     for key, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)

@@ -30,10 +30,23 @@ def init_cmd(obj, as_json):
 
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--repair", is_flag=True,
+              help="First rebuild a half-migrated embedded MLflow database (mlflow.db); a copy of the damaged "
+                   "file is kept. Stop other promptreg processes of the project first.")
 @click.pass_obj
-def doctor_cmd(obj, as_json):
-    """Show which stores are in use and whether each is reachable (exit 2 if one is not)."""
-    return _print_checks(obj.get().doctor(), as_json)
+def doctor_cmd(obj, as_json, repair):
+    """Show which stores are in use and whether each works (exit 2 if one does not). Creates nothing:
+    a store not created yet is reported as created on first use."""
+    reg = obj.get()
+    if not repair:
+        return _print_checks(reg.doctor(), as_json)
+    report = reg.repair_tracking_db()
+    checks = reg.doctor()
+    if as_json:
+        emit_json({"repair": report.to_dict() if report else None, "checks": [c.to_dict() for c in checks]})
+        return 0 if all(c.ok for c in checks) else 2
+    click.echo(report.summary() if report else "MLflow tracking: nothing to repair")
+    return _print_checks(checks, as_json)
 
 
 @click.group("db")

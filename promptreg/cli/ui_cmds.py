@@ -137,6 +137,9 @@ def run_ui(settings, *, host: str = "127.0.0.1", port: int = 5000, open_browser:
     cmd = ui_command(settings, host, port)
     if not _port_free(host, port):
         raise InputError(f"port {port} on {host} is already in use: pass --port")
+    from promptreg.registry.mlflow_db import ensure_tracking_db
+
+    ensure_tracking_db(tracking)   # created once, under the lock, before `mlflow ui` opens it
     home = Path(settings.home)
     home.mkdir(parents=True, exist_ok=True)
     log = home / LOG_FILE

@@ -1,11 +1,16 @@
 """Engines and sessions for the registry database (SQLite or PostgreSQL).
 
 No heavy imports here: this module is on the CLI start-up path.
+
+Creating or migrating an embedded SQLite database (the registry's ``registry.db``, MLflow's
+``mlflow.db``) happens under :func:`schema_lock`, an inter-process lock file next to the database,
+so that on first use whoever gets there first creates the schema and the others wait, then proceed.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +44,52 @@ def _sqlite_path(url: sa.URL) -> Path | None:
     if not db or db == ":memory:" or db.startswith("file:") or url.query.get("mode") == "memory":
         return None
     return Path(db)
+
+
+def sqlite_file(url: str | sa.URL) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (absolute), or None for another backend, an in-memory
+    database or a ``file:`` URI database."""
+    try:
+        u = make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    if u.get_backend_name() != "sqlite":
+        return None
+    path = _sqlite_path(u)
+    return path.expanduser().absolute() if path is not None else None
+
+
+#: How long a process waits for another one to finish creating or migrating a database.
+SCHEMA_LOCK_TIMEOUT_S = 600.0
+
+
+@contextmanager
+def schema_lock(db_file: Path, timeout: float = SCHEMA_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the inter-process lock that serialises creating, migrating and repairing the SQLite
+    database ``db_file``: the lock file ``<db_file>.lock`` next to it (``filelock``; the folder is
+    created). Raises StoreUnavailableError after ``timeout`` seconds of waiting."""
+    from filelock import FileLock, Timeout
+
+    db_file = Path(db_file)
+    lock_path = db_file.with_name(db_file.name + ".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailableError(f"cannot create the folder of {db_file}: {exc.strerror or exc}") from None
+    lock = FileLock(str(lock_path), timeout=timeout)
+    started = time.monotonic()
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StoreUnavailableError(
+            f"another process has been creating or migrating {db_file} for {time.monotonic() - started:.0f} s "
+            f"(lock {lock_path}): try again when it has finished") from None
+    except OSError as exc:
+        raise StoreUnavailableError(f"cannot lock {lock_path}: {exc.strerror or exc}") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _create_engine(url: str) -> Engine:
@@ -176,4 +227,5 @@ def check(engine: Engine) -> None:
         raise translate_db_error(exc, engine) from exc
 
 
-__all__ = ["check", "dispose_engines", "make_engine", "mask_url", "session", "translate_db_error"]
+__all__ = ["check", "dispose_engines", "make_engine", "mask_url", "schema_lock", "session", "sqlite_file",
+           "translate_db_error"]

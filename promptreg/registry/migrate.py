@@ -2,11 +2,17 @@
 
 ``ensure_schema`` is called on every CLI start: its fast path (schema already at ``HEAD_REVISION``)
 reads the ``alembic_version`` table with plain SQLAlchemy and does not import Alembic.
+
+Every migration of a SQLite database runs under ``promptreg.registry.db.schema_lock`` (a lock file
+next to the database): on first use, whoever gets there first creates the schema, the others wait and
+then find it at head. PostgreSQL migrations are serialised by an advisory lock (migrations/env.py).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +20,7 @@ import sqlalchemy as sa
 
 import promptreg
 from promptreg.errors import PromptregError, StoreUnavailableError
-from promptreg.registry.db import make_engine, mask_url, translate_db_error
+from promptreg.registry.db import make_engine, mask_url, schema_lock, sqlite_file, translate_db_error
 from promptreg.registry.revision import HEAD_REVISION  # the newest migration this promptreg knows
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,14 +66,27 @@ def _run_alembic(fn_name: str, url: str, revision: str) -> None:
         raise translate_db_error(exc, url) from exc
 
 
+@contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """The inter-process schema lock of a SQLite database file; nothing for other backends."""
+    path = sqlite_file(url)
+    if path is None:
+        yield
+        return
+    with schema_lock(path):
+        yield
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the database at ``url`` up to ``revision`` (default: the newest)."""
-    _run_alembic("upgrade", url, revision)
+    with _migration_lock(url):
+        _run_alembic("upgrade", url, revision)
 
 
 def downgrade(url: str, revision: str) -> None:
     """Migrate the database at ``url`` down to ``revision`` (``"base"``: drop everything)."""
-    _run_alembic("downgrade", url, revision)
+    with _migration_lock(url):
+        _run_alembic("downgrade", url, revision)
 
 
 def current_revision(url: str) -> str | None:
@@ -101,13 +120,14 @@ def _known_revisions(url: str) -> set[str]:
 
 
 def _upgrade_empty(url: str) -> None:
-    """First use: create the schema. Safe when several processes do it at once: on PostgreSQL the
-    migration env takes an advisory lock, on SQLite the migration runs in one BEGIN IMMEDIATE
-    transaction; should a racer still fail, it succeeds as soon as the winner has finished."""
+    """First use: create the schema (the caller holds the SQLite schema lock). Safe when several
+    processes do it at once: on PostgreSQL the migration env takes an advisory lock, on SQLite the
+    lock serialises them (and the migration runs in one BEGIN IMMEDIATE transaction); should a racer
+    still fail, it succeeds as soon as the winner has finished."""
     attempts = 3
     for attempt in range(1, attempts + 1):
         try:
-            upgrade(url, "head")
+            _run_alembic("upgrade", url, "head")
             return
         except PromptregError:
             try:
@@ -123,9 +143,18 @@ def _upgrade_empty(url: str) -> None:
 def ensure_schema(url: str, *, auto_upgrade: bool) -> None:
     """Make sure the database at ``url`` has the schema this promptreg needs.
 
-    At head: return at once (no Alembic import). Empty database: create the schema. Older schema:
-    upgrade when ``auto_upgrade``, otherwise raise. Unknown or newer schema: raise.
+    At head: return at once (no Alembic import, no lock). Otherwise, holding the schema lock (SQLite)
+    and reading the revision again (another process may have migrated meanwhile): empty database:
+    create the schema; older schema: upgrade when ``auto_upgrade``, otherwise raise; unknown or newer
+    schema: raise.
     """
+    if current_revision(url) == HEAD_REVISION:
+        return
+    with _migration_lock(url):
+        _ensure_schema_locked(url, auto_upgrade=auto_upgrade)
+
+
+def _ensure_schema_locked(url: str, *, auto_upgrade: bool) -> None:
     current = current_revision(url)
     if current == HEAD_REVISION:
         return
@@ -142,7 +171,7 @@ def ensure_schema(url: str, *, auto_upgrade: bool) -> None:
             f"registry database schema is at {current}, this promptreg needs {HEAD_REVISION}: "
             "run `promptreg db upgrade`"
         )
-    upgrade(url, "head")
+    _run_alembic("upgrade", url, "head")
 
 
 __all__ = [

@@ -15,8 +15,9 @@ Every call is idempotent: mirroring the same record twice reuses the run and the
 
 MLflow facts this relies on (checked against mlflow 3.17 source):
 
-* ``MlflowClient(tracking_uri=..., registry_uri=...)`` is used explicitly; no global MLflow state
-  (tracking URI, active run) is touched, so several mirrors can coexist in one process.
+* ``MlflowClient(tracking_uri=..., registry_uri=...)`` is used explicitly (built by
+  promptreg.registry.mlflow_db.open_client: a SQLite database is created once, under a lock); no global
+  MLflow state (tracking URI, active run) is touched, so several mirrors can coexist in one process.
 * The HTTP client retries with exponential backoff (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7,
   ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` 2) and waits ``MLFLOW_HTTP_REQUEST_TIMEOUT`` (default 120 s)
   per request; both are read from the environment on every request. We ``setdefault`` them to 2 and
@@ -212,9 +213,10 @@ class MlflowMirror:
     @property
     def _client(self):
         if self._client_obj is None:
-            from mlflow.tracking import MlflowClient
+            from promptreg.registry.mlflow_db import open_client
 
-            self._client_obj = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            # a SQLite database is created once under a lock, or refused if half-migrated (mlflow_db)
+            self._client_obj = open_client(self.tracking_uri)
         return self._client_obj
 
     def _wrap(self, what: str, fn: Callable[[], T]) -> T:
@@ -241,6 +243,8 @@ class MlflowMirror:
 
         try:
             self._client.search_experiments(max_results=1)
+        except PromptregError:
+            raise
         except Exception as e:  # any failure here means: not usable
             raise StoreUnavailableError(
                 f"MLflow at {self._display_uri} unreachable: {_one_line(f'{type(e).__name__}: {e}')}"

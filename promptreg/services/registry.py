@@ -21,7 +21,6 @@ from promptreg.errors import (
     StoreUnavailableError,
 )
 from promptreg.refs import Ref
-from promptreg.registry.db import mask_url
 from promptreg.services.views import (
     AliasInfo,
     AuditEntry,
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
 
     from promptreg.evaluation.results import EvalResult, GateReport
     from promptreg.evaluation.suite import Suite
+    from promptreg.registry.mlflow_db import RepairReport
     from promptreg.services.drift import DriftOutcome
     from promptreg.services.evaluate import Evaluator
     from promptreg.services.gc import GcReport
@@ -128,39 +128,36 @@ class Registry:
 
     # ----- setup --------------------------------------------------------------------------
     def init(self) -> list[Check]:
-        """Create the embedded project folder and the schema; report every store."""
+        """Create the project's stores (embedded default: the folder, both databases, the artifact
+        folder) and report every store; a store that fails is reported, not raised."""
         from promptreg.registry.migrate import upgrade
 
         if self.settings.db_url.startswith("sqlite"):
             self._make_home()
         with self._db_errors():
             upgrade(self.settings.db_url)
+        for create in (self.store.check, self.mirror.check):
+            try:
+                create()
+            except PromptregError:
+                pass   # doctor reports it
         return self.doctor()
 
     def doctor(self) -> list[Check]:
-        """Which stores are in use (and where that setting came from) and whether each is reachable."""
-        from promptreg.registry.migrate import HEAD_REVISION, current_revision
+        """Which stores are in use (and where that setting came from) and whether each works; creates
+        nothing: a store not created yet is OK, created on first use (promptreg.services.doctor)."""
+        from promptreg.services.doctor import doctor_checks
 
-        s = self.settings
-        checks = []
-        try:
-            with self._db_errors():
-                rev = current_revision(s.db_url)
-            ok = rev == HEAD_REVISION
-            detail = f"schema {rev}" if ok else f"schema {rev or 'missing'}, expected {HEAD_REVISION} (run `promptreg db upgrade`)"
-            checks.append(Check("registry database", mask_url(s.db_url), ok, detail, s.sources.get("db_url", "")))
-        except PromptregError as exc:
-            checks.append(Check("registry database", mask_url(s.db_url), False, str(exc), s.sources.get("db_url", "")))
-        for component, target, probe, key in (
-            ("artifact store", s.artifact_uri, lambda: self.store.check(), "artifact_uri"),
-            ("MLflow tracking", s.tracking_uri, lambda: self.mirror.check(), "tracking_uri"),
-        ):
-            try:
-                probe()
-                checks.append(Check(component, mask_url(target), True, "reachable", s.sources.get(key, "")))
-            except PromptregError as exc:
-                checks.append(Check(component, mask_url(target), False, str(exc), s.sources.get(key, "")))
-        return checks
+        return doctor_checks(self)
+
+    def repair_tracking_db(self) -> RepairReport | None:
+        """Rebuild a half-migrated embedded MLflow database (a copy of the damaged file is kept);
+        returns the RepairReport, or None when there is nothing to repair."""
+        from promptreg.services.doctor import repair_tracking
+
+        report = repair_tracking(self)
+        self._mirror = None   # a client opened before the repair would still read the replaced file
+        return report
 
     # ----- versions ---------------------------------------------------------------------------
     def push(self, folder: Path | str, name: str, description: str | None = None,
