@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from promptreg.errors import InputError, NotFoundError, PromptregError
+from promptreg.errors import AuthenticationError, InputError, NotFoundError
 from promptreg.server.policy import DEFAULT_PROTECTED, Grant, make_grant
 
 PREFIX = "prt"
@@ -39,14 +39,6 @@ LAST_USED_EVERY = dt.timedelta(minutes=1)
 _DUMMY_HASH = hashlib.sha256(b"promptreg-no-such-token").hexdigest()
 _EXPIRY_RE = re.compile(r"(\d{1,6})([mhdw])")
 _EXPIRY_UNIT = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-class AuthError(PromptregError):
-    """The request carries no usable credential (HTTP 401). ``reason`` is a short machine word."""
-
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 def new_token() -> tuple[str, str]:
@@ -213,7 +205,7 @@ class TokenStore:
             return _info(row, now)
 
     def authenticate(self, token: str) -> Principal:
-        """The principal of ``token``, or AuthError (malformed, invalid, expired, revoked)."""
+        """The principal of ``token``, or AuthenticationError (malformed, invalid, expired, revoked)."""
         from sqlalchemy import update
         from sqlmodel import select
 
@@ -221,17 +213,17 @@ class TokenStore:
 
         m = TOKEN_RE.fullmatch(token) if isinstance(token, str) else None
         if m is None:
-            raise AuthError("malformed token: expected prt_<id>_<secret>", "malformed")
+            raise AuthenticationError("malformed token: expected prt_<id>_<secret>", "malformed")
         token_id = m.group(1)
         with self._session() as s:
             row = s.exec(select(ApiToken).where(ApiToken.token_id == token_id)).first()
         expected = row.secret_hash if row is not None else _DUMMY_HASH
         if not hmac.compare_digest(token_hash(token), expected) or row is None:
-            raise AuthError("invalid token", "invalid")
+            raise AuthenticationError("invalid token", "invalid")
         now = self.clock()
         state = _state(row, now)
         if state != "active":
-            raise AuthError(f"token {row.token_id} ({row.name}) is {state}", state)
+            raise AuthenticationError(f"token {row.token_id} ({row.name}) is {state}", state)
         if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
             with self._session() as s:
                 s.exec(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
@@ -239,5 +231,5 @@ class TokenStore:
                          token_id=row.token_id, kind="token")
 
 
-__all__ = ["AuthError", "CreatedToken", "PREFIX", "Principal", "TOKEN_RE", "TokenInfo", "TokenStore",
+__all__ = ["CreatedToken", "PREFIX", "Principal", "TOKEN_RE", "TokenInfo", "TokenStore",
            "new_token", "parse_expiry", "token_hash"]
