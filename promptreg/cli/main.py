@@ -25,6 +25,7 @@ from promptreg.cli.serve_cmds import classify_cmd, generate_cmd, serve_cmd
 from promptreg.cli.train_cmds import import_peft_cmd, train_cmd
 from promptreg.cli.ui_cmds import ui_cmd
 from promptreg.errors import PromptregError
+from promptreg.quiet import quiet_libraries
 
 
 class LazyRegistry:
@@ -48,7 +49,7 @@ class LazyRegistry:
 @click.option("--db-url", help="Registry database URL (sqlite:///… or postgresql+psycopg://…).")
 @click.option("--tracking-uri", help="MLflow tracking URI (sqlite:///… or http(s)://server).")
 @click.option("--artifact-uri", help="Artifact store: a local folder or s3://bucket/prefix.")
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors, and the libraries' own warnings and logging.")
 @click.pass_context
 def cli(ctx: click.Context, home, db_url, tracking_uri, artifact_uri, verbose):
     """promptreg: registry and lifecycle service for soft prompts."""
@@ -75,6 +76,7 @@ def _verbose(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = _verbose(argv)
+    quiet_libraries(verbose)
     try:
         rv = cli.main(args=argv, prog_name="promptreg", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0

@@ -67,6 +67,7 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
+from promptreg.transformers_compat import cache_kwarg, output_cache
 from promptreg.runtime.soft_model import (
     GreedyRecorder,
     attention_masks,
@@ -296,7 +297,7 @@ class MixedRunner:
         layer_types = getattr(self._text_config, "layer_types", None)
         kind = layer_types[layer.self_attn.layer_idx] if layer_types else "full_attention"
         out = layer(hidden, attention_mask=masks.get(kind, masks["full_attention"]), position_ids=positions,
-                    past_key_values=cache, use_cache=cache is not None, position_embeddings=pe)
+                    use_cache=cache is not None, position_embeddings=pe, **cache_kwarg(layer, cache))
         return out[0] if isinstance(out, tuple) else out
 
     def _forward(self, batch: _Batch, *, use_cache: bool):
@@ -308,8 +309,8 @@ class MixedRunner:
             mask2d = torch.cat([batch.visible[0], batch.mask], dim=1).long()
             positions = base_pos + batch.shift[0].unsqueeze(1)
             out = self.decoder(inputs_embeds=batch.embeds, attention_mask=mask2d, position_ids=positions,
-                               past_key_values=cache, use_cache=use_cache or cache is not None)
-            return out.last_hidden_state, out.past_key_values, mask2d, positions
+                               use_cache=use_cache or cache is not None, **cache_kwarg(self.decoder, cache))
+            return out.last_hidden_state, output_cache(out), mask2d, positions
         # ID-SPAM rows: layer by layer, one mask / rotary table per distinct (visibility, shift) state;
         # every mask is built before any layer runs (the cache then holds the F front slots everywhere)
         per_layer: list[tuple] = []

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
+from promptreg.transformers_compat import cache_kwarg, output_cache
 from promptreg.training.methods.base import ModelDims, SoftPrompt
 
 
@@ -91,8 +92,8 @@ def cached_greedy(base_model: nn.Module, hidden: Tensor, cache, mask: Tensor, la
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         last_pos = last_pos + 1
         out = decoder(inputs_embeds=embed(next_ids.unsqueeze(1)), attention_mask=mask, position_ids=last_pos,
-                      past_key_values=cache, use_cache=True)
-        cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
+                      use_cache=True, **cache_kwarg(decoder, cache))
+        cache, hidden = output_cache(out), out.last_hidden_state[:, -1]
     return record.results
 
 
@@ -102,13 +103,14 @@ def attention_masks(cfg, hidden: Tensor, mask2d: Tensor, positions: Tensor, cach
     from transformers.masking_utils import create_causal_mask
 
     masks = {"full_attention": create_causal_mask(config=cfg, inputs_embeds=hidden, attention_mask=mask2d,
-                                                  past_key_values=cache, position_ids=positions)}
+                                                  position_ids=positions, **cache_kwarg(create_causal_mask, cache))}
     layer_types = getattr(cfg, "layer_types", None)
     if layer_types and "sliding_attention" in layer_types:
         from transformers.masking_utils import create_sliding_window_causal_mask
 
         masks["sliding_attention"] = create_sliding_window_causal_mask(
-            config=cfg, inputs_embeds=hidden, attention_mask=mask2d, past_key_values=cache, position_ids=positions)
+            config=cfg, inputs_embeds=hidden, attention_mask=mask2d, position_ids=positions,
+            **cache_kwarg(create_sliding_window_causal_mask, cache))
     return masks
 
 
@@ -202,7 +204,7 @@ class SoftPromptModel(nn.Module):
         for layer in layers:
             kind = layer_types[layer.self_attn.layer_idx] if layer_types else "full_attention"
             out = layer(hidden, attention_mask=masks.get(kind, masks["full_attention"]), position_ids=positions,
-                        past_key_values=None, use_cache=False, position_embeddings=position_embeddings)
+                        use_cache=False, position_embeddings=position_embeddings)
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
@@ -261,14 +263,15 @@ class SoftPromptModel(nn.Module):
         out = self.decoder(inputs_embeds=prefix, attention_mask=torch.ones(1, p, dtype=torch.long, device=pos.device),
                            position_ids=pos, use_cache=True)
         cache = DynamicCache(config=self.base_model.config)
-        for i, layer in enumerate(out.past_key_values.layers):
+        for i, layer in enumerate(output_cache(out).layers):
             shape = (b, *layer.keys.shape[1:])
             cache.update(layer.keys.expand(shape), layer.values.expand(shape), i)
         rest_ids = input_ids[:, p:]
         rest_mask = (torch.arange(t - p, device=rest_ids.device) >= (t - lengths).unsqueeze(1)).long()
         full_mask = torch.cat([torch.ones(b, p, dtype=torch.long, device=rest_ids.device), rest_mask], dim=1)
         rest = self.decoder(inputs_embeds=embed(rest_ids), attention_mask=full_mask,
-                            position_ids=p + positions_from_mask(rest_mask.bool()), past_key_values=cache, use_cache=True)
+                            position_ids=p + positions_from_mask(rest_mask.bool()), use_cache=True,
+                            **cache_kwarg(self.decoder, cache))
         return rest.last_hidden_state[:, -1]
 
     def _hidden(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None) -> Tensor:
@@ -276,7 +279,7 @@ class SoftPromptModel(nn.Module):
             return self._layer_forward(input_ids, attention_mask, virtual_mask)
         embeds, mask, positions, cache = self._prepare(input_ids, attention_mask, virtual_mask)
         out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                           past_key_values=cache, use_cache=cache is not None)
+                           use_cache=cache is not None, **cache_kwarg(self.decoder, cache))
         return out.last_hidden_state
 
     # ---- public API ------------------------------------------------------------------------------
@@ -325,30 +328,37 @@ class SoftPromptModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None = None, *,
-                 max_new_tokens: int = 16, eos_token_id: int | list[int] | None = None) -> list[list[int]]:
+                 max_new_tokens: int = 16, eos_token_id: int | list[int] | None = None,
+                 use_cache: bool = True) -> list[list[int]]:
         """Greedy decoding. Returns each row's new tokens, stopping after (and excluding) an EOS token.
         Input and prefix kinds decode with the transformers cache (the prefix key/values sit in the cache
-        before the prompt); ID-SPAM recomputes the whole sequence at each step (its prompt is pooled from
-        the row's tokens, generated ones included)."""
+        before the prompt). ``use_cache=False`` is the reference decoder: every step recomputes the whole
+        sequence exactly as training runs it (the soft prompt applied afresh, no key/value carried from a
+        step to the next); ID-SPAM always decodes so (its prompt is pooled from the row's tokens,
+        generated ones included)."""
         eos = set() if eos_token_id is None else (
             {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(e) for e in eos_token_id})
         record = GreedyRecorder(input_ids.shape[0], eos)
         if max_new_tokens <= 0:
             return record.results
-        head = self._lm_head()
-        if self.soft_prompt.kind == "layer":
-            ids, mask = input_ids, attention_mask
-            for step in range(max_new_tokens):
-                hidden = self._layer_forward(ids, mask, None)[:, -1]
-                next_ids = self._softcap(head(hidden)).argmax(-1)
-                if record(next_ids) or step == max_new_tokens - 1:
-                    break
-                ids = torch.cat([ids, next_ids.unsqueeze(1)], dim=1)
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            return record.results
-
+        if not use_cache or self.soft_prompt.kind == "layer":
+            return self._uncached_greedy(input_ids, attention_mask, virtual_mask, max_new_tokens, record)
         embeds, mask, positions, cache = self._prepare(input_ids, attention_mask, virtual_mask)
         out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                           past_key_values=cache, use_cache=True)
-        return cached_greedy(self.base_model, out.last_hidden_state[:, -1], out.past_key_values, mask,
+                           use_cache=True, **cache_kwarg(self.decoder, cache))
+        return cached_greedy(self.base_model, out.last_hidden_state[:, -1], output_cache(out), mask,
                              positions[:, -1:], max_new_tokens, record)
+
+    def _uncached_greedy(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None,
+                         max_new_tokens: int, record: GreedyRecorder) -> list[list[int]]:
+        head = self._lm_head()
+        ids, mask, vmask = input_ids, attention_mask, virtual_mask
+        for step in range(max_new_tokens):
+            next_ids = self._softcap(head(self._hidden(ids, mask, vmask)[:, -1])).argmax(-1)
+            if record(next_ids) or step == max_new_tokens - 1:
+                break
+            ids = torch.cat([ids, next_ids.unsqueeze(1)], dim=1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            if vmask is not None:
+                vmask = torch.cat([vmask, torch.zeros_like(vmask[:, :1])], dim=1)
+        return record.results

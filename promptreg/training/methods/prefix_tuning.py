@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
+from promptreg.transformers_compat import cache_kwarg, output_cache
 from promptreg.training.methods.base import (
     ModelDims,
     SoftPrompt,
@@ -134,10 +135,11 @@ def prefix_activations(base_model: nn.Module, token_ids: Sequence[int], dims: Mo
     try:
         out = decoder(input_ids=ids, attention_mask=torch.ones_like(ids),
                       position_ids=torch.arange(n, device=ids.device).unsqueeze(0),
-                      past_key_values=cache, use_cache=True)
+                      use_cache=True, **cache_kwarg(decoder, cache))
     finally:
         base_model.train(was_training)
-    cache = out.past_key_values if out.past_key_values is not None else cache
+    returned = output_cache(out)
+    cache = returned if returned is not None else cache
     layers = getattr(cache, "layers", None)
     if layers is None or len(layers) < dims.num_layers:
         raise InputError(f"prefix_tuning: the base model's cache has {0 if layers is None else len(layers)} "
