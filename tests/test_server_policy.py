@@ -52,7 +52,7 @@ def test_configurable_protected_aliases():
 
 
 def test_force_is_admin_only_even_for_a_granted_promoter():
-    assert "admin or higher needed" in decide(PROMO_PROD, Action.FORCE, prompt="p", alias="production")
+    assert decide(PROMO_PROD, Action.FORCE, prompt="p", alias="production") == "role promoter; needs admin"
     assert decide(ADMIN, Action.FORCE, prompt="p", alias="production") is None
 
 
@@ -66,7 +66,7 @@ def test_prompt_globs_apply_to_every_action_reads_included():
 
 
 def test_denial_names_what_is_missing():
-    assert decide(VIEWER, Action.PUSH, prompt="p") == "role viewer cannot push (contributor or higher needed)"
+    assert decide(VIEWER, Action.PUSH, prompt="p") == "role viewer; needs contributor or higher"
     why = decide(CONTRIB, Action.MOVE, prompt="p", alias="production")
     assert why == "alias production is protected: only an admin or a promoter granted production by name may move it"
 

@@ -8,11 +8,11 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from promptreg.errors import InputError, NotFoundError
+from promptreg.errors import AuthenticationError, InputError, NotFoundError
 from promptreg.registry import migrate
 from promptreg.registry.db import dispose_engines, make_engine
 from promptreg.server.policy import Grant
-from promptreg.server.tokens import TOKEN_RE, AuthError, TokenStore, parse_expiry
+from promptreg.server.tokens import TOKEN_RE, TokenStore, parse_expiry
 
 T0 = dt.datetime(2027, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -58,7 +58,7 @@ def test_create_stores_only_a_hash_and_authenticates(store):
 @pytest.mark.parametrize("bad", ["", "Bearer x", "prt_short_x", "prt_abcdefghijkl_" + "a" * 39, "prt_ABCDEFGHIJKL_" + "a" * 40])
 def test_malformed_tokens(store, bad):
     tokens, _ = store
-    with pytest.raises(AuthError) as info:
+    with pytest.raises(AuthenticationError) as info:
         tokens.authenticate(bad)
     assert info.value.reason == "malformed"
 
@@ -70,7 +70,7 @@ def test_wrong_secret_and_unknown_id_look_the_same(store):
     unknown = "prt_" + "0" * 12 + "_" + good.rsplit("_", 1)[1]
     errors = []
     for t in (wrong, unknown):
-        with pytest.raises(AuthError) as info:
+        with pytest.raises(AuthenticationError) as info:
             tokens.authenticate(t)
         errors.append((str(info.value), info.value.reason))
     assert errors == [("invalid token", "invalid")] * 2
@@ -90,7 +90,7 @@ def test_expiry_last_use_and_revocation(store):
     tokens.authenticate(created.token)
     assert tokens.list()[0].last_used_at == clock.now.isoformat(timespec="seconds")
     clock.now = T0 + dt.timedelta(hours=2)
-    with pytest.raises(AuthError, match=r"is expired") as info:
+    with pytest.raises(AuthenticationError, match=r"is expired") as info:
         tokens.authenticate(created.token)
     assert info.value.reason == "expired"
     assert tokens.list()[0].state == "expired" and tokens.list(include_inactive=False) == []
@@ -98,7 +98,7 @@ def test_expiry_last_use_and_revocation(store):
     other = tokens.create("ci", "contributor", actor="root")
     revoked = tokens.revoke("ci", actor="root", actor_token_id="abc")
     assert revoked.state == "revoked" and revoked.revoked_by == "root"
-    with pytest.raises(AuthError) as info:
+    with pytest.raises(AuthenticationError) as info:
         tokens.authenticate(other.token)
     assert info.value.reason == "revoked"
     with pytest.raises(NotFoundError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ API = "/api/v1"
 PUBLIC_PATHS = ("/healthz", "/readyz")
 SYSTEM_PRINCIPAL = "promptreg-server"
 _READY_TTL_S = 2.0
+_MLFLOW_PROBE_EVERY_S = 30.0
 
 
 @dataclass
@@ -49,6 +51,10 @@ class ServerContext:
     limiter: FailureLimiter
     metrics: ServerMetrics
     _ready: tuple[float, int, dict[str, str]] | None = field(default=None, repr=False)
+    mlflow_status: str = "checking"
+    _mlflow_checked_at: float = field(default=-1e9, repr=False)
+    _mlflow_probing: bool = field(default=False, repr=False)
+    _probe_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def protected(self) -> tuple[str, ...]:
@@ -59,22 +65,43 @@ class ServerContext:
         return self.registry.acting_as(principal.name, token_id=principal.token_id)
 
     def readiness(self) -> tuple[int, dict[str, str]]:
-        """200 when the database (at the schema this server needs) and the artifact store answer;
-        MLflow is reported but does not make the server unready (it is a mirror; sync repairs it)."""
+        """200 when the database (at the schema this server needs) and the artifact store answer.
+        MLflow is reported from a background probe (at most every 30 s, never awaited here: a first
+        MLflow call can take seconds) and does not make the server unready: it is a mirror, sync
+        repairs it."""
         now = time.monotonic()
-        if self._ready is not None and now - self._ready[0] < _READY_TTL_S:
-            return self._ready[1], self._ready[2]
-        checks = {}
-        for component, probe in (("database", self._probe_database), ("artifact_store", self._probe_store),
-                                 ("mlflow", self._probe_mlflow)):
+        if self._ready is None or now - self._ready[0] >= _READY_TTL_S:
+            checks = {}
+            for component, probe in (("database", self._probe_database), ("artifact_store", self._probe_store)):
+                try:
+                    probe()
+                    checks[component] = "ok"
+                except Exception:  # noqa: BLE001 - readiness reports, it never raises
+                    checks[component] = "unavailable"
+            status = 200 if checks["database"] == checks["artifact_store"] == "ok" else 503
+            self._ready = (now, status, checks)
+        self.probe_mlflow_soon()
+        return self._ready[1], {**self._ready[2], "mlflow": self.mlflow_status}
+
+    def probe_mlflow_soon(self) -> None:
+        """Start a background MLflow probe unless one ran in the last 30 s or is running."""
+        now = time.monotonic()
+        with self._probe_lock:
+            if self._mlflow_probing or now - self._mlflow_checked_at < _MLFLOW_PROBE_EVERY_S:
+                return
+            self._mlflow_probing = True
+
+        def probe():
             try:
-                probe()
-                checks[component] = "ok"
-            except Exception:  # noqa: BLE001 - readiness reports, it never raises
-                checks[component] = "unavailable"
-        status = 200 if checks["database"] == checks["artifact_store"] == "ok" else 503
-        self._ready = (now, status, checks)
-        return status, checks
+                self.registry.mirror.check()
+                self.mlflow_status = "ok"
+            except Exception:  # noqa: BLE001
+                self.mlflow_status = "unavailable"
+            finally:
+                self._mlflow_checked_at = time.monotonic()
+                self._mlflow_probing = False
+
+        threading.Thread(target=probe, name="promptreg-mlflow-probe", daemon=True).start()
 
     def _probe_database(self) -> None:
         from promptreg.registry.db import check
@@ -86,9 +113,6 @@ class ServerContext:
 
     def _probe_store(self) -> None:
         self.registry.store.check()
-
-    def _probe_mlflow(self) -> None:
-        self.registry.mirror.check()
 
 
 def _error_body(exc: PromptregError, status: int) -> dict:
@@ -114,7 +138,8 @@ def _install_error_handlers(app, metrics: ServerMetrics) -> None:
 
     async def validation_error(request, exc: RequestValidationError):
         first = (exc.errors() or [{}])[0]
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
+        loc = [str(p) for p in first.get("loc", ())]
+        where = ".".join(loc[1:]) if loc[:1] == ["body"] and len(loc) > 1 else ".".join(loc) or "body"
         message = f"invalid request: {where}: {first.get('msg', 'invalid')}"
         return JSONResponse({"error": {"code": "invalid_input", "message": message, "type": "InputError"}},
                             status_code=400)
@@ -190,6 +215,7 @@ def create_app(registry, config: ServerConfig | None = None, *, tokens: TokenSto
 
     config = (config or ServerConfig()).check()
     metrics = ServerMetrics()
+    registry.engine, registry.store, registry.mirror  # noqa: B018 - created once, shared by every request's view
     tokens = tokens or TokenStore(registry.engine, protected=config.protected_aliases)
     oidc = None
     if config.oidc is not None:
@@ -201,6 +227,7 @@ def create_app(registry, config: ServerConfig | None = None, *, tokens: TokenSto
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        ctx.probe_mlflow_soon()      # warms MLflow up in the background; /readyz reports it
         task = asyncio.create_task(_sync_loop(ctx)) if config.sync_interval_s > 0 else None
         try:
             yield
@@ -301,7 +328,22 @@ def periodic_sync(ctx: ServerContext):
             conn.commit()
 
 
+def app_from_env():
+    """The app of one worker when ``promptreg server --workers N`` (N > 1) starts uvicorn's process
+    manager: the CLI passed its config and registry flags in the environment."""
+    import json
+    import os
+
+    from promptreg.services.registry import Registry
+    from promptreg.settings import Settings
+
+    config = ServerConfig.from_json(os.environ["PROMPTREG_SERVER_CONFIG"])
+    flags = json.loads(os.environ.get("PROMPTREG_SERVER_FLAGS") or "{}")
+    settings = Settings.load(**{k: v for k, v in flags.items() if v and k != "url"})
+    return create_app(Registry(settings), config)
+
+
 #: 63-bit key of the PostgreSQL advisory lock that keeps replicas from syncing at the same time.
 SYNC_LOCK_KEY = 0x70726F6D7073  # "promps"
 
-__all__ = ["API", "PUBLIC_PATHS", "ServerContext", "create_app", "periodic_sync"]
+__all__ = ["API", "PUBLIC_PATHS", "ServerContext", "app_from_env", "create_app", "periodic_sync"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from promptreg.errors import InputError
 from promptreg.refs import check_alias, text_problem
@@ -29,7 +29,7 @@ DEFAULT_PROTECTED = ("production",)
 _MAX_PATTERN = 128
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     READ = "read"            # list, show, history, pull, reports, schedules and environments listed
     PUSH = "push"            # push a version
     EVALUATE = "evaluate"    # eval, gate
@@ -75,10 +75,10 @@ class Grant:
 def decide(grant: Grant, action: Action, *, prompt: str | None = None, alias: str | None = None,
            protected: Collection[str] = DEFAULT_PROTECTED) -> str | None:
     """None when ``grant`` allows ``action`` (on ``prompt``, moving ``alias``), else what is missing,
-    as a phrase for the one-line error ("role viewer cannot push (contributor or higher needed)")."""
+    as a phrase for the one-line error ("role viewer; needs contributor or higher")."""
     needed = MIN_ROLE[action]
     if rank(grant.role) < rank(needed):
-        return f"role {grant.role} cannot {action.value} ({needed} or higher needed)"
+        return f"role {grant.role}; needs {needed}" + (" or higher" if needed != ROLES[-1] else "")
     if prompt is not None and not grant.sees(prompt):
         return f"prompt {prompt} is not in the token's prompts ({', '.join(grant.prompts)})"
     if action in (Action.MOVE, Action.FORCE) and alias is not None and grant.role != "admin":

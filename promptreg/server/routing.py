@@ -130,6 +130,8 @@ class LimitedRoute(APIRoute):
             if length.isdigit() and int(length) > limit:
                 raise PayloadTooLargeError(f"request body of {int(length)} bytes is over the limit of {limit} bytes")
             limited = Request(request.scope, _limited_receive(request.receive, limit, cfg.request_timeout_s))
+            if spec.get("body") == "json":
+                await limited.body()   # read here (cached on the request): over the limit is our 413, not a parse error
             try:
                 return await asyncio.wait_for(original(limited), timeout)
             except TimeoutError:
