@@ -70,7 +70,7 @@ class LazyRegistry:
             if self.remote:
                 from promptreg.client.remote import RemoteRegistry
 
-                self._registry = RemoteRegistry(self.api())
+                self._registry = RemoteRegistry(self.api(), self.settings)
             else:
                 from promptreg.services.registry import Registry
 

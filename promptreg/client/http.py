@@ -89,8 +89,11 @@ class ApiClient:
                 message = f"not authenticated: {message} (run `promptreg login` again or check PROMPTREG_TOKEN)"
         exc = cls(message)
         report = (err.get("details") or {}).get("report")
-        if report is not None:
-            exc.report_dict = report
+        if report is not None:          # a failed gate: the same GateReport a direct promote attaches
+            from promptreg.codec import decode
+            from promptreg.evaluation.results import GateReport
+
+            exc.report = decode(GateReport, report)
         raise exc
 
     @contextmanager

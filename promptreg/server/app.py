@@ -118,8 +118,10 @@ class ServerContext:
 def _error_body(exc: PromptregError, status: int) -> dict:
     err: dict[str, Any] = {"code": exc.code, "message": " ".join(str(exc).split()), "type": type(exc).__name__}
     report = getattr(exc, "report", None)
-    if report is not None and hasattr(report, "to_dict"):
-        err["details"] = {"report": report.to_dict()}
+    if report is not None:
+        from promptreg.codec import encode
+
+        err["details"] = {"report": encode(report)}   # a failed gate: the client shows its table
     return {"error": err}
 
 

@@ -52,11 +52,26 @@ def _iso(dt) -> str:
 
 
 class Registry:
+    #: The API token the acting principal authenticated with (``promptreg server``), recorded on audit events.
+    token_id: str | None = None
+
     def __init__(self, settings: Settings | None = None, **overrides: str | None):
         self.settings = settings or Settings.load(**{k: v for k, v in overrides.items() if v})
         self._engine = None
         self._store = None
         self._mirror = None
+
+    def acting_as(self, user: str, *, token_id: str | None = None) -> Registry:
+        """This registry, sharing its engine, store and mirror, with every write recorded as ``user``
+        (and ``token_id``): what ``promptreg server`` uses per request for the authenticated principal."""
+        import copy
+        import dataclasses
+
+        self.engine, self.store, self.mirror  # noqa: B018 - created once here, shared by every view
+        view = copy.copy(self)
+        view.settings = dataclasses.replace(self.settings, user=user)
+        view.token_id = token_id
+        return view
 
     # ----- components, created lazily -------------------------------------------------------
     @property

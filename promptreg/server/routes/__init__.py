@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register(router) -> None:
-    from promptreg.server.routes import tokens
+    from promptreg.server.routes import admin, drift, lifecycle, registry, schedules, tokens
 
-    for module in (tokens,):
+    for module in (tokens, registry, lifecycle, drift, schedules, admin):
         module.register(router)
