@@ -313,3 +313,14 @@ def test_two_workers_share_one_metrics_view(tmp_path):
         assert float(line.rsplit(" ", 1)[1]) == 40.0
     finally:
         assert srv.stop() == 0
+
+
+def test_openapi_schema_checked_into_docs_is_current():
+    import sys
+
+    from tests.fixtures.server import clean_env
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "scripts" / "openapi.py"), "--check"], cwd=root,
+                       env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
