@@ -4,7 +4,7 @@ Latency (median, p99) of the registry's in-process operations on two fresh datab
 and one with 10,000 versions (100 prompts each), measured in alternation (A B, B A, ...) so that
 both see the same load on a shared machine:
 
-* ``push_metadata``: the metadata path of a push (``Registry._insert_version``: version row + audit event,
+* ``push_metadata``: the metadata path of a push (``promptreg.services.versions.insert_version``: version row + audit event,
   one transaction; no upload, no MLflow mirror),
 * ``promote``: ``lifecycle.promote(..., to="staging")`` (no gate required), a version not mirrored to
   MLflow, so this is the whole in-process path (reads + compare-and-swap transaction),
@@ -86,7 +86,7 @@ class Bench:
         self.counts = dict.fromkeys(self.names, 0)     # versions per prompt
         self.seq = 0
 
-    # -- set-up: bulk rows, same columns as Registry._insert_version writes -------------------------
+    # -- set-up: bulk rows, same columns as services.versions.insert_version writes -------------------------
     def bulk_fill(self, targets: dict[str, int]) -> None:
         """Bulk-insert versions (and their push audit events) until each prompt has ``targets[name]``."""
         from sqlmodel import select
@@ -95,7 +95,7 @@ class Bench:
 
         m = self.art.manifest
         manifest = m.model_dump(mode="json")
-        with self.reg._session() as s:
+        with self.reg.session() as s:
             ids = dict(s.exec(select(Prompt.name, Prompt.id)).all())
             missing = [n for n in self.names if n not in ids]
             if missing:
@@ -134,12 +134,14 @@ class Bench:
 
     # -- measured operations -------------------------------------------------------------------------
     def push_one(self, name: str) -> float:
+        from promptreg.services.versions import insert_version
+
         self.seq += 1
         sha = fake_sha(self.seq)
         art = SimpleNamespace(manifest=self.art.manifest, sha256=sha, size_bytes=self.art.size_bytes)
         uri = f"s3://bench/registry/sha256/{sha[:2]}/{sha}"
         t0 = time.perf_counter()
-        _vid, created = self.reg._insert_version(name, art, uri, "")
+        _vid, created = insert_version(self.reg, name, art, uri, "")
         dt = time.perf_counter() - t0
         assert created
         self.counts[name] += 1
@@ -257,8 +259,11 @@ def measure_mlflow(reg, mirrored: str, versions: int, url: str, samples: int) ->
     out["promote_mirrored"] = stats(prom)
     mv = [reg.show(f"{mirrored}:{i + 1}").mlflow_model_version for i in range(versions)]
     holder = reg.show(f"{mirrored}@staging").mlflow_model_version
-    out["mirror_alias"] = stats([timed(reg._mirror_alias, mirrored, "staging", holder) for _ in range(samples)])
-    out["mirror_state_tags"] = stats([timed(reg._mirror_state_tags, mirrored, {1, 2}) for _ in range(samples)])
+    from promptreg.services.aliases import mirror_alias
+    from promptreg.services.mirroring import mirror_state_tags
+
+    out["mirror_alias"] = stats([timed(mirror_alias, reg, mirrored, "staging", holder) for _ in range(samples)])
+    out["mirror_state_tags"] = stats([timed(mirror_state_tags, reg, mirrored, {1, 2}) for _ in range(samples)])
     plain_model = f"{mirrored}-plain"
     client.create_registered_model(plain_model)
     first = client.get_model_version(mirrored, mv[0])

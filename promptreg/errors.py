@@ -1,14 +1,22 @@
 """Error types that reach the user as one clear line and an exit code.
 
 Exit codes: 2 = bad input / usage / unreachable store / refused (the command could not run),
-1 = a check ran and failed (gates, later), 0 = success.
+1 = a check ran and failed (gates), 0 = success.
+
+Invariants: every error promptreg raises on purpose is a :class:`PromptregError`; ``str(err)`` is the
+one line shown to the user (``error: <line>`` on stderr). The *category* of an error (:func:`error_type`:
+``InputError``, ``NotFoundError``, ...) is what callers branch on; finer subclasses (e.g.
+:class:`AliasNotFoundError`) let Python callers tell cases apart without reading the message.
 
 Over HTTP (``promptreg server``) each class is one JSON error ``{"error": {"code", "message"}}`` with
-its ``http_status``; the remote client turns ``code`` back into the same class (:func:`error_for_code`),
-so a command exits the same way in direct and in remote mode.
+its ``http_status`` (a subclass answers with its category's); the remote client turns ``code`` back
+into the same category (:func:`error_for_code`), so a command exits the same way in direct and in
+remote mode.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class PromptregError(Exception):
@@ -27,10 +35,34 @@ class InputError(PromptregError):
 
 
 class NotFoundError(PromptregError):
-    """Unknown prompt name, version or alias."""
+    """Unknown prompt name, version, alias, schedule, environment or artifact."""
 
     code = "not_found"
     http_status = 404
+
+
+class PromptNotFoundError(NotFoundError):
+    """No prompt of that name."""
+
+
+class VersionNotFoundError(NotFoundError):
+    """The prompt exists but has no such version (or no version at all)."""
+
+
+class AliasNotFoundError(NotFoundError):
+    """The prompt exists but the alias is not set."""
+
+
+class ScheduleNotFoundError(NotFoundError):
+    """No schedule with that id."""
+
+
+class EnvironmentNotFoundError(NotFoundError):
+    """No base model recorded for that deployment environment."""
+
+
+class ArtifactNotFoundError(NotFoundError):
+    """The artifact store has no content at that address."""
 
 
 class IntegrityError(PromptregError):
@@ -106,11 +138,38 @@ class RequestTimeoutError(PromptregError):
 
 
 class GateFailedError(PromptregError):
-    """A regression gate ran and failed (promote refuses): exit 1, not 2, so CI can tell them apart."""
+    """A regression gate ran and failed (promote refuses): exit 1, not 2, so CI can tell them apart.
+
+    ``report``: the :class:`~promptreg.evaluation.results.GateReport` that failed (None if unknown)."""
 
     exit_code = 1
     code = "gate_failed"
     http_status = 422
+
+    def __init__(self, message: str, report: Any = None):
+        super().__init__(message)
+        self.report = report
+
+
+#: The error categories callers see (CLI exit codes, HTTP statuses, ``error_type`` in serving results).
+CATEGORIES: tuple[type[PromptregError], ...] = (
+    InputError, NotFoundError, IntegrityError, StoreUnavailableError, ConflictError, MirrorError,
+    GateFailedError, PromptregError)
+
+
+def error_type(exc: BaseException) -> str:
+    """The category name of a promptreg error (``AliasNotFoundError`` -> ``NotFoundError``);
+    ``InternalError`` for anything else."""
+    for cls in CATEGORIES:
+        if isinstance(exc, cls):
+            return cls.__name__
+    return "InternalError"
+
+
+def one_line(text: object) -> str:
+    """A message on one line: a path or value quoted in it may hold line breaks (any that
+    ``str.splitlines()`` knows, e.g. '\\n', '\\r', '\\x0b', '\\u2028'); they become spaces."""
+    return " ".join(str(text).splitlines())
 
 
 def _subclasses(cls: type) -> list[type]:

@@ -108,14 +108,14 @@ def test_base_model_swap_flags_incompatible_at_once(prod, tmp_path, tiny_model_d
     reg, suite, _ = prod
     new_base = build_tiny_llama(tmp_path / "new-base", seed=4)          # same shapes, other weights
     env = set_environment_model(reg, "prod", str(new_base))
-    assert env["fingerprint"] != reg.show("toy:2").base_model_fingerprint
+    assert env.fingerprint != reg.show("toy:2").base_model_fingerprint
     fresh = _jsonl(tmp_path / "fresh.jsonl", [{"text": r["text"]} for r in sentiment_rows(40, seed=3)])
     out = check_drift(reg, "toy@production", str(fresh), suite=suite, env="prod")
     assert out.decision == "incompatible" and out.action == "report"        # default policy: report
     assert out.action_detail["passes_on_new_base_model"] is False           # no labels: cannot pass
     assert reg.show("toy:2").status == "incompatible"
     flag = [e for e in reg.history("toy") if e.action == "flag"][-1]
-    assert flag.details["status"] == "incompatible" and flag.details["deployed_fingerprint"] == env["fingerprint"]
+    assert flag.details["status"] == "incompatible" and flag.details["deployed_fingerprint"] == env.fingerprint
     assert any("ESTIMATED" in n for n in out.notes)                          # label-free performance
     conf = next(t for t in out.tests if t["name"].startswith("confidence"))
     assert conf["detail"]["estimate"] is True

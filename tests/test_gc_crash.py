@@ -297,15 +297,17 @@ def test_push_reuploads_content_that_gc_removed_before_its_commit(tmp_path, monk
     os.utime(reg.store.path_for(sha), (old, old))
     for f in reg.store.path_for(sha).iterdir():
         os.utime(f, (old, old))
-    real_insert = reg._insert_version
+    from promptreg.services import versions
+
+    real_insert = versions.insert_version
 
     def insert_after_gc(*args, **kwargs):
         gone = collect_garbage(reg, min_age_s=3600, delete=True)
         assert [o.sha256 for o in gone.deleted] == [sha]
         return real_insert(*args, **kwargs)
 
-    monkeypatch.setattr(reg, "_insert_version", insert_after_gc)
-    monkeypatch.setattr(reg, "_mirror_version", lambda *a, **k: [])  # MLflow plays no part here
+    monkeypatch.setattr(versions, "insert_version", insert_after_gc)
+    monkeypatch.setattr("promptreg.services.mirroring.mirror_version", lambda *a, **k: [])  # MLflow plays no part here
     res = reg.push(art, "p")
     assert res.created
     assert verify_all(reg, "p", tmp_path)[0].sha256 == sha

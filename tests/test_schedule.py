@@ -140,7 +140,7 @@ def _registry(url: str, tmp_path: Path, user: str = "tester"):
 
 def _seed(reg, name: str = "sentiment", aliases=("production", "staging")) -> tuple[int, int]:
     """A prompt with one version and aliases, written directly (no artifact needed here)."""
-    with reg._session() as s:
+    with reg.session() as s:
         p = Prompt(name=name, created_by="tester")
         s.add(p)
         s.flush()
@@ -154,7 +154,7 @@ def _seed(reg, name: str = "sentiment", aliases=("production", "staging")) -> tu
 
 
 def _runs(reg, schedule_id: int | None = None) -> list[ScheduleRun]:
-    with reg._session() as s:
+    with reg.session() as s:
         q = sa.select(ScheduleRun).order_by(ScheduleRun.slot_at, ScheduleRun.id)
         if schedule_id is not None:
             q = q.where(ScheduleRun.schedule_id == schedule_id)
@@ -162,7 +162,7 @@ def _runs(reg, schedule_id: int | None = None) -> list[ScheduleRun]:
 
 
 def _schedule_row(reg, schedule_id: int) -> Schedule:
-    with reg._session() as s:
+    with reg.session() as s:
         return s.get(Schedule, schedule_id)
 
 
@@ -220,7 +220,7 @@ def test_add_list_remove(sqlite_url, tmp_path):
     assert _runs(reg, info.id) == []
     with pytest.raises(NotFoundError, match=f"no schedule {info.id}"):
         sch.remove_schedule(reg, info.id)
-    with reg._session() as s:
+    with reg.session() as s:
         actions = [a for (a,) in s.execute(sa.select(AuditEvent.action).order_by(AuditEvent.id))]
     assert actions == ["schedule.add", "schedule.add", "schedule.remove"]
 
@@ -275,7 +275,7 @@ def test_check_result_links_the_drift_report(sqlite_url, tmp_path):
 
 
 def _drift_report(reg, run_id: int, prompt_id: int, version_id: int) -> int:
-    with reg._session() as s:
+    with reg.session() as s:
         r = DriftReport(prompt_id=prompt_id, version_id=version_id, alias="production", data_fingerprint="d" * 64,
                         data_uri="d.jsonl", base_model_fingerprint="f" * 64, statistics={}, decision="none",
                         action="none", action_detail={}, schedule_run_id=run_id, created_by="tester")
@@ -430,7 +430,7 @@ SCHEDULER_SCRIPT = textwrap.dedent(
 
     def check(claim):
         # the report is written in ONE transaction, tagged with the run; the slow part happens inside it
-        with reg._session() as s:
+        with reg.session() as s:
             report = DriftReport(prompt_id=1, version_id=1, alias=claim.alias, data_fingerprint="d" * 64,
                                  data_uri=claim.data_uri, base_model_fingerprint="f" * 64,
                                  statistics={"slot": claim.slot_at.isoformat()}, decision="none", action="none",
@@ -464,7 +464,7 @@ def _start_scheduler(url: str, tmp_path: Path, sleep_s: float, grace_s: float):
 
 
 def _reports(reg) -> list[DriftReport]:
-    with reg._session() as s:
+    with reg.session() as s:
         return list(s.execute(sa.select(DriftReport).order_by(DriftReport.id)).scalars())
 
 
@@ -561,10 +561,10 @@ def test_schedule_run_slot_is_unique_in_the_database(sqlite_url, tmp_path):
     reg = _registry(sqlite_url, tmp_path)
     _seed(reg)
     sid = sch.add_schedule(reg, "sentiment@production", "0 * * * *", "d.jsonl", now=T(2025, 1, 1)).id
-    with reg._session() as s:
+    with reg.session() as s:
         s.add(ScheduleRun(schedule_id=sid, slot_at=T(2025, 1, 1, 1), status="ok", owner="a"))
     with pytest.raises(sa.exc.IntegrityError):
-        with reg._session() as s:
+        with reg.session() as s:
             s.add(ScheduleRun(schedule_id=sid, slot_at=T(2025, 1, 1, 1), status="running", owner="b"))
 
 

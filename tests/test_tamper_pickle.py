@@ -87,7 +87,7 @@ def test_tampered_store_and_cache_are_refused_everywhere(tamper_env, tmp_path, t
 
     reg, env, moto = tamper_env
     if moto is not None:  # MLflow's copy is checked with the local store only (it does not depend on the store)
-        monkeypatch.setattr(reg, "_mirror_version", lambda *a, **k: [])
+        monkeypatch.setattr("promptreg.services.mirroring.mirror_version", lambda *a, **k: [])
     res = reg.push(make_model_artifact(tmp_path / "art", tiny_model_dir, seed=1), "toy")
     assert moto is not None or res.version.mirror_status == "ok", res.warnings
     info = res.version
@@ -366,7 +366,7 @@ def test_no_code_path_unpickles(tmp_path, tiny_model_dir):
 def test_s3_content_addresses_are_never_overwritten(s3_env, tmp_path, monkeypatch):
     bucket = s3_env.new_bucket()
     reg = Registry(home=str(tmp_path / ".promptreg"), artifact_uri=f"s3://{bucket}/reg")
-    monkeypatch.setattr(reg, "_mirror_version", lambda *a, **k: [])  # the store is under test, not MLflow
+    monkeypatch.setattr("promptreg.services.mirroring.mirror_version", lambda *a, **k: [])  # the store is under test, not MLflow
     art = make_artifact(tmp_path / "a", n=2, seed=5)
     store = reg.store
     puts: list[str] = []

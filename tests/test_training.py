@@ -128,7 +128,7 @@ def test_train_job_registers_version_with_everything_in_mlflow(tmp_path, tiny_mo
     from promptreg.services.train import run_training
 
     reg = Registry(home=str(tmp_path / ".promptreg"))
-    report = run_training(_job(tmp_path, tiny_model_dir), reg)
+    report = run_training(reg, _job(tmp_path, tiny_model_dir))
     v = report.pushed.version
     assert (v.name, v.version, v.method, v.mirror_status) == ("toy-sentiment", 1, "prompt_tuning", "ok")
     assert {"eval_accuracy", "test_accuracy", "zero_shot_test_accuracy"} <= set(v.metrics)
@@ -171,7 +171,7 @@ def test_bad_data_fails_clearly_and_registers_nothing(tmp_path, tiny_model_dir, 
         path.write_text("")
     reg = Registry(home=str(tmp_path / ".promptreg"))
     with pytest.raises(InputError, match=match) as exc:
-        run_training(_job(tmp_path, tiny_model_dir, train_path=path), reg)
+        run_training(reg, _job(tmp_path, tiny_model_dir, train_path=path))
     assert "\n" not in str(exc.value)
     assert reg.list_prompts() == []
 
@@ -183,7 +183,7 @@ def test_validation_failure_stops_the_job(tmp_path, tiny_model_dir):
     path = write_jsonl(tmp_path / "long.jsonl", rows)
     reg = Registry(home=str(tmp_path / ".promptreg"))
     with pytest.raises(InputError, match="validation failed"):
-        run_training(_job(tmp_path, tiny_model_dir, train_path=path), reg)
+        run_training(reg, _job(tmp_path, tiny_model_dir, train_path=path))
     assert reg.list_prompts() == []
 
 
@@ -254,7 +254,7 @@ def test_real_smollm2_train_push_end_to_end(tmp_path):
 
     svc._load_splits = limited
     try:
-        report = run_training(job, reg)
+        report = run_training(reg, job)
     finally:
         svc._load_splits = original
     v = report.pushed.version

@@ -28,18 +28,8 @@ from promptreg.cli.output import emit_json, table, warn
 @click.pass_obj
 def drift_cmd(obj, ref, data_uri, suite_path, env, model, reference, action, text_column, label_column, as_json):
     """Check NAME@ALIAS (or NAME:VERSION) for base-model, data and performance drift; act by policy."""
-    from promptreg.errors import InputError
-    from promptreg.services.drift import check_drift
-
-    if env and model:
-        raise InputError("use --env or --model, not both")
-    suite = None
-    if suite_path is not None:
-        from promptreg.evaluation.suite import load_suite
-
-        suite = load_suite(suite_path)
-    out = check_drift(obj.get(), ref, data_uri, suite=suite, env=env, model=model, reference=reference,
-                      action=action, text_column=text_column, label_column=label_column)
+    out = obj.get().drift(ref, data_uri, suite=suite_path, env=env, model=model, reference=reference,
+                          action=action, text_column=text_column, label_column=label_column)
     for w in out.warnings:
         warn(w)
     if as_json:
@@ -71,14 +61,12 @@ def env_group():
 @click.pass_obj
 def env_set_base_model_cmd(obj, env, model, as_json):
     """Record that ENV runs base model MODEL (a folder or 'smollm2'); drift checks compare fingerprints."""
-    from promptreg.services.drift import set_environment_model
-
-    out = set_environment_model(obj.get(), env, model)
+    out = obj.get().set_environment_model(env, model)
     if as_json:
-        emit_json(out)
+        emit_json(out.to_dict())
     else:
-        was = f" (was {out['previous'][:12]})" if out["previous"] and out["previous"] != out["fingerprint"] else ""
-        click.echo(f"{env}: base model {out['fingerprint'][:12]} at {out['path']}{was}")
+        was = f" (was {out.previous[:12]})" if out.previous and out.previous != out.fingerprint else ""
+        click.echo(f"{env}: base model {out.fingerprint[:12]} at {out.path}{was}")
     return 0
 
 
@@ -87,12 +75,10 @@ def env_set_base_model_cmd(obj, env, model, as_json):
 @click.pass_obj
 def env_list_cmd(obj, as_json):
     """List environments and their base models."""
-    from promptreg.services.drift import list_environments
-
-    rows = list_environments(obj.get())
+    rows = obj.get().list_environments()
     if as_json:
-        emit_json(rows)
+        emit_json([r.to_dict() for r in rows])
     else:
         table(["environment", "fingerprint", "path", "updated"],
-              [[r["environment"], r["fingerprint"][:12], r["path"], r["updated_at"]] for r in rows])
+              [[r.environment, r.fingerprint[:12], r.path, r.updated_at] for r in rows])
     return 0

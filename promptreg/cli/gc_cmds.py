@@ -42,11 +42,10 @@ def gc_cmd(obj, dry_run, yes, min_age_s, as_json):
     concurrent push is kept safe (--min-age-s, a lock on new references, a check after each push).
     """
     from promptreg.errors import InputError
-    from promptreg.services.gc import collect_garbage
 
     if dry_run and yes:
         raise InputError("--dry-run and --yes exclude each other")
-    report = collect_garbage(obj.get(), min_age_s=min_age_s, delete=yes)
+    report = obj.get().gc(min_age_s=min_age_s, delete=yes)
     if as_json:
         emit_json(report.to_dict())
         return 0

@@ -20,18 +20,6 @@ def _fmt(x, digits: int = 3) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
 
-def _evaluator(obj, model, device, no_cache):
-    from promptreg.services.evaluate import Evaluator
-
-    return Evaluator(obj.get(), model=model, device=device, use_cache=not no_cache)
-
-
-def _load_suite(path: Path):
-    from promptreg.evaluation.suite import load_suite
-
-    return load_suite(path)
-
-
 def echo_gate(report) -> None:
     """The gate verdict as a table plus one line per failed rule."""
     base = f"{report.prompt}:{report.baseline}" if report.baseline is not None else f"no baseline ({report.against})"
@@ -73,10 +61,8 @@ def echo_gate(report) -> None:
 @click.pass_obj
 def eval_cmd(obj, ref, suite_path, model, against, device, no_cache, markdown_path, as_json):
     """Evaluate REF (NAME:VERSION or NAME@ALIAS) on a regression suite and record the eval run."""
-    suite = _load_suite(suite_path)
-    ev = _evaluator(obj, model, device, no_cache)
-    result, _baseline = ev.evaluate(ref, suite, against=against)
-    for w in ev.warnings:
+    result = obj.get().eval(ref, suite_path, against=against, model=model, device=device, use_cache=not no_cache)
+    for w in result.warnings:
         warn(w)
     if markdown_path is not None:
         from promptreg.evaluation.report import eval_markdown
@@ -132,14 +118,12 @@ def gate_cmd(obj, ref, against, suite_path, model, device, junit_path, markdown_
     from promptreg.errors import PromptregError
 
     try:
-        suite = _load_suite(suite_path)
-        ev = _evaluator(obj, model, device, no_cache)
-        report = ev.gate(ref, suite, against=against)
+        report = obj.get().gate(ref, suite_path, against=against, model=model, device=device, use_cache=not no_cache)
     except PromptregError as exc:
         if junit_path is not None:
             _junit_error(junit_path, ref, str(exc))
         raise
-    for w in ev.warnings:
+    for w in report.warnings:
         warn(w)
     from promptreg.evaluation.report import gate_junit_xml, gate_markdown, write_github_step_summary
 
@@ -169,15 +153,11 @@ def gate_cmd(obj, ref, against, suite_path, model, device, junit_path, markdown_
 def promote_cmd(obj, ref, to, suite_path, model, device, force, reason, as_json):
     """Point NAME@TO at REF after its gate passes (compare-and-swap + audit event + MLflow alias)."""
     from promptreg.errors import GateFailedError
-    from promptreg.services.lifecycle import promote
 
-    reg = obj.get()
-    suite = _load_suite(suite_path) if suite_path is not None else None
-    ev = _evaluator(obj, model, device, False) if suite is not None else None
     try:
-        result = promote(reg, ref, to, suite=suite, evaluator=ev, force=force, reason=reason)
+        result = obj.get().promote(ref, to, suite=suite_path, model=model, device=device, force=force, reason=reason)
     except GateFailedError as exc:
-        if getattr(exc, "report", None) is not None and not as_json:
+        if exc.report is not None and not as_json:
             echo_gate(exc.report)  # the table on stdout; the one-line error follows on stderr
         raise
     for w in result.warnings:
@@ -203,9 +183,7 @@ def promote_cmd(obj, ref, to, suite_path, model, device, force, reason, as_json)
 @click.pass_obj
 def rollback_cmd(obj, name, alias, to, reason, as_json):
     """Move NAME@ALIAS back to its previous holder (from the audit log) or to --to VERSION."""
-    from promptreg.services.lifecycle import rollback
-
-    result = rollback(obj.get(), name, alias, to=to, reason=reason)
+    result = obj.get().rollback(name, alias, to=to, reason=reason)
     for w in result.warnings:
         warn(w)
     if as_json:

@@ -16,6 +16,7 @@ import click
 from promptreg import __version__
 from promptreg.cli.admin_cmds import db_group, doctor_cmd, init_cmd
 from promptreg.cli.drift_cmds import drift_cmd, env_group
+from promptreg.cli.events_cmds import events_group
 from promptreg.cli.fetch_cmds import datasets_group, models_group
 from promptreg.cli.gc_cmds import gc_cmd
 from promptreg.cli.lifecycle_cmds import eval_cmd, gate_cmd, promote_cmd, rollback_cmd
@@ -25,7 +26,8 @@ from promptreg.cli.serve_cmds import classify_cmd, generate_cmd, serve_cmd
 from promptreg.cli.server_cmds import login_cmd, logout_cmd, server_cmd, token_group
 from promptreg.cli.train_cmds import import_peft_cmd, train_cmd
 from promptreg.cli.ui_cmds import ui_cmd
-from promptreg.errors import PromptregError
+from promptreg.cli.webhook_cmds import webhook_group
+from promptreg.errors import PromptregError, one_line
 from promptreg.quiet import quiet_libraries
 
 
@@ -95,14 +97,9 @@ def cli(ctx: click.Context, home, db_url, tracking_uri, artifact_uri, url, verbo
 for command in (init_cmd, doctor_cmd, db_group, push_cmd, list_cmd, show_cmd, history_cmd, pull_cmd, sync_cmd,
                 models_group, datasets_group, train_cmd, import_peft_cmd, eval_cmd, gate_cmd, promote_cmd,
                 rollback_cmd, drift_cmd, env_group, schedule_group, scheduler_cmd, generate_cmd, classify_cmd,
-                serve_cmd, ui_cmd, gc_cmd, server_cmd, token_group, login_cmd, logout_cmd):
+                serve_cmd, ui_cmd, gc_cmd, events_group, webhook_group, server_cmd, token_group, login_cmd,
+                logout_cmd):
     cli.add_command(command)
-
-
-def _one_line(text: object) -> str:
-    """The message on one line: a path or value quoted in it may hold line breaks (any that
-    str.splitlines() knows, e.g. '\\n', '\\r', '\\x0b', '\\u2028'); they become spaces."""
-    return " ".join(str(text).splitlines())
 
 
 def _verbose(argv: list[str]) -> bool:
@@ -120,18 +117,18 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except click.exceptions.UsageError as exc:
         cmd = exc.ctx.command_path if exc.ctx else "promptreg"
-        click.echo(_one_line(f"error: {exc.format_message()} (see '{cmd} --help')"), err=True)
+        click.echo(one_line(f"error: {exc.format_message()} (see '{cmd} --help')"), err=True)
         code = 2
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         code = 130
     except click.ClickException as exc:
-        click.echo(_one_line(f"error: {exc.format_message()}"), err=True)
+        click.echo(one_line(f"error: {exc.format_message()}"), err=True)
         code = exc.exit_code
     except PromptregError as exc:
         if verbose:
             traceback.print_exc()
-        click.echo(_one_line(f"error: {exc}"), err=True)
+        click.echo(one_line(f"error: {exc}"), err=True)
         code = exc.exit_code
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
@@ -140,13 +137,13 @@ def main(argv: list[str] | None = None) -> None:
         if verbose:
             traceback.print_exc()
         where = f": {exc.filename}" if exc.filename is not None else ""
-        click.echo(_one_line(f"error: {exc.strerror or type(exc).__name__}{where}"), err=True)
+        click.echo(one_line(f"error: {exc.strerror or type(exc).__name__}{where}"), err=True)
         code = 2
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
         if verbose:
             traceback.print_exc()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        click.echo(_one_line(f"error: internal error: {type(exc).__name__}: {first} "
+        click.echo(one_line(f"error: internal error: {type(exc).__name__}: {first} "
                              "(run with --verbose for the traceback)"), err=True)
         code = 2
     sys.stdout.flush()

@@ -12,18 +12,7 @@ import sys
 import click
 
 from promptreg.cli.output import emit_json, table, warn
-from promptreg.errors import InputError, PromptregError
-
-
-def _check_fn(registry):
-    """The real drift check, from the drift service (imported here: it loads models lazily)."""
-    try:
-        from promptreg.services.drift import scheduled_check
-    except ImportError as exc:
-        raise PromptregError("drift checks are not available in this build") from exc
-    # the run id goes into drift_report.schedule_run_id (same transaction as the report): a process that
-    # dies after writing the report is never re-run for that slot
-    return lambda claim: scheduled_check(registry, claim, schedule_run_id=claim.run_id)
+from promptreg.errors import InputError
 
 
 def _parse_policy(items: tuple[str, ...]) -> dict:
@@ -79,9 +68,7 @@ def schedule_group():
 @click.pass_obj
 def add_cmd(obj, ref, cron, data_uri, suite_path, policy_items, as_json):
     """Check REF (NAME@ALIAS) for drift on fresh data at every fire time of --cron."""
-    from promptreg.services.schedule import add_schedule
-
-    info = add_schedule(obj.get(), ref, cron, data_uri, suite_path=suite_path, policy=_parse_policy(policy_items))
+    info = obj.get().add_schedule(ref, cron, data_uri, suite_path=suite_path, policy=_parse_policy(policy_items))
     if as_json:
         emit_json(info.to_dict())
         return 0
@@ -96,9 +83,7 @@ def add_cmd(obj, ref, cron, data_uri, suite_path, policy_items, as_json):
 @click.pass_obj
 def list_cmd(obj, name, as_json):
     """List schedules (of prompt NAME only, if given)."""
-    from promptreg.services.schedule import list_schedules
-
-    infos = list_schedules(obj.get(), name)
+    infos = obj.get().list_schedules(name)
     if as_json:
         emit_json([i.to_dict() for i in infos])
         return 0
@@ -117,9 +102,7 @@ def list_cmd(obj, name, as_json):
 @click.pass_obj
 def remove_cmd(obj, schedule_id, as_json):
     """Remove schedule SCHEDULE_ID (its run history goes with it; drift reports stay)."""
-    from promptreg.services.schedule import remove_schedule
-
-    info = remove_schedule(obj.get(), schedule_id)
+    info = obj.get().remove_schedule(schedule_id)
     if as_json:
         emit_json(info.to_dict())
         return 0
@@ -136,13 +119,13 @@ def remove_cmd(obj, schedule_id, as_json):
 @click.pass_obj
 def run_due_cmd(obj, lease_s, grace_s, as_json):
     """Run every due check once (safe to start on several machines at once): for cron & co."""
-    from promptreg.services.schedule import GracefulStop, run_due
+    from promptreg.services.schedule import GracefulStop, drift_check
 
     registry = obj.get()
-    check = _check_fn(registry)
+    check = drift_check(registry)
     with GracefulStop(grace_s) as guard:
-        results = run_due(registry, check, lease_s=lease_s, guard=guard,
-                          on_result=None if as_json else _echo_result)
+        results = registry.run_due(check=check, lease_s=lease_s, guard=guard,
+                                   on_result=None if as_json else _echo_result)
     if as_json:
         emit_json([r.to_dict() for r in results])
     elif not results:
@@ -163,9 +146,7 @@ def run_due_cmd(obj, lease_s, grace_s, as_json):
 @click.pass_obj
 def export_cmd(obj, fmt, every, workdir, image):
     """Print a ready-made snippet that calls `promptreg schedule run-due` periodically."""
-    from promptreg.services.schedule import export_snippet
-
-    click.echo(export_snippet(fmt, obj.get().settings, every=every, workdir=workdir, image=image), nl=False)
+    click.echo(obj.get().export_schedule(fmt, every=every, workdir=workdir, image=image), nl=False)
     return 0
 
 
@@ -176,17 +157,25 @@ def export_cmd(obj, fmt, every, workdir, image):
               help="Lease on a running check; renewed while it runs, taken over after it expires.")
 @click.option("--grace-s", type=click.FloatRange(min=0), default=20, show_default=True,
               help="After SIGTERM/SIGINT, seconds the running check may still take before it is interrupted.")
+@click.option("--events/--no-events", "events", default=True, show_default=True,
+              help="Also deliver outbox events (MLflow mirror, webhooks) in a background thread.")
 @click.pass_obj
-def scheduler_cmd(obj, poll_s, lease_s, grace_s):
+def scheduler_cmd(obj, poll_s, lease_s, grace_s, events):
     """Run due checks until SIGTERM/SIGINT (a long-lived `schedule run-due`); exits 0 when stopped."""
-    from promptreg.services.schedule import Scheduler
-
-    registry = obj.get()
-    check = _check_fn(registry)
-    sched = Scheduler(registry, check, poll_s=poll_s, lease_s=lease_s, grace_s=grace_s, on_result=_echo_result,
-                      on_error=lambda exc: warn(f"run-due failed, retrying in {poll_s:g} s: {exc}"))
+    sched = obj.get().scheduler(poll_s=poll_s, lease_s=lease_s, grace_s=grace_s, on_result=_echo_result,
+                                on_error=lambda exc: warn(f"run-due failed, retrying in {poll_s:g} s: {exc}"))
     click.echo(f"scheduler {sched.owner}: looking for due checks every {poll_s:g} s", err=True)
-    code = sched.run_forever()
+    worker = None
+    if events:
+        from promptreg.services.events.worker import start_background
+
+        worker = start_background(obj.get().settings)
+        click.echo(f"scheduler: delivering events as {worker.worker.owner}", err=True)
+    try:
+        code = sched.run_forever()
+    finally:
+        if worker is not None:
+            worker.stop()
     click.echo(f"scheduler stopped ({sched.guard.signal_name if sched.guard else 'done'})", err=True)
     return code
 

@@ -85,7 +85,7 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
 @click.pass_obj
 def train_cmd(obj, **kw):
     """Train a soft prompt against a frozen base model (and register it with --push)."""
-    from promptreg.services.train import TrainJob, run_training
+    from promptreg.services.train import TrainJob
     from promptreg.training.data import DataSpec
     from promptreg.training.trainer import TrainConfig
 
@@ -110,7 +110,7 @@ def train_cmd(obj, **kw):
                    output=kw["output"], checkpoint_dir=kw["checkpoint_dir"], resume=kw["resume"],
                    push=kw["push_name"], description=kw["description"],
                    progress=kw["progress"], device=kw["device"])
-    report = run_training(job, obj.get())
+    report = obj.get().train(job)
     for w in report.warnings:
         warn(w)
     if kw["as_json"]:
@@ -140,7 +140,5 @@ def train_cmd(obj, **kw):
 @click.pass_obj
 def import_peft_cmd(obj, folder, base_model, name, description, template, verbalizer, as_json):
     """Register an existing PEFT prompt-learning adapter (prompt tuning, P-tuning, prefix tuning)."""
-    from promptreg.services.peft_import import import_peft
-
-    return echo_push(import_peft(obj.get(), folder, base_model, name, description=description, template=template,
-                                 verbalizer=_verbalizer(verbalizer)), as_json, verb="imported")
+    return echo_push(obj.get().import_peft(folder, base_model, name, description=description, template=template,
+                                           verbalizer=_verbalizer(verbalizer)), as_json, verb="imported")

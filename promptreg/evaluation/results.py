@@ -83,6 +83,7 @@ class EvalResult:
     seconds: float = 0.0
     eval_run_id: int | None = None
     cached: bool = False
+    warnings: list[str] = field(default_factory=list)  # non-fatal: MLflow logging, the comparison baseline
 
     def dataset(self, name: str) -> DatasetEval:
         for d in self.datasets:
@@ -170,6 +171,7 @@ class GateReport:
     cached: bool = False
     created_at: str = ""
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # non-fatal (MLflow logging); never stored
 
     @property
     def passed(self) -> bool:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from alembic.config import Config
 
 #: The newest migration this promptreg knows; keep in step with migrations/versions/.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 MIGRATIONS_DIR = Path(promptreg.__file__).resolve().parent.parent / "migrations"
 

@@ -22,14 +22,15 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlparse
 
 from promptreg.artifact.hashing import CHUNK, digest_entries, file_sha256, list_artifact_files
 from promptreg.errors import (
+    ArtifactNotFoundError,
     InputError,
     IntegrityError,
-    NotFoundError,
     PromptregError,
     StoreUnavailableError,
 )
@@ -112,8 +113,8 @@ def _safe_rel(rel: str) -> str | None:
     return rel
 
 
-def _rmtree(path: Path) -> None:
-    """Remove a tree even if files/folders were made read-only."""
+def remove_tree(path: Path) -> None:
+    """Remove a tree even if files/folders were made read-only (a no-op if it is gone)."""
 
     def fix(func, p, _exc):
         try:
@@ -173,6 +174,15 @@ def _install_fetched(tmp: Path, dest: Path) -> None:
             f"cannot move the fetched artifact to {dest}: {_one_line(e.strerror or e)}"
         ) from None
     _fsync_dir(dest.parent)
+
+
+@dataclass
+class ContentStat:
+    """What an S3 store holds at one content address (see :meth:`S3Store.content_stats`)."""
+
+    complete: bool = False   # the completion marker exists: the upload finished and was verified
+    newest: float = 0.0      # epoch seconds of the newest object
+    size_bytes: int = 0      # artifact bytes (the marker excluded)
 
 
 class ArtifactStore:
@@ -294,7 +304,7 @@ class LocalStore(ArtifactStore):
             tmp = None
         finally:
             if tmp is not None:
-                _rmtree(tmp)
+                remove_tree(tmp)
         return uri
 
     def _install(self, tmp: Path, final: Path, sha: str) -> None:
@@ -313,7 +323,7 @@ class LocalStore(ArtifactStore):
                     raise self._unavailable(e) from None
             # Something is at the final path (a concurrent writer, or a corrupt earlier copy).
             if self._is_valid(final, sha):
-                _rmtree(tmp)
+                remove_tree(tmp)
                 return
             aside = self._tmp_dir().with_name(f"corrupt-{uuid.uuid4().hex}")
             try:
@@ -322,14 +332,14 @@ class LocalStore(ArtifactStore):
                 continue  # someone else moved it meanwhile; retry the rename
             except OSError as e:
                 raise self._unavailable(e) from None
-            _rmtree(aside)
+            remove_tree(aside)
         raise StoreUnavailableError(f"could not install artifact {sha} in {self.root} (concurrent writers?)")
 
     def fetch(self, uri: str, dest: Path, expected_sha256: str) -> Path:
         expected = _check_sha(expected_sha256)
         src = self._path_from_uri(uri)
         if not src.is_dir():
-            raise NotFoundError(f"artifact not found: {uri}")
+            raise ArtifactNotFoundError(f"artifact not found: {uri}")
         dest = _prepare_dest(Path(dest))
         tmp: Path | None = _temp_sibling(dest)
         try:
@@ -354,7 +364,7 @@ class LocalStore(ArtifactStore):
             tmp = None
         finally:
             if tmp is not None:
-                _rmtree(tmp)
+                remove_tree(tmp)
         return dest
 
     def exists(self, sha256: str) -> bool:
@@ -392,7 +402,7 @@ class LocalStore(ArtifactStore):
             return
         except OSError as e:
             raise self._unavailable(e) from None
-        _rmtree(aside)
+        remove_tree(aside)
 
     def check(self) -> None:
         try:
@@ -507,7 +517,7 @@ class S3Store(ArtifactStore):
             if code == "NoSuchBucket":
                 raise StoreUnavailableError(f"{where} does not exist") from None
             if missing is not None and (code in ("NoSuchKey", "404", "NotFound") or status == 404):
-                raise NotFoundError(f"artifact not found: {missing}") from None
+                raise ArtifactNotFoundError(f"artifact not found: {missing}") from None
             if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 raise StoreUnavailableError(
                     f"access denied to {where} while trying to {action} ({code}; check credentials and permissions)"
@@ -677,7 +687,7 @@ class S3Store(ArtifactStore):
             listing = self._list(dir_key, bucket=bucket)
             rels = self._artifact_rels(listing, dir_key)
             if not rels:
-                raise NotFoundError(f"artifact not found: {uri}")
+                raise ArtifactNotFoundError(f"artifact not found: {uri}")
             bad = [rel for rel in rels if _safe_rel(rel) is None]
             if bad:
                 raise IntegrityError(f"stored artifact {uri} has an unsafe object name: {bad[0]!r}")
@@ -703,7 +713,7 @@ class S3Store(ArtifactStore):
                 ) from None
             finally:
                 if tmp is not None:
-                    _rmtree(tmp)
+                    remove_tree(tmp)
         return dest
 
     def exists(self, sha256: str) -> bool:
@@ -732,15 +742,43 @@ class S3Store(ArtifactStore):
 
     def list_shas(self) -> list[str]:
         """Every content address with at least one object (incomplete uploads included, for gc)."""
+        return sorted(self.content_stats())
+
+    def content_stats(self, sha256: str | None = None) -> dict[str, ContentStat]:
+        """sha256 -> what is stored at that content address (of ``sha256`` only, if given), from one
+        listing: whether the upload completed (its marker exists), its newest object's time and its
+        artifact bytes. Incomplete uploads are included (for gc)."""
         base = f"{self.prefix}/sha256/" if self.prefix else "sha256/"
         self._ensure_reachable()
-        out = set()
         with self._errors("list artifacts"):
-            for key in self._list(base):
-                parts = key[len(base) :].split("/")
-                if len(parts) >= 3 and SHA_RE.match(parts[1]) and parts[1][:2] == parts[0]:
-                    out.add(parts[1])
-        return sorted(out)
+            listing = self._list(self._dir_key(_check_sha(sha256)) if sha256 else base)
+        out: dict[str, ContentStat] = {}
+        for key, obj in listing.items():
+            parts = key[len(base) :].split("/")
+            if len(parts) < 3 or not SHA_RE.match(parts[1]) or parts[1][:2] != parts[0]:
+                continue
+            stat = out.setdefault(parts[1], ContentStat())
+            if "/".join(parts[2:]) == S3_COMPLETE_MARKER:
+                stat.complete = True
+            else:
+                stat.size_bytes += int(obj.get("Size", 0))
+            modified = obj.get("LastModified")
+            if modified is not None:
+                stat.newest = max(stat.newest, modified.timestamp())
+        return out
+
+    # -- any object under the store's prefix (e.g. data files for drift checks) ----------------
+    def list_keys(self, action: str | None = None) -> list[str]:
+        """The keys of every object under the store's bucket/prefix, sorted (``action``: how an error
+        names the operation)."""
+        with self._errors(action or f"list {self.root_uri}", bucket=self.bucket):
+            return sorted(self._list(self.prefix, bucket=self.bucket))
+
+    def download(self, key: str, dest: Path) -> Path:
+        """Download one object of the bucket into the file ``dest`` (no verification: not an artifact)."""
+        with self._errors(f"download s3://{self.bucket}/{key}", bucket=self.bucket):
+            self._client().download_file(self.bucket, key, str(dest))
+        return dest
 
     def _delete_keys(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):

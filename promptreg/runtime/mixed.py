@@ -67,7 +67,6 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.transformers_compat import cache_kwarg, output_cache
 from promptreg.runtime.soft_model import (
     GreedyRecorder,
     attention_masks,
@@ -78,6 +77,7 @@ from promptreg.runtime.soft_model import (
     text_config_of,
 )
 from promptreg.training.methods.base import ModelDims, SoftPrompt
+from promptreg.transformers_compat import cache_kwarg, output_cache
 
 
 @dataclass

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from promptreg.errors import InputError, PromptregError
+from promptreg.errors import InputError, PromptregError, error_type
 from promptreg.runtime.service import as_request
 
 ENDPOINTS = ("classify", "generate")
@@ -232,7 +232,7 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
                     return answer(kind, 400, {"error": str(exc)})
                 ref = r.get("ref") if isinstance(r, dict) else None
                 slots.append({"ref": ref if isinstance(ref, str) else "", "error": str(exc),
-                              "error_type": type(exc).__name__})
+                              "error_type": error_type(exc)})
                 metrics.count(metrics.requests, (kind, "error"))
         pending = []
         for i, req in enumerate(slots):

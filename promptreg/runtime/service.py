@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptreg.errors import InputError, PromptregError
+from promptreg.errors import InputError, PromptregError, error_type
 
 DEFAULT_MAX_BYTES = 256 * 2**20
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -104,7 +104,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _error(ref: Any, exc: BaseException) -> dict[str, Any]:
     return {"ref": ref if isinstance(ref, str) else str(ref), "error": _one_line(exc),
-            "error_type": type(exc).__name__ if isinstance(exc, PromptregError) else "InternalError"}
+            "error_type": error_type(exc)}
 
 
 def as_request(obj: Any, *, generation: bool) -> PromptRequest:

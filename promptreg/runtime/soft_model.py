@@ -29,8 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.transformers_compat import cache_kwarg, output_cache
 from promptreg.training.methods.base import ModelDims, SoftPrompt
+from promptreg.transformers_compat import cache_kwarg, output_cache
 
 
 def positions_from_mask(mask: Tensor) -> Tensor:

@@ -30,9 +30,13 @@ import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promptreg.errors import MirrorError, PromptregError
+from promptreg.registry import queries as q
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 MAX_DESCRIPTION = 5000          # mlflow: registered_models/model_versions.description VARCHAR(5000)
 MAX_CELL = 120                  # one table cell
@@ -475,63 +479,41 @@ def _iso(dt) -> str:
     return dt.strftime("%Y-%m-%d %H:%M UTC") if dt is not None else ""
 
 
-def collect(registry, name: str, numbers: Iterable[int] | None = None,
+def collect(registry: Registry, name: str, numbers: Iterable[int] | None = None,
             experiment_of: Callable[[str], str | None] | None = None) -> tuple[ModelFacts, list[VersionFacts]]:
     """The facts of prompt ``name`` and of its versions ``numbers`` (all mirrored versions when None)."""
-    from sqlalchemy import func
-    from sqlmodel import select
-
-    from promptreg.registry.models import Alias, DriftReport, EvalRun, GateResult, PromptVersion
-
-    with registry._session() as s:
-        prompt = registry._prompt(s, name)
-        pv = PromptVersion
-        agg = s.exec(select(pv.method, func.min(pv.number), func.max(pv.number), func.count())
-                     .where(pv.prompt_id == prompt.id).group_by(pv.method)).all()
+    wanted = None if numbers is None else {int(n) for n in numbers}
+    with registry.session() as s:
+        prompt = q.get_prompt(s, name)
+        agg = q.version_methods(s, prompt)
         methods = {m: [int(lo), int(hi)] for m, lo, hi, _ in agg}
         count = sum(int(n) for *_, n in agg)
-        latest_row = s.exec(select(pv).where(pv.prompt_id == prompt.id).order_by(pv.number.desc())).first()
-        bases = s.exec(select(pv.base_model_fingerprint, func.max(pv.base_model_name), func.max(pv.number))
-                       .where(pv.prompt_id == prompt.id).group_by(pv.base_model_fingerprint)).all()
-        alias_rows = s.exec(select(Alias.name, Alias.version_id, pv.number)
-                            .join(pv, pv.id == Alias.version_id).where(Alias.prompt_id == prompt.id)).all()
+        latest_row = q.latest_version(s, prompt)
+        bases = q.version_base_models(s, prompt)
+        alias_numbers = q.alias_numbers(s, prompt).get(prompt.id, {})
         task = ((latest_row.manifest or {}).get("task") or {}) if latest_row is not None else {}
         model = ModelFacts(
             name=prompt.name, description=prompt.description or "", task_type=prompt.task_type or task.get("type"),
             owner=prompt.created_by or "", created_at=_iso(prompt.created_at), methods=methods, versions=count,
             latest=latest_row.number if latest_row is not None else None, verbalizer=task.get("verbalizer"),
-            template=task.get("template"), aliases={a: int(n) for a, _vid, n in alias_rows},
+            template=task.get("template"), aliases={a: int(n) for a, n in alias_numbers.items()},
             base_models=[(fp, nm) for fp, nm, _ in sorted(bases, key=lambda b: -int(b[2]))])
-
-        q = select(pv).where(pv.prompt_id == prompt.id)
-        if numbers is None:
-            q = q.where(pv.mlflow_model_version.is_not(None))
-        else:
-            wanted = sorted({int(n) for n in numbers})
-            if not wanted:
-                return model, []
-            q = q.where(pv.number.in_(wanted))
-        rows = s.exec(q.order_by(pv.number)).all()
+        if wanted is not None and not wanted:
+            return model, []
+        rows = q.versions(s, prompt, wanted, mirrored_only=wanted is None)
         ids = [v.id for v in rows]
-        held: dict[int, list[str]] = {}
-        for a, vid, _n in alias_rows:
-            held.setdefault(vid, []).append(a)
-        numbers_by_id = dict(s.exec(select(pv.id, pv.number).where(pv.prompt_id == prompt.id)).all())
-        shas = {v.sha256 for v in rows}
+        held = q.alias_holders(s, prompt)
+        numbers_by_id = q.version_numbers(s, prompt)
 
         gates: dict[str, GateFacts] = {}
         others: dict[str, GateFacts] = {}
-        if shas:
-            for g in s.exec(select(GateResult).where(GateResult.prompt_id == prompt.id,
-                                                     GateResult.candidate_sha256.in_(sorted(shas)))
-                            .order_by(GateResult.id)).all():
-                facts = GateFacts(int(g.id), g.against, bool(g.passed), numbers_by_id.get(g.baseline_version_id),
-                                  _iso(g.created_at), dict(g.report or {}))
-                (gates if g.against == GATE_ALIAS else others)[g.candidate_sha256] = facts
+        for g in q.gates_of(s, prompt, {v.sha256 for v in rows}):
+            facts = GateFacts(int(g.id), g.against, bool(g.passed), numbers_by_id.get(g.baseline_version_id),
+                              _iso(g.created_at), dict(g.report or {}))
+            (gates if g.against == GATE_ALIAS else others)[g.candidate_sha256] = facts
 
         evals: dict[int, list[EvalFacts]] = {}
-        for e in s.exec(select(EvalRun).where(EvalRun.version_id.in_(ids)).order_by(EvalRun.id.desc())).all() \
-                if ids else []:
+        for e in q.eval_runs_of(s, ids):
             failed = [c.get("name") for c in (e.checks or []) if c.get("passed") is False]
             link = RunLink(f"eval run: {e.suite_name}", e.mlflow_run_id) if e.mlflow_run_id else None
             evals.setdefault(e.version_id, []).append(EvalFacts(
@@ -539,8 +521,7 @@ def collect(registry, name: str, numbers: Iterable[int] | None = None,
                 [str(x) for x in failed], _iso(e.created_at), link))
 
         drifts: dict[int, DriftFacts] = {}
-        for d in s.exec(select(DriftReport).where(DriftReport.version_id.in_(ids)).order_by(DriftReport.id)).all() \
-                if ids else []:
+        for d in q.drift_reports_of(s, ids):
             stats = d.statistics or {}
             drifted = [str(t.get("name")) for t in (stats.get("tests") or []) if t.get("drift")]
             perf = stats.get("performance")
@@ -577,7 +558,7 @@ def collect(registry, name: str, numbers: Iterable[int] | None = None,
 # ----------------------------------------------------------------------------------------- write (MLflow)
 
 
-def refresh_descriptions(registry, name: str, numbers: Iterable[int] | None = None, *, model: bool = True,
+def refresh_descriptions(registry: Registry, name: str, numbers: Iterable[int] | None = None, *, model: bool = True,
                          only_changed: bool = False) -> list[str]:
     """Rewrite the MLflow descriptions (and derived tags) of ``name`` and of its versions ``numbers``
     (None: every mirrored version) from the database. Best effort: returns warnings, never raises a
@@ -592,7 +573,7 @@ def refresh_descriptions(registry, name: str, numbers: Iterable[int] | None = No
     return []
 
 
-def sync_descriptions(registry, name: str) -> list[str]:
+def sync_descriptions(registry: Registry, name: str) -> list[str]:
     """For ``promptreg sync``: rewrite what differs; returns what was rewritten ("toy", "toy:2 ...").
     Raises PromptregError (sync reports it as failed)."""
     try:
@@ -603,19 +584,12 @@ def sync_descriptions(registry, name: str) -> list[str]:
         raise MirrorError(f"descriptions not rewritten: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
 
 
-def _any_mirrored(registry, name: str, numbers) -> bool:
-    from sqlmodel import select
-
-    from promptreg.registry.models import PromptVersion
-
-    with registry._session() as s:
-        prompt = registry._prompt(s, name)
-        return s.exec(select(PromptVersion.id).where(
-            PromptVersion.prompt_id == prompt.id, PromptVersion.number.in_(sorted({int(n) for n in numbers})),
-            PromptVersion.mlflow_model_version.is_not(None))).first() is not None
+def _any_mirrored(registry: Registry, name: str, numbers) -> bool:
+    with registry.session() as s:
+        return q.any_mirrored(s, q.get_prompt(s, name), numbers)
 
 
-def _refresh(registry, name: str, numbers, *, model: bool, only_changed: bool) -> list[str]:
+def _refresh(registry: Registry, name: str, numbers, *, model: bool, only_changed: bool) -> list[str]:
     mirror = registry.mirror
     if numbers is not None and not _any_mirrored(registry, name, numbers):
         return []       # nothing of it is in MLflow yet: the mirror writes the descriptions when it is

@@ -37,10 +37,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from promptreg.errors import InputError, NotFoundError, PromptregError
+from promptreg.errors import InputError, PromptregError
 from promptreg.refs import parse_ref
+from promptreg.registry import queries as q
+from promptreg.services.mirroring import mirror_state_tags
+from promptreg.services.views import EnvironmentInfo
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 REFERENCE_CAP = 1000          # reference rows used at most (seeded sample)
 REPORT_FILE = "drift_report.json"
@@ -119,19 +125,14 @@ def _read_s3_prefix(uri: str, settings) -> list[dict]:
     from promptreg.registry.store import open_store
 
     store = open_store(uri, s3_endpoint_url=settings.s3_endpoint_url)
-    bucket, prefix = store.bucket, store.prefix
-    with store._errors(f"list {uri}", bucket=bucket):
-        keys = sorted(k for k in store._list(prefix, bucket=bucket)
-                      if k.rsplit(".", 1)[-1].lower() in ("jsonl", "json", "csv"))
+    keys = [k for k in store.list_keys(f"list {uri}") if k.rsplit(".", 1)[-1].lower() in ("jsonl", "json", "csv")]
     if not keys:
         raise InputError(f"{uri}: no .jsonl/.json/.csv objects under this prefix")
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="promptreg-drift-") as tmp:
         for i, key in enumerate(keys):
             local = Path(tmp) / f"{i}.{key.rsplit('.', 1)[-1].lower()}"
-            with store._errors(f"download s3://{bucket}/{key}", bucket=bucket):
-                store._client().download_file(bucket, key, str(local))
-            rows += read_rows(local)
+            rows += read_rows(store.download(key, local))
     return rows
 
 
@@ -145,7 +146,7 @@ def _sample(rows: list, n: int, seed: int) -> list:
     return rows if len(rows) <= n else random.Random(seed).sample(rows, n)
 
 
-def reference_rows(registry, info, *, reference: str | None, suite, text_column: str, label_column: str):
+def reference_rows(registry: Registry, info, *, reference: str | None, suite, text_column: str, label_column: str):
     """(rows, description) of the data the version is compared against."""
     if reference:
         return read_data(reference, registry.settings, text_column=text_column, label_column=label_column), reference
@@ -160,7 +161,7 @@ def reference_rows(registry, info, *, reference: str | None, suite, text_column:
                      "here; pass --reference FILE or --suite FILE (golden sets)")
 
 
-def resolve_policy(registry, alias: str | None, suite, action: str | None):
+def resolve_policy(registry: Registry, alias: str | None, suite, action: str | None):
     """The suite's drift policy for the alias, else promptreg.toml ``[drift]``, else the defaults."""
     from promptreg.evaluation.suite import DriftPolicy
 
@@ -199,56 +200,38 @@ def _toml_policy(alias: str | None) -> dict:
 
 # ----- environments ------------------------------------------------------------------------------
 
-def set_environment_model(registry, env: str, model: str) -> dict:
+def set_environment_model(registry: Registry, env: str, model: str) -> EnvironmentInfo:
     """Record the base model deployed in ``env`` (its fingerprint and path); an audit event."""
-    from sqlmodel import select
-
     from promptreg.fingerprints.model import model_fingerprint
     from promptreg.refs import check_alias
-    from promptreg.registry.models import AuditEvent, EnvironmentModel, utcnow
     from promptreg.runtime.loader import resolve_model_path
 
     check_alias(env)
     path = resolve_model_path(model)
     fp = model_fingerprint(path).fingerprint
     user = registry.settings.user
-    with registry._session() as s:
-        row = s.exec(select(EnvironmentModel).where(EnvironmentModel.name == env)).first()
-        previous = row.base_model_fingerprint if row else None
-        if row is None:
-            row = EnvironmentModel(name=env, base_model_fingerprint=fp, base_model_path=str(path.resolve()),
-                                   updated_by=user, updated_at=utcnow())
-        else:
-            row.base_model_fingerprint, row.base_model_path = fp, str(path.resolve())
-            row.updated_by, row.updated_at = user, utcnow()
-        s.add(row)
-        s.add(AuditEvent(at=utcnow(), actor=user, action="env.set_base_model", details={
-            "environment": env, "fingerprint": fp, "previous": previous, "path": str(path.resolve())}))
-    return {"environment": env, "fingerprint": fp, "path": str(path.resolve()), "previous": previous}
+    with registry.session() as s:
+        row, previous = q.put_environment(s, env, fp, str(path.resolve()), user)
+        q.add_event(s, actor=user, action="env.set_base_model", details={
+            "environment": env, "fingerprint": fp, "previous": previous, "path": str(path.resolve())})
+        return _environment_info(row, previous)
 
 
-def list_environments(registry) -> list[dict]:
-    from sqlmodel import select
-
-    from promptreg.registry.models import EnvironmentModel
-
-    with registry._session() as s:
-        return [{"environment": r.name, "fingerprint": r.base_model_fingerprint, "path": r.base_model_path,
-                 "updated_by": r.updated_by, "updated_at": r.updated_at.isoformat(timespec="seconds")}
-                for r in s.exec(select(EnvironmentModel).order_by(EnvironmentModel.name)).all()]
+def _environment_info(row, previous: str | None = None) -> EnvironmentInfo:
+    return EnvironmentInfo(environment=row.name, fingerprint=row.base_model_fingerprint, path=row.base_model_path,
+                           updated_by=row.updated_by, updated_at=row.updated_at.isoformat(timespec="seconds"),
+                           previous=previous)
 
 
-def _environment_model(registry, env: str) -> str:
-    from sqlmodel import select
+def list_environments(registry: Registry) -> list[EnvironmentInfo]:
+    """Every environment with a recorded base model, by name."""
+    with registry.session() as s:
+        return [_environment_info(r) for r in q.environments(s)]
 
-    from promptreg.registry.models import EnvironmentModel
 
-    with registry._session() as s:
-        row = s.exec(select(EnvironmentModel).where(EnvironmentModel.name == env)).first()
-    if row is None:
-        raise NotFoundError(f"no base model recorded for environment {env!r} "
-                            f"(promptreg env set-base-model {env} PATH)")
-    return row.base_model_path
+def _environment_model(registry: Registry, env: str) -> str:
+    with registry.session() as s:
+        return q.get_environment(s, env).base_model_path
 
 
 # ----- statistics --------------------------------------------------------------------------------
@@ -310,29 +293,22 @@ def _performance(loaded, rows: list[dict], labels: list[str], metric: str, recor
     return out
 
 
-def recorded_metric(registry, info, alias: str | None, metric: str) -> tuple[float | None, str]:
+def recorded_metric(registry: Registry, info, alias: str | None, metric: str) -> tuple[float | None, str]:
     """The metric recorded for the version: promotion gate > latest eval run > manifest metrics."""
-    from sqlmodel import select
-
-    from promptreg.registry.models import EvalRun, GateResult, Prompt, PromptVersion
-
     if alias:
         for e in reversed(registry.history(info.name)):
             if e.alias == alias and e.action == "promote" and e.to_version == info.version:
                 gate_id = (e.details or {}).get("gate_id")
                 if gate_id:
-                    with registry._session() as s:
-                        row = s.get(GateResult, gate_id)
+                    with registry.session() as s:
+                        row = q.find_gate(s, gate_id)
                         report = dict(row.report) if row else {}
                     for m in report.get("metrics", []):
                         if m.get("metric") == metric:
                             return float(m["candidate"]), f"promotion gate {gate_id} ({m['dataset']})"
                 break
-    with registry._session() as s:
-        row = s.exec(select(EvalRun).join(PromptVersion, PromptVersion.id == EvalRun.version_id)
-                     .join(Prompt, Prompt.id == PromptVersion.prompt_id)
-                     .where(Prompt.name == info.name, PromptVersion.number == info.version)
-                     .order_by(EvalRun.id.desc())).first()
+    with registry.session() as s:
+        row = q.latest_eval_run(s, q.version_of(s, info.name, info.version).id)
         metrics = dict(row.metrics) if row else {}
         run_id = row.id if row else None
     for name, values in metrics.items():
@@ -346,7 +322,7 @@ def recorded_metric(registry, info, alias: str | None, metric: str) -> tuple[flo
 
 # ----- the check ---------------------------------------------------------------------------------
 
-def check_drift(registry, ref: str, data_uri: str, *, suite=None, env: str | None = None, model: str | None = None,
+def check_drift(registry: Registry, ref: str, data_uri: str, *, suite=None, env: str | None = None, model: str | None = None,
                 reference: str | None = None, action: str | None = None, text_column: str = "text",
                 label_column: str = "label", seed: int = 0, schedule_run_id: int | None = None,
                 log_mlflow: bool = True) -> DriftOutcome:
@@ -481,10 +457,10 @@ def check_drift(registry, ref: str, data_uri: str, *, suite=None, env: str | Non
                          in_transaction=record)
         out.warnings += moved.warnings
     else:
-        with registry._session() as s:
+        with registry.session() as s:
             record(s)
     if flag_status:
-        registry._mirror_state_tags(info.name, {info.version})
+        mirror_state_tags(registry, info.name, {info.version})
     if log_mlflow:
         _log_mlflow(registry, info, out)
     from promptreg.services.describe import refresh_descriptions
@@ -503,32 +479,25 @@ def _summary(out: DriftOutcome) -> str:
     return ", ".join(parts) or "none"
 
 
-def _set_status(registry, info, status: str, *, reason: str, details: dict, action: str = "flag") -> None:
-    with registry._session() as s:
+def _set_status(registry: Registry, info, status: str, *, reason: str, details: dict, action: str = "flag") -> None:
+    with registry.session() as s:
         _status_rows(s, registry, info, status, reason=reason, details=details, action=action)
-    registry._mirror_state_tags(info.name, {info.version})
+    mirror_state_tags(registry, info.name, {info.version})
     from promptreg.services.describe import refresh_descriptions
 
     refresh_descriptions(registry, info.name, {info.version}, model=False)  # status; best effort
 
 
 def _status_rows(s, registry, info, status: str, *, reason: str, details: dict, action: str = "flag") -> None:
-    from sqlmodel import select
-
-    from promptreg.registry.models import AuditEvent, Prompt, PromptVersion, utcnow
-
-    v = s.exec(select(PromptVersion).join(Prompt, Prompt.id == PromptVersion.prompt_id)
-               .where(Prompt.name == info.name, PromptVersion.number == info.version)).first()
+    v = q.version_of(s, info.name, info.version)
     if v.status == status:
         return
-    previous, v.status = v.status, status
-    s.add(v)
-    s.add(AuditEvent(at=utcnow(), actor=registry.settings.user, action=action, prompt_id=v.prompt_id,
-                     to_version=info.version, reason=reason[:1000],
-                     details={"status": status, "previous_status": previous, **details}))
+    previous = q.set_version_status(s, v, status)
+    q.add_event(s, actor=registry.settings.user, action=action, prompt_id=v.prompt_id, to_version=info.version,
+                reason=reason[:1000], details={"status": status, "previous_status": previous, **details})
 
 
-def _rollback_target(registry, ev, info, alias, rows, labelled, policy, deployed_fp, seed, out) -> int | None:
+def _rollback_target(registry: Registry, ev, info, alias, rows, labelled, policy, deployed_fp, seed, out) -> int | None:
     """The newest previous holder of the alias that passes on the fresh data."""
     from promptreg.services.lifecycle import alias_stack
 
@@ -594,7 +563,7 @@ def _report_figure(out: DriftOutcome, plot: dict):
     return fig
 
 
-def _upload_report(registry, out: DriftOutcome, plot: dict) -> tuple[str, str]:
+def _upload_report(registry: Registry, out: DriftOutcome, plot: dict) -> tuple[str, str]:
     """The report files (JSON + PNG), content-addressed in the artifact store; (uri, sha256)."""
     from promptreg.artifact.hashing import folder_sha256
 
@@ -614,30 +583,22 @@ def _upload_report(registry, out: DriftOutcome, plot: dict) -> tuple[str, str]:
 
 
 def _report_rows(s, registry, info, out: DriftOutcome, schedule_run_id, uri: str, sha: str) -> None:
-    from sqlmodel import select
-
-    from promptreg.registry.models import AuditEvent, DriftReport, Prompt, PromptVersion, utcnow
-
     user = registry.settings.user
-    v = s.exec(select(PromptVersion).join(Prompt, Prompt.id == PromptVersion.prompt_id)
-               .where(Prompt.name == info.name, PromptVersion.number == info.version)).first()
-    row = DriftReport(prompt_id=v.prompt_id, version_id=v.id, alias=out.alias,
-                      data_fingerprint=out.data_fingerprint, data_uri=out.data_uri[:4000],
-                      base_model_fingerprint=out.base_model_fingerprint,
-                      statistics={"tests": out.tests, "performance": out.performance},
-                      decision=out.decision, action=out.action, action_detail=out.action_detail,
-                      report_uri=uri, report_sha256=sha, schedule_run_id=schedule_run_id,
-                      created_by=user, created_at=utcnow())
-    s.add(row)
-    s.flush()
-    s.add(AuditEvent(at=utcnow(), actor=user, action="drift", prompt_id=v.prompt_id, alias=out.alias,
-                     to_version=info.version, reason=_summary(out) if out.drift else None,
-                     details={"drift_report_id": row.id, "decision": out.decision, "action": out.action,
-                              "data_uri": out.data_uri, "data_fingerprint": out.data_fingerprint}))
+    v = q.version_of(s, info.name, info.version)
+    row = q.add_drift_report(s, prompt_id=v.prompt_id, version_id=v.id, alias=out.alias,
+                             data_fingerprint=out.data_fingerprint, data_uri=out.data_uri[:4000],
+                             base_model_fingerprint=out.base_model_fingerprint,
+                             statistics={"tests": out.tests, "performance": out.performance},
+                             decision=out.decision, action=out.action, action_detail=out.action_detail,
+                             report_uri=uri, report_sha256=sha, schedule_run_id=schedule_run_id, created_by=user)
+    q.add_event(s, actor=user, action="drift", prompt_id=v.prompt_id, alias=out.alias, to_version=info.version,
+                reason=_summary(out) if out.drift else None,
+                details={"drift_report_id": row.id, "decision": out.decision, "action": out.action,
+                         "data_uri": out.data_uri, "data_fingerprint": out.data_fingerprint})
     out.report_id = int(row.id)
 
 
-def _log_mlflow(registry, info, out: DriftOutcome) -> None:
+def _log_mlflow(registry: Registry, info, out: DriftOutcome) -> None:
     """A run in ``promptreg/<name>/drift`` with the statistics as metrics and the report files."""
     mirror = registry.mirror
     try:
@@ -679,16 +640,12 @@ def _log_mlflow(registry, info, out: DriftOutcome) -> None:
         out.warnings.append(f"MLflow: drift report not logged: {exc}")
 
 
-def _set_report_run(registry, report_id: int, run_id: str) -> None:
-    from promptreg.registry.models import DriftReport
-
-    with registry._session() as s:
-        row = s.get(DriftReport, report_id)
-        row.mlflow_run_id = run_id
-        s.add(row)
+def _set_report_run(registry: Registry, report_id: int, run_id: str) -> None:
+    with registry.session() as s:
+        q.set_drift_report_mlflow(s, report_id, run_id)
 
 
-def scheduled_check(registry, schedule, *, schedule_run_id: int | None = None) -> int:
+def scheduled_check(registry: Registry, schedule, *, schedule_run_id: int | None = None) -> int:
     """What ``schedule run-due`` / ``scheduler`` run for one due schedule: returns the report id."""
     from promptreg.evaluation.suite import load_suite
 

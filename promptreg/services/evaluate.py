@@ -21,9 +21,14 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from promptreg.errors import InputError, NotFoundError, PromptregError
+from promptreg.errors import InputError, NotFoundError, PromptregError, VersionNotFoundError
 from promptreg.evaluation.results import CheckOutcome, DatasetEval, EvalResult, GateReport
+from promptreg.registry import queries as q
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 OUTCOMES_FILE = "outcomes.json"
 NO_BASELINE = ("none", "nothing", "-")
@@ -36,7 +41,7 @@ def _now() -> str:
 class Evaluator:
     """Evaluates versions of one registry with one base model (loaded once, on first need)."""
 
-    def __init__(self, registry, *, model: str | Path | None = None, device: str = "auto", use_cache: bool = True,
+    def __init__(self, registry: Registry, *, model: str | Path | None = None, device: str = "auto", use_cache: bool = True,
                  max_new_tokens: int = 64, batch_size: int = 32, log_mlflow: bool = True):
         self.registry = registry
         self.model_arg = str(model) if model else registry.settings.base_model
@@ -99,28 +104,15 @@ class Evaluator:
 
     # ----- database -----------------------------------------------------------------------------
     def _ids(self, info) -> tuple[int, int]:
-        from sqlmodel import select
-
-        from promptreg.registry.models import Prompt, PromptVersion
-
-        with self.registry._session() as s:
-            row = s.exec(select(Prompt.id, PromptVersion.id).join(PromptVersion, PromptVersion.prompt_id == Prompt.id)
-                         .where(Prompt.name == info.name, PromptVersion.number == info.version)).first()
-        if row is None:
-            raise NotFoundError(f"{info.name} has no version {info.version}")
-        return int(row[0]), int(row[1])
+        """(prompt id, version id) of a version."""
+        with self.registry.session() as s:
+            v = q.version_of(s, info.name, info.version)
+            return int(v.prompt_id), int(v.id)
 
     def _cached_eval(self, info, suite, fingerprint: str) -> EvalResult | None:
-        from sqlmodel import select
-
-        from promptreg.registry.models import EvalRun
-
         _, version_id = self._ids(info)
-        with self.registry._session() as s:
-            row = s.exec(select(EvalRun).where(EvalRun.version_id == version_id,
-                                               EvalRun.suite_sha256 == suite.sha256,
-                                               EvalRun.base_model_fingerprint == fingerprint)
-                         .order_by(EvalRun.id.desc())).first()
+        with self.registry.session() as s:
+            row = q.latest_eval_run(s, version_id, suite.sha256, fingerprint)
             if row is None:
                 return None
             row = dict(id=row.id, metrics=dict(row.metrics), checks=list(row.checks), uri=row.outcomes_uri,
@@ -137,7 +129,6 @@ class Evaluator:
 
     def _save_eval(self, info, result: EvalResult) -> int:
         from promptreg.artifact.hashing import folder_sha256
-        from promptreg.registry.models import AuditEvent, EvalRun, utcnow
 
         prompt_id, version_id = self._ids(info)
         doc = {"format": 1, "prompt": info.name, "version": info.version, "sha256": info.sha256,
@@ -151,23 +142,20 @@ class Evaluator:
             sha = folder_sha256(folder)
             uri = self.registry.store.put_folder(folder, sha)
         user = self.registry.settings.user
-        with self.registry._session() as s:
-            row = EvalRun(version_id=version_id, suite_name=result.suite_name, suite_sha256=result.suite_sha256,
-                          base_model_fingerprint=result.base_model_fingerprint,
-                          dataset_fingerprints={d.name: d.fingerprint for d in result.datasets},
-                          metrics={d.name: d.metrics for d in result.datasets},
-                          checks=[c.to_dict() for c in result.checks], outcomes_uri=uri, outcomes_sha256=sha,
-                          mlflow_run_id=info.mlflow_run_id, seconds=result.seconds, created_by=user,
-                          created_at=utcnow())
-            s.add(row)
-            s.flush()
-            s.add(AuditEvent(at=utcnow(), actor=user, action="eval", prompt_id=prompt_id,
-                             to_version=info.version, details={
+        with self.registry.session() as s:
+            row = q.add_eval_run(s, version_id=version_id, suite_name=result.suite_name,
+                                 suite_sha256=result.suite_sha256, base_model_fingerprint=result.base_model_fingerprint,
+                                 dataset_fingerprints={d.name: d.fingerprint for d in result.datasets},
+                                 metrics={d.name: d.metrics for d in result.datasets},
+                                 checks=[c.to_dict() for c in result.checks], outcomes_uri=uri, outcomes_sha256=sha,
+                                 mlflow_run_id=info.mlflow_run_id, seconds=result.seconds, created_by=user)
+            q.add_event(s, actor=user, action="eval", prompt_id=prompt_id,
+                        to_version=info.version, details={
                                  "eval_run_id": row.id, "suite": result.suite_name,
                                  "suite_sha256": result.suite_sha256,
                                  "base_model_fingerprint": result.base_model_fingerprint,
                                  "metrics": {d.name: d.metrics for d in result.datasets},
-                                 "checks_failed": [c.name for c in result.checks if not c.passed]}))
+                                 "checks_failed": [c.name for c in result.checks if not c.passed]})
             return int(row.id)
 
     # ----- evaluate -----------------------------------------------------------------------------
@@ -220,16 +208,8 @@ class Evaluator:
 
     # ----- gate ---------------------------------------------------------------------------------
     def _cached_gate(self, cand, baseline, suite, fingerprint: str) -> GateReport | None:
-        from sqlmodel import select
-
-        from promptreg.registry.models import GateResult
-
-        with self.registry._session() as s:
-            row = s.exec(select(GateResult).where(
-                GateResult.candidate_sha256 == cand.sha256,
-                GateResult.baseline_sha256 == (baseline.sha256 if baseline else ""),
-                GateResult.suite_sha256 == suite.sha256,
-                GateResult.base_model_fingerprint == fingerprint).order_by(GateResult.id.desc())).first()
+        with self.registry.session() as s:
+            row = q.latest_gate(s, cand.sha256, baseline.sha256 if baseline else "", suite.sha256, fingerprint)
             if row is None:
                 return None
             report = GateReport.from_dict(dict(row.report))
@@ -245,7 +225,7 @@ class Evaluator:
         cand = self.registry.show(ref)
         baseline = self.resolve_baseline(cand, against)
         if baseline is None and against.isdigit():
-            raise NotFoundError(f"{cand.name} has no version {against}")
+            raise VersionNotFoundError(f"{cand.name} has no version {against}")
         fingerprint = self.fingerprint(cand)
         if self.use_cache:
             cached = self._cached_gate(cand, baseline, suite, fingerprint)
@@ -284,24 +264,21 @@ class Evaluator:
         return list(verbalizer)
 
     def _save_gate(self, cand, baseline, report: GateReport) -> int:
-        from promptreg.registry.models import AuditEvent, GateResult, utcnow
-
         prompt_id, cand_id = self._ids(cand)
         base_id = self._ids(baseline)[1] if baseline is not None else None
         user = self.registry.settings.user
-        with self.registry._session() as s:
-            row = GateResult(prompt_id=prompt_id, candidate_version_id=cand_id, baseline_version_id=base_id,
-                             candidate_sha256=cand.sha256, baseline_sha256=baseline.sha256 if baseline else "",
-                             suite_sha256=report.suite_sha256, base_model_fingerprint=report.base_model_fingerprint,
-                             against=report.against[:64], passed=report.passed, report=report.to_dict(),
-                             created_by=user, created_at=utcnow())
-            s.add(row)
-            s.flush()
-            s.add(AuditEvent(at=utcnow(), actor=user, action="gate", prompt_id=prompt_id,
-                             from_version=baseline.version if baseline else None, to_version=cand.version,
-                             details={"gate_id": row.id, "passed": report.passed, "against": report.against,
-                                      "suite": report.suite_name, "suite_sha256": report.suite_sha256,
-                                      "failures": report.failures()}))
+        with self.registry.session() as s:
+            row = q.add_gate_result(
+                s, prompt_id=prompt_id, candidate_version_id=cand_id, baseline_version_id=base_id,
+                candidate_sha256=cand.sha256, baseline_sha256=baseline.sha256 if baseline else "",
+                suite_sha256=report.suite_sha256, base_model_fingerprint=report.base_model_fingerprint,
+                against=report.against[:64], passed=report.passed,
+                report={k: v for k, v in report.to_dict().items() if k != "warnings"}, created_by=user)
+            q.add_event(s, actor=user, action="gate", prompt_id=prompt_id,
+                        from_version=baseline.version if baseline else None, to_version=cand.version,
+                        details={"gate_id": row.id, "passed": report.passed, "against": report.against,
+                                 "suite": report.suite_name, "suite_sha256": report.suite_sha256,
+                                 "failures": report.failures()})
             return int(row.id)
 
     # ----- MLflow (best effort: the database holds the results) ---------------------------------
@@ -336,7 +313,6 @@ class Evaluator:
         and plot as on the version's run), tagged with the version and linked to the version's source run;
         it becomes the eval_run row's MLflow run (the version's description links it)."""
         from promptreg.evaluation.report import comparison_figure, eval_markdown, eval_table
-        from promptreg.registry.models import EvalRun
 
         mirror = self.registry.mirror
         source = info.mlflow_run_id
@@ -371,11 +347,8 @@ class Evaluator:
                      f"{key}/comparison.png")
         self._mlflow("end the eval run", mirror.end_run, run_id)
         if result.eval_run_id is not None:
-            with self.registry._session() as s:
-                row = s.get(EvalRun, result.eval_run_id)
-                if row is not None:
-                    row.mlflow_run_id = run_id
-                    s.add(row)
+            with self.registry.session() as s:
+                q.set_eval_run_mlflow(s, result.eval_run_id, run_id)
 
     def _describe(self, info) -> None:
         """Refresh the version's MLflow description (latest evaluations, gate verdict); best effort."""

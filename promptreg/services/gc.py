@@ -45,9 +45,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promptreg.errors import InputError
+from promptreg.registry import queries as q
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 DEFAULT_MIN_AGE_S = 3600.0
 CHUNK = 50
@@ -95,48 +99,6 @@ class GcReport:
                 "kept_young": [o.location for o in self.kept_young],
                 "bytes_deleted": sum(o.size_bytes for o in self.deleted),
                 "missing": self.missing, "skipped": self.skipped}
-
-
-# ----------------------------------------------------------------------------------- references
-def _references(session, shas: set[str] | None = None) -> dict[str, list[tuple[str, str]]]:
-    """sha256 -> [(what references it, its URI)] (restricted to ``shas`` when given)."""
-    from sqlmodel import select
-
-    from promptreg.registry.models import DriftReport, EvalRun, Prompt, PromptVersion
-
-    out: dict[str, list[tuple[str, str]]] = {}
-
-    def add(sha, what, uri):
-        if sha:
-            out.setdefault(sha, []).append((what, uri or ""))
-
-    q = (select(Prompt.name, PromptVersion.number, PromptVersion.sha256, PromptVersion.artifact_uri)
-         .join(Prompt, Prompt.id == PromptVersion.prompt_id))
-    if shas is not None:
-        q = q.where(PromptVersion.sha256.in_(sorted(shas)))
-    for name, number, sha, uri in session.exec(q).all():
-        add(sha, f"{name}:{number}", uri)
-    q = select(EvalRun.id, EvalRun.outcomes_sha256, EvalRun.outcomes_uri)
-    if shas is not None:
-        q = q.where(EvalRun.outcomes_sha256.in_(sorted(shas)))
-    for rid, sha, uri in session.exec(q).all():
-        add(sha, f"eval_run {rid}", uri)
-    q = select(DriftReport.id, DriftReport.report_sha256, DriftReport.report_uri).where(
-        DriftReport.report_sha256.is_not(None))
-    if shas is not None:
-        q = q.where(DriftReport.report_sha256.in_(sorted(shas)))
-    for rid, sha, uri in session.exec(q).all():
-        add(sha, f"drift_report {rid}", uri)
-    return out
-
-
-def _lock_references(session) -> None:
-    """Block new references until the transaction ends (see the module docstring, step 2)."""
-    from sqlalchemy import text
-
-    if session.get_bind().dialect.name == "postgresql":
-        session.exec(text("LOCK TABLE prompt_version, eval_run, drift_report IN SHARE MODE"))
-    # SQLite: every transaction of the registry engine starts with BEGIN IMMEDIATE (the write lock).
 
 
 # ----------------------------------------------------------------------------------- store scans
@@ -189,28 +151,8 @@ def _scan_local(store) -> tuple[dict[str, _Entry], list[_Entry]]:
 
 def _scan_s3(store, only: str | None = None) -> dict[str, _Entry]:
     """Content addresses of an S3Store (complete or not), from one listing."""
-    from promptreg.registry.store import S3_COMPLETE_MARKER, SHA_RE
-
-    base = f"{store.prefix}/sha256/" if store.prefix else "sha256/"
-    prefix = store._dir_key(only) if only else base
-    store._ensure_reachable()
-    groups: dict[str, dict[str, Any]] = {}
-    with store._errors("list artifacts"):
-        listing = store._list(prefix)
-    for key, obj in listing.items():
-        parts = key[len(base):].split("/")
-        if len(parts) < 3 or not SHA_RE.match(parts[1]) or parts[1][:2] != parts[0]:
-            continue
-        g = groups.setdefault(parts[1], {"marker": False, "newest": 0.0, "size": 0})
-        if "/".join(parts[2:]) == S3_COMPLETE_MARKER:
-            g["marker"] = True
-        else:
-            g["size"] += int(obj.get("Size", 0))
-        lm = obj.get("LastModified")
-        if lm is not None:
-            g["newest"] = max(g["newest"], lm.timestamp())
-    return {sha: _Entry("unreferenced" if g["marker"] else "incomplete", sha, store.uri_for(sha), g["newest"],
-                        g["size"]) for sha, g in groups.items()}
+    return {sha: _Entry("unreferenced" if st.complete else "incomplete", sha, store.uri_for(sha), st.newest,
+                        st.size_bytes) for sha, st in store.content_stats(only).items()}
 
 
 def _is_s3(store) -> bool:
@@ -237,10 +179,10 @@ def _current(store, entry: _Entry) -> _Entry | None:
 
 def _delete(store, entry: _Entry) -> None:
     if entry.path is not None:
-        from promptreg.registry.store import _rmtree
+        from promptreg.registry.store import remove_tree
 
         if entry.path.is_dir() and not entry.path.is_symlink():
-            _rmtree(entry.path)
+            remove_tree(entry.path)
         else:
             try:
                 entry.path.unlink()
@@ -251,7 +193,7 @@ def _delete(store, entry: _Entry) -> None:
 
 
 # ----------------------------------------------------------------------------------- entry point
-def collect_garbage(registry, *, min_age_s: float = DEFAULT_MIN_AGE_S, delete: bool = False) -> GcReport:
+def collect_garbage(registry: Registry, *, min_age_s: float = DEFAULT_MIN_AGE_S, delete: bool = False) -> GcReport:
     """List the store's orphans (``delete=False``) or delete those older than ``min_age_s``."""
     if min_age_s is None or min_age_s < 0:
         raise InputError(f"--min-age-s must be >= 0, got {min_age_s}")
@@ -262,8 +204,8 @@ def collect_garbage(registry, *, min_age_s: float = DEFAULT_MIN_AGE_S, delete: b
         present, partial = _scan_s3(store), []
     else:
         present, partial = _scan_local(store)
-    with registry._session() as s:
-        refs = _references(s)
+    with registry.session() as s:
+        refs = q.content_references(s)
     now = time.time()
     report = GcReport(store=store.root_uri, min_age_s=float(min_age_s), dry_run=not delete,
                       referenced=len(refs), stored=len(present))
@@ -281,9 +223,9 @@ def collect_garbage(registry, *, min_age_s: float = DEFAULT_MIN_AGE_S, delete: b
     todo = [(o, e) for o, e in zip(report.orphans, entries, strict=True) if o.deletable]
     for i in range(0, len(todo), CHUNK):
         chunk = todo[i:i + CHUNK]
-        with registry._session() as s:
-            _lock_references(s)
-            live = _references(s, {e.sha256 for _o, e in chunk if e.sha256})
+        with registry.session() as s:
+            q.lock_references(s)
+            live = q.content_references(s, {e.sha256 for _o, e in chunk if e.sha256})
             for orphan, entry in chunk:
                 if entry.sha256 in live:
                     report.skipped.append(f"{orphan.location}: referenced meanwhile")

@@ -19,10 +19,17 @@ gives 2, then 1; a third rollback has no previous holder and is an error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from promptreg.errors import ConflictError, GateFailedError, InputError, NotFoundError
+from promptreg.errors import AliasNotFoundError, ConflictError, GateFailedError, InputError
 from promptreg.evaluation.results import GateReport
+from promptreg.registry import queries as q
+
+if TYPE_CHECKING:
+    from promptreg.evaluation.suite import Suite
+    from promptreg.services.evaluate import Evaluator
+    from promptreg.services.registry import Registry
+    from promptreg.services.views import VersionInfo
 
 DEFAULT_POLICIES = {"production": {"require_gate": True}}
 MOVE_ACTIONS = ("alias.set", "promote", "rollback", "drift.rollback")
@@ -50,25 +57,18 @@ class MoveResult:
                 "gate": self.gate.to_dict() if self.gate is not None else None}
 
 
-def _holder(registry, name: str, alias: str):
+def _holder(registry: Registry, name: str, alias: str) -> VersionInfo | None:
+    """The version ``name@alias`` points at, None when the alias is not set (an unknown prompt raises)."""
     try:
         return registry.show(f"{name}@{alias}")
-    except NotFoundError as exc:
-        if "no alias" in str(exc):
-            return None
-        raise
+    except AliasNotFoundError:
+        return None
 
 
-def _stored_gate(registry, cand, baseline) -> GateReport | None:
-    from sqlmodel import select
-
-    from promptreg.registry.models import GateResult
-
-    with registry._session() as s:
-        row = s.exec(select(GateResult).where(
-            GateResult.candidate_sha256 == cand.sha256,
-            GateResult.baseline_sha256 == (baseline.sha256 if baseline else ""))
-            .order_by(GateResult.id.desc())).first()
+def _stored_gate(registry: Registry, cand: VersionInfo, baseline: VersionInfo | None) -> GateReport | None:
+    """The newest gate verdict stored for exactly this candidate and baseline (by content)."""
+    with registry.session() as s:
+        row = q.latest_gate(s, cand.sha256, baseline.sha256 if baseline else "")
         if row is None:
             return None
         report = GateReport.from_dict(dict(row.report))
@@ -77,8 +77,8 @@ def _stored_gate(registry, cand, baseline) -> GateReport | None:
     return report
 
 
-def promote(registry, ref: str, to: str = "production", *, suite=None, evaluator=None, force: bool = False,
-            reason: str | None = None) -> MoveResult:
+def promote(registry: Registry, ref: str, to: str = "production", *, suite: Suite | None = None,
+            evaluator: Evaluator | None = None, force: bool = False, reason: str | None = None) -> MoveResult:
     """Move ``to`` to the version ``ref`` names, if its policy's gate passes (or ``force``)."""
     from promptreg.refs import check_alias
 
@@ -107,10 +107,9 @@ def promote(registry, ref: str, to: str = "production", *, suite=None, evaluator
             raise InputError(f"{cand.name}@{to} requires a passing gate and none is recorded for "
                              f"{cand.name}:{cand.version} vs {current.version if current else 'no baseline'}: "
                              "pass --suite FILE (or --force --reason TEXT)")
-        err = GateFailedError(f"gate failed, {cand.name}:{cand.version} not promoted to {to}: "
-                              + "; ".join(report.failures()[:3]) + (" …" if len(report.failures()) > 3 else ""))
-        err.report = report
-        raise err
+        raise GateFailedError(f"gate failed, {cand.name}:{cand.version} not promoted to {to}: "
+                              + "; ".join(report.failures()[:3]) + (" …" if len(report.failures()) > 3 else ""),
+                              report=report)
     if report is not None and not report.passed and not force and not policy.get("require_gate"):
         warnings.append(f"the gate failed but {to} does not require it: "
                         + "; ".join(report.failures()[:2]))
@@ -138,7 +137,7 @@ def alias_stack(events) -> list[int]:
     return stack
 
 
-def rollback(registry, name: str, alias: str = "production", *, to: int | None = None,
+def rollback(registry: Registry, name: str, alias: str = "production", *, to: int | None = None,
              reason: str | None = None, action: str = "rollback", details: dict | None = None,
              in_transaction=None) -> MoveResult:
     """Move ``name@alias`` back to its previous holder (or to version ``to``)."""

@@ -12,8 +12,12 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from promptreg.errors import InputError
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 _PEFT_TO_METHOD = {"PROMPT_TUNING": "prompt_tuning", "P_TUNING": "p_tuning", "PREFIX_TUNING": "prefix_tuning"}
 
@@ -54,7 +58,7 @@ def read_peft_adapter(folder: Path) -> tuple[dict, dict]:
     return cfg, tensors
 
 
-def import_peft(registry, folder: Path | str, base_model: str, name: str, *, description: str | None = None,
+def import_peft(registry: Registry, folder: Path | str, base_model: str, name: str, *, description: str | None = None,
                 template: str | None = None, verbalizer: dict[str, str] | None = None):
     """Register a PEFT prompt-learning adapter. PEFT records no task: with ``verbalizer`` (label ->
     answer text) the version is a classification prompt, otherwise a generation prompt; ``template``

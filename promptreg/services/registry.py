@@ -1,30 +1,26 @@
-"""``promptreg.Registry``: the Python API. The CLI is a thin shell over it.
+"""``promptreg.Registry``: the one typed Python API. The CLI (and the HTTP server) are thin shells over it.
 
-The registry database is the source of truth. A push goes: validate the folder, upload the
-artifact to its content address and verify it, then ONE transaction creates the version row and
-its audit event; only then is the version mirrored into MLflow. Any failure before the commit
-leaves nothing visible (an uploaded but unreferenced artifact is an orphan for ``gc``); a failed
-mirror leaves the version marked ``mirror_status=failed`` (or ``pending`` after a crash) and
-``sync`` repairs it.
+Invariants: every public verb is one method here, with a docstring and typed parameters, that opens
+what it needs (database, artifact store, MLflow mirror: created lazily, on first use) and delegates to
+one service function taking the registry first (``promptreg.services.versions``, ``.aliases``,
+``.mirroring``, ``.lifecycle``, ``.evaluate``, ``.drift``, ``promptreg.scheduling``, ``.gc``, ...). Results
+are dataclasses with ``to_dict()``; errors are :mod:`promptreg.errors` types. Nothing heavy is imported at
+module level (the CLI starts fast).
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from promptreg.errors import (
-    ConflictError,
     InputError,
-    MirrorError,
-    NotFoundError,
     PromptregError,
     StoreUnavailableError,
 )
-from promptreg.refs import Ref, check_alias, check_name, check_text, parse_ref
+from promptreg.refs import Ref
 from promptreg.registry.db import mask_url
 from promptreg.services.views import (
     AliasInfo,
@@ -37,21 +33,34 @@ from promptreg.services.views import (
 )
 from promptreg.settings import Settings
 
-_PUSH_RETRIES = 20
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Callable
 
+    from sqlmodel import Session
 
-def _fault(stage: str) -> None:
-    """Crash-test checkpoint of ``push`` (a no-op unless PROMPTREG_FAULT_PAUSE names ``stage``)."""
-    from promptreg.registry.store import fault_point
+    from promptreg.evaluation.results import EvalResult, GateReport
+    from promptreg.evaluation.suite import Suite
+    from promptreg.services.drift import DriftOutcome
+    from promptreg.services.evaluate import Evaluator
+    from promptreg.services.gc import GcReport
+    from promptreg.services.lifecycle import MoveResult
+    from promptreg.services.schedule import Claim, GracefulStop, RunResult, ScheduleInfo, Scheduler
+    from promptreg.services.train import TrainJob, TrainReport
+    from promptreg.services.views import EnvironmentInfo, ScheduleRunInfo
 
-    fault_point(stage)
-
-
-def _iso(dt) -> str:
-    return dt.isoformat(timespec="seconds") if dt is not None else ""
-
+    SuiteArg = Suite | str | Path
 
 class Registry:
+    """The registry of one project: its database, artifact store and MLflow mirror, and every verb.
+
+    ``Registry()`` reads the settings (``promptreg.toml``, ``PROMPTREG_*``, the embedded default
+    ``./.promptreg``); keyword overrides (``home=``, ``db_url=``, ``tracking_uri=``, ``artifact_uri=``)
+    win. Nothing is opened until a verb needs it. Every method raises a
+    :class:`~promptreg.errors.PromptregError` subclass (one line) when it cannot do what it says; the
+    results are dataclasses with ``to_dict()`` (JSON-ready), which is what the CLI prints with ``--json``.
+    """
+
     #: The API token the acting principal authenticated with (``promptreg server``), recorded on audit events.
     token_id: str | None = None
 
@@ -124,7 +133,9 @@ class Registry:
             raise
 
     @contextmanager
-    def _session(self):
+    def session(self) -> Iterator[Session]:
+        """A database session on the registry: commits when the block succeeds, rolls back when it
+        raises; an unreachable database leaves it as one-line :class:`StoreUnavailableError`."""
         from promptreg.registry.db import session
 
         with self._db_errors(), session(self.engine) as s:
@@ -142,6 +153,7 @@ class Registry:
         return self.doctor()
 
     def doctor(self) -> list[Check]:
+        """Which stores are in use (and where that setting came from) and whether each is reachable."""
         from promptreg.registry.migrate import HEAD_REVISION, current_revision
 
         s = self.settings
@@ -165,503 +177,266 @@ class Registry:
                 checks.append(Check(component, mask_url(target), False, str(exc), s.sources.get(key, "")))
         return checks
 
-    # ----- push ---------------------------------------------------------------------------
+    # ----- versions ---------------------------------------------------------------------------
     def push(self, folder: Path | str, name: str, description: str | None = None,
              run_id: str | None = None) -> PushResult:
-        """Register the artifact folder as a new version of ``name`` (idempotent by content)."""
-        from promptreg.artifact.validate import validate_artifact
+        """Validate the artifact ``folder`` and register it as a new, immutable version of ``name``
+        (idempotent by content: the same bytes again return the existing version, ``created=False``);
+        then mirror it into MLflow (``run_id``: attach it to that run). See promptreg.services.versions."""
+        from promptreg.services.versions import push
 
-        check_name(name)
-        check_text(description, "description")
-        art = validate_artifact(folder)
-        existing = self._find_by_sha(name, art.sha256)
-        if existing is not None:
-            result = PushResult(self._version_info(existing), created=False)
-            if result.version.mirror_status != "ok":
-                result.warnings += self._mirror_version(existing, art.folder, run_id)
-                result.version = self._version_info(existing)
-            return result
-        _fault("before_upload")
-        uri = self.store.put_folder(art.folder, art.sha256)
-        _fault("after_upload")
-        version_id, created = self._insert_version(name, art, uri, description or "")
-        _fault("after_commit")
-        stored_warnings = self._ensure_stored(art)
-        result = PushResult(self._version_info(version_id), created=created, warnings=stored_warnings)
-        if result.version.mirror_status != "ok":
-            result.warnings += self._mirror_version(version_id, art.folder, run_id)
-            result.version = self._version_info(version_id)
-        return result
+        return push(self, folder, name, description, run_id)
 
-    def _ensure_stored(self, art) -> list[str]:
-        """After the commit: the content is still in the store, else upload it again. A concurrent
-        `promptreg gc` can remove content that was already stored but unreferenced (an old orphan
-        pushed again) just before the commit (see promptreg.services.gc). Returns warnings."""
-        try:
-            if not self.store.has_files(art.sha256, art.files):
-                self.store.put_folder(art.folder, art.sha256)
-        except PromptregError as exc:
-            return [f"could not re-check the stored artifact after registering it ({exc})"]
-        return []
-
-    def _find_by_sha(self, name: str, sha256: str) -> int | None:
-        from sqlmodel import select
-
-        from promptreg.registry.models import Prompt, PromptVersion
-
-        with self._session() as s:
-            row = s.exec(
-                select(PromptVersion.id).join(Prompt, Prompt.id == PromptVersion.prompt_id)
-                .where(Prompt.name == name, PromptVersion.sha256 == sha256)
-            ).first()
-        return row
-
-    def _insert_version(self, name: str, art, uri: str, description: str) -> tuple[int, bool]:
-        from sqlalchemy import func
-        from sqlalchemy.exc import IntegrityError
-        from sqlmodel import select
-
-        from promptreg.registry.models import AuditEvent, Prompt, PromptVersion, utcnow
-
-        m = art.manifest
-        user = self.settings.user
-        for _ in range(_PUSH_RETRIES):
-            try:
-                with self._session() as s:
-                    prompt = s.exec(select(Prompt).where(Prompt.name == name)).first()
-                    if prompt is None:
-                        prompt = Prompt(name=name, task_type=m.task.type, description=description,
-                                        created_at=utcnow(), created_by=user)
-                        s.add(prompt)
-                        s.flush()
-                    latest = s.exec(
-                        select(func.max(PromptVersion.number)).where(PromptVersion.prompt_id == prompt.id)
-                    ).one()
-                    number = (latest or 0) + 1
-                    version = PromptVersion(
-                        prompt_id=prompt.id, number=number, sha256=art.sha256, artifact_uri=uri,
-                        size_bytes=art.size_bytes, method=m.method, method_config=m.method_config,
-                        base_model_fingerprint=m.base_model.fingerprint, base_model_name=m.base_model.name_or_path,
-                        dataset_fingerprint=m.dataset.fingerprint if m.dataset else None,
-                        metrics=m.metrics, manifest=m.model_dump(mode="json"), mirror_status="pending",
-                        status="active", description=description, created_by=user, created_at=utcnow(),
-                    )
-                    s.add(version)
-                    s.flush()
-                    s.add(AuditEvent(at=utcnow(), actor=user, action="push", prompt_id=prompt.id,
-                                     to_version=number, details={"sha256": art.sha256, "artifact_uri": uri}))
-                    s.flush()
-                    return version.id, True
-            except IntegrityError:
-                # A concurrent push took this number, or pushed the same content, or created the prompt.
-                existing = self._find_by_sha(name, art.sha256)
-                if existing is not None:
-                    return existing, False
-                continue
-        raise ConflictError(f"could not allocate a version number for {name} after {_PUSH_RETRIES} tries")
-
-    # ----- MLflow mirror ------------------------------------------------------------------
-    def _mirror_version(self, version_id: int, folder: Path, run_id: str | None = None) -> list[str]:
-        """Mirror one version into MLflow and record the outcome. Returns warnings."""
-        from promptreg.registry.mirror import VersionRecord
-        from promptreg.registry.models import Prompt, PromptVersion
-
-        with self._session() as s:
-            v = s.get(PromptVersion, version_id)
-            p = s.get(Prompt, v.prompt_id)
-            manifest = v.manifest
-            params = {"method": v.method, "num_virtual_tokens": manifest.get("num_virtual_tokens"),
-                      "task_type": (manifest.get("task") or {}).get("type"),
-                      "base_model_name": v.base_model_name}
-            params.update({f"method.{k}": val for k, val in (v.method_config or {}).items()})
-            ds = manifest.get("dataset") or {}
-            rec = VersionRecord(
-                prompt=p.name, prompt_description=p.description or "", version=v.number, sha256=v.sha256,
-                method=v.method, folder=Path(folder), params=params, metrics=dict(v.metrics or {}),
-                base_model_fingerprint=v.base_model_fingerprint, base_model_name=v.base_model_name,
-                dataset_fingerprint=v.dataset_fingerprint, dataset_name=ds.get("name"),
-                dataset_source=ds.get("source"), dataset_rows=ds.get("rows"), created_by=v.created_by,
-                run_id=run_id or v.mlflow_run_id, description=self._version_markdown(p.name, v),
-            )
-        try:
-            result = self.mirror.mirror_version(rec)
-        except PromptregError as exc:
-            self._set_mirror_state(version_id, "failed", str(exc))
-            return [f"MLflow mirror failed ({exc}); the version is registered, run `promptreg sync` to repair"]
-        self._set_mirror_state(version_id, "ok", None, result.run_id, result.model_version)
-        from promptreg.services.describe import refresh_descriptions
-
-        refresh_descriptions(self, rec.prompt, {rec.version})  # best effort (run links); sync repairs
-        return []
-
-    def _set_mirror_state(self, version_id: int, status: str, error: str | None,
-                          run_id: str | None = None, model_version: str | None = None) -> None:
-        from promptreg.registry.models import PromptVersion
-
-        with self._session() as s:
-            v = s.get(PromptVersion, version_id)
-            v.mirror_status, v.mirror_error = status, error
-            if run_id:
-                v.mlflow_run_id = run_id
-            if model_version:
-                v.mlflow_model_version = model_version
-            s.add(v)
-
-    @staticmethod
-    def _version_markdown(name: str, v) -> str:
-        lines = [f"**{name}:{v.number}** — {v.method}, sha256 `{v.sha256}`", "",
-                 f"- base model: `{v.base_model_fingerprint}` ({v.base_model_name or 'unnamed'})",
-                 f"- dataset: `{v.dataset_fingerprint or 'none'}`"]
-        if v.metrics:
-            lines += ["", "| metric | value |", "|---|---|"]
-            lines += [f"| {k} | {val:.4g} |" for k, val in sorted(v.metrics.items())]
-        if v.description:
-            lines += ["", v.description]
-        return "\n".join(lines)
-
-    def sync(self) -> SyncReport:
-        """Make MLflow match the database: mirror versions whose mirror is missing, and aliases."""
-        from sqlmodel import select
-
-        from promptreg.registry.models import Alias, Prompt, PromptVersion
-
-        # MLflow down: one clear error now, instead of one retried timeout per version, alias and tag
-        self.mirror.check()
-        report = SyncReport()
-        with self._session() as s:
-            pending = [(v.id, p.name, v.number, v.sha256, v.artifact_uri) for v, p in s.exec(
-                select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
-                .where(PromptVersion.mirror_status != "ok").order_by(PromptVersion.id))]
-        for version_id, name, number, sha, uri in pending:
-            with tempfile.TemporaryDirectory(prefix="promptreg-sync-") as tmp:
-                try:
-                    folder = self.store.fetch(uri, Path(tmp) / "artifact", sha)
-                except PromptregError as exc:
-                    report.failed.append(f"{name}:{number}: {exc}")
-                    continue
-                warnings = self._mirror_version(version_id, folder)
-            (report.failed if warnings else report.mirrored).append(f"{name}:{number}" + (f": {warnings[0]}" if warnings else ""))
-        with self._session() as s:
-            rows = s.exec(
-                select(Prompt.name, Alias.name, PromptVersion.mlflow_model_version)
-                .join(Alias, Alias.prompt_id == Prompt.id).join(PromptVersion, PromptVersion.id == Alias.version_id)
-            ).all()
-            names = [p.name for p in s.exec(select(Prompt)).all()]
-        wanted: dict[str, dict[str, str]] = {n: {} for n in names}
-        for pname, alias, mv in rows:
-            if mv:
-                wanted[pname][alias] = mv
-        for pname, aliases in wanted.items():
-            try:
-                current = self.mirror.get_aliases(pname)
-                for alias, mv in aliases.items():
-                    if current.get(alias) != mv:
-                        self.mirror.set_alias(pname, alias, mv)
-                        report.aliases_set.append(f"{pname}@{alias}")
-                for alias in set(current) - set(aliases):
-                    self.mirror.delete_alias(pname, alias)
-                    report.aliases_removed.append(f"{pname}@{alias}")
-            except (MirrorError, PromptregError) as exc:
-                report.failed.append(f"{pname} aliases: {exc}")
-        with self._session() as s:
-            mirrored = [(p.name, v.number, v.mlflow_run_id, v.sha256, dict(v.manifest)) for v, p in s.exec(
-                select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
-                .where(PromptVersion.mirror_status == "ok", PromptVersion.mlflow_run_id.is_not(None))
-                .order_by(PromptVersion.id))]
-        for pname, number, run_id, sha, manifest in mirrored:  # versions mirrored before the pyfunc flavour
-            try:
-                if self.mirror.ensure_mlmodel(run_id, sha, manifest):
-                    report.models_added.append(f"{pname}:{number}")
-            except PromptregError as exc:
-                report.failed.append(f"{pname}:{number} MLmodel: {exc}")
-        for pname in names:
-            try:
-                wanted_tags = self._state_tags(pname)
-                if not wanted_tags:
-                    continue
-                current_tags = self.mirror.version_tags(pname)
-                for mv, (number, tags) in wanted_tags.items():
-                    have = current_tags.get(mv, {})
-                    diff = {k: v for k, v in tags.items() if have.get(k) != v}
-                    if diff:
-                        self.mirror.set_version_tags(pname, mv, diff)
-                        report.tags_set.append(f"{pname}:{number} " + ",".join(sorted(diff)))
-            except (MirrorError, PromptregError) as exc:
-                report.failed.append(f"{pname} tags: {exc}")
-        from promptreg.services.describe import sync_descriptions
-
-        for pname in names:  # descriptions and the gate/drift tags derived from the database
-            try:
-                report.descriptions_set += sync_descriptions(self, pname)
-            except PromptregError as exc:
-                report.failed.append(f"{pname} descriptions: {exc}")
-        return report
-
-    def _state_tags(self, name: str, numbers: set[int] | None = None) -> dict[str, tuple[int, dict[str, str]]]:
-        """MLflow model version -> (version number, the ``promptreg.aliases`` / ``promptreg.status`` tags the
-        database says it should carry); only versions that are mirrored (and in ``numbers`` if given)."""
-        from sqlmodel import select
-
-        from promptreg.registry.models import Alias, PromptVersion
-
-        with self._session() as s:
-            prompt = self._prompt(s, name)
-            q = select(PromptVersion.id, PromptVersion.number, PromptVersion.status, PromptVersion.mlflow_model_version
-                       ).where(PromptVersion.prompt_id == prompt.id, PromptVersion.mlflow_model_version.is_not(None))
-            if numbers is not None:
-                q = q.where(PromptVersion.number.in_(sorted(numbers)))
-            rows = s.exec(q).all()
-            held: dict[int, list[str]] = {}
-            for alias, vid in s.exec(select(Alias.name, Alias.version_id).where(Alias.prompt_id == prompt.id)).all():
-                held.setdefault(vid, []).append(alias)
-        return {str(mv): (number, {"promptreg.aliases": ",".join(sorted(held.get(vid, []))) or "none",
-                                   "promptreg.status": status})
-                for vid, number, status, mv in rows}
-
-    def _mirror_state_tags(self, name: str, numbers: set[int], keys: tuple[str, ...] | None = None) -> None:
-        """Best effort: copy the alias/status tags (only ``keys`` if given) of these versions to MLflow
-        (sync repairs misses)."""
-        try:
-            for mv, (_number, tags) in self._state_tags(name, numbers).items():
-                self.mirror.set_version_tags(name, mv, {k: v for k, v in tags.items() if keys is None or k in keys})
-        except PromptregError:
-            pass
-
-    # ----- aliases (compare-and-swap) -----------------------------------------------------
-    def set_alias(self, name: str, alias: str, version: int, *, expected_version: int | None | str = "any",
-                  action: str = "alias.set", reason: str | None = None,
-                  details: dict | None = None, in_transaction=None) -> AliasInfo:
-        """Point ``name@alias`` at ``version`` with a compare-and-swap on the alias row.
-
-        ``expected_version``: the version number the caller believes the alias holds now (None: the
-        alias must not exist yet; "any": no expectation). A concurrent move makes this raise
-        ConflictError. The audit event is written in the same transaction; MLflow is updated after.
-        ``in_transaction(session)``: more rows to commit atomically with the move (a drift report).
-        """
-        from sqlalchemy import update
-        from sqlalchemy.exc import IntegrityError
-        from sqlmodel import select
-
-        from promptreg.registry.models import Alias, AuditEvent, PromptVersion, utcnow
-
-        check_alias(alias)
-        check_text(reason, "reason")
-        user = self.settings.user
-        try:
-            with self._session() as s:
-                prompt = self._prompt(s, name)
-                target = s.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt.id,
-                                                            PromptVersion.number == version)).first()
-                if target is None:
-                    raise NotFoundError(f"{name} has no version {version}")
-                row = s.exec(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == alias)).first()
-                previous = None
-                if row is not None:
-                    previous = s.get(PromptVersion, row.version_id).number
-                if expected_version != "any" and expected_version != previous:
-                    raise ConflictError(
-                        f"{name}@{alias} moved concurrently: expected {expected_version}, found {previous}")
-                if row is None:
-                    s.add(Alias(prompt_id=prompt.id, name=alias, version_id=target.id, row_version=1,
-                                updated_at=utcnow(), updated_by=user))
-                    row_version = 1
-                else:
-                    seen, row_version = row.row_version, row.row_version + 1
-                    res = s.exec(update(Alias).where(Alias.id == row.id, Alias.row_version == seen)
-                                 .values(version_id=target.id, row_version=row_version,
-                                         updated_at=utcnow(), updated_by=user))
-                    if res.rowcount != 1:
-                        raise ConflictError(f"{name}@{alias} moved concurrently; retry")
-                s.add(AuditEvent(at=utcnow(), actor=user, action=action, prompt_id=prompt.id, alias=alias,
-                                 from_version=previous, to_version=version, reason=reason, details=details or {}))
-                if in_transaction is not None:
-                    in_transaction(s)
-                mlflow_version = target.mlflow_model_version
-        except IntegrityError:
-            raise ConflictError(f"{name}@{alias} was created concurrently; retry") from None
-        info = AliasInfo(name, alias, version, previous, row_version)
-        if mlflow_version:
-            try:
-                self._mirror_alias(name, alias, mlflow_version)
-            except PromptregError as exc:
-                # The move is committed: the database holds the truth and `promptreg sync` re-applies the
-                # alias. The caller is told (one warning line), the command still succeeds.
-                info.warnings.append(f"{name}@{alias} moved to version {version} in the registry, but the MLflow "
-                                     f"alias was not updated ({' '.join(str(exc).split())}); run `promptreg sync` to repair")
-            else:
-                # an alias move changes only the holders' promptreg.aliases tag (status moves on its own path)
-                self._mirror_state_tags(name, {version} | ({previous} if previous is not None else set()),
-                                        keys=("promptreg.aliases",))
-                from promptreg.services.describe import refresh_descriptions
-
-                refresh_descriptions(self, name, {version} | ({previous} if previous is not None else set()))
-        return info
-
-    def _mirror_alias(self, name: str, alias: str, mlflow_version: str, attempts: int = 5) -> None:
-        """Copy ``name@alias`` to MLflow so that concurrent movers converge on the database's value.
-
-        MLflow alias writes are last-writer-wins, and two movers' MLflow writes can land in the other
-        order than their database commits. So after each write the database is read again: if it
-        now holds another version (a later commit), that one is written too. The last writer to
-        finish therefore always leaves MLflow equal to the database."""
-        from sqlmodel import select
-
-        from promptreg.registry.models import Alias, PromptVersion
-
-        for _ in range(attempts):
-            self.mirror.set_alias(name, alias, mlflow_version)
-            with self._session() as s:
-                prompt = self._prompt(s, name)
-                now = s.exec(select(PromptVersion.mlflow_model_version).join(Alias, Alias.version_id == PromptVersion.id)
-                             .where(Alias.prompt_id == prompt.id, Alias.name == alias)).first()
-            if not now or now == mlflow_version:
-                return
-            mlflow_version = now
-
-    # ----- reads --------------------------------------------------------------------------
-    def _prompt(self, s, name: str):
-        from sqlmodel import select
-
-        from promptreg.registry.models import Prompt
-
-        check_name(name)
-        prompt = s.exec(select(Prompt).where(Prompt.name == name)).first()
-        if prompt is None:
-            raise NotFoundError(f"no prompt named {name!r}")
-        return prompt
-
-    def _resolve(self, s, ref: Ref):
-        from sqlmodel import select
-
-        from promptreg.registry.models import Alias, PromptVersion
-
-        prompt = self._prompt(s, ref.name)
-        if ref.alias is not None:
-            row = s.exec(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == ref.alias)).first()
-            if row is None:
-                raise NotFoundError(f"{ref.name} has no alias {ref.alias!r}")
-            return s.get(PromptVersion, row.version_id)
-        q = select(PromptVersion).where(PromptVersion.prompt_id == prompt.id)
-        if ref.version is not None:
-            v = s.exec(q.where(PromptVersion.number == ref.version)).first()
-            if v is None:
-                raise NotFoundError(f"{ref.name} has no version {ref.version}")
-            return v
-        v = s.exec(q.order_by(PromptVersion.number.desc())).first()
-        if v is None:
-            raise NotFoundError(f"{ref.name} has no versions")
-        return v
-
-    def _version_info(self, version_id: int) -> VersionInfo:
-        from promptreg.registry.models import PromptVersion
-
-        with self._session() as s:
-            return self._info(s, s.get(PromptVersion, version_id))
-
-    def _info(self, s, v) -> VersionInfo:
-        from sqlmodel import select
-
-        from promptreg.registry.models import Alias, Prompt
-
-        p = s.get(Prompt, v.prompt_id)
-        aliases = sorted(a for a in s.exec(select(Alias.name).where(Alias.version_id == v.id)).all())
-        manifest = v.manifest or {}
-        return VersionInfo(
-            name=p.name, version=v.number, sha256=v.sha256, method=v.method,
-            num_virtual_tokens=int(manifest.get("num_virtual_tokens", 0)), artifact_uri=v.artifact_uri,
-            size_bytes=v.size_bytes, base_model_fingerprint=v.base_model_fingerprint,
-            base_model_name=v.base_model_name, dataset_fingerprint=v.dataset_fingerprint,
-            metrics=dict(v.metrics or {}), method_config=dict(v.method_config or {}), task_type=p.task_type,
-            aliases=aliases, status=v.status, mirror_status=v.mirror_status, mirror_error=v.mirror_error,
-            mlflow_run_id=v.mlflow_run_id, mlflow_model_version=v.mlflow_model_version,
-            description=v.description or "", created_by=v.created_by, created_at=_iso(v.created_at),
-        )
-
-    def show(self, ref: str | Ref) -> VersionInfo:
-        ref = parse_ref(ref) if isinstance(ref, str) else ref
-        with self._session() as s:
-            return self._info(s, self._resolve(s, ref))
-
-    def manifest(self, ref: str | Ref) -> dict:
-        ref = parse_ref(ref) if isinstance(ref, str) else ref
-        with self._session() as s:
-            return dict(self._resolve(s, ref).manifest)
-
-    def list_prompts(self) -> list[PromptSummary]:
-        from sqlalchemy import func
-        from sqlmodel import select
-
-        from promptreg.registry.models import Alias, Prompt, PromptVersion
-
-        with self._session() as s:
-            counts = {pid: (n, latest) for pid, n, latest in s.exec(
-                select(PromptVersion.prompt_id, func.count(), func.max(PromptVersion.number))
-                .group_by(PromptVersion.prompt_id)).all()}
-            aliases: dict[int, dict[str, int]] = {}
-            for pid, alias, number in s.exec(
-                select(Alias.prompt_id, Alias.name, PromptVersion.number)
-                .join(PromptVersion, PromptVersion.id == Alias.version_id)).all():
-                aliases.setdefault(pid, {})[alias] = number
-            return [
-                PromptSummary(p.name, p.task_type, p.description or "", counts.get(p.id, (0, None))[0],
-                              counts.get(p.id, (0, None))[1], aliases.get(p.id, {}), _iso(p.created_at))
-                for p in s.exec(select(Prompt).order_by(Prompt.name)).all()
-            ]
-
-    def list_versions(self, name: str) -> list[VersionInfo]:
-        from sqlmodel import select
-
-        from promptreg.registry.models import PromptVersion
-
-        with self._session() as s:
-            prompt = self._prompt(s, name)
-            rows = s.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt.id)
-                          .order_by(PromptVersion.number)).all()
-            return [self._info(s, v) for v in rows]
-
-    def history(self, name: str) -> list[AuditEntry]:
-        from sqlmodel import select
-
-        from promptreg.registry.models import AuditEvent
-
-        with self._session() as s:
-            prompt = self._prompt(s, name)
-            rows = s.exec(select(AuditEvent).where(AuditEvent.prompt_id == prompt.id).order_by(AuditEvent.id)).all()
-            return [AuditEntry(e.id, _iso(e.at), e.actor, e.action, name, e.alias, e.from_version, e.to_version,
-                               e.reason, dict(e.details or {})) for e in rows]
-
-    # ----- pull ---------------------------------------------------------------------------
     def pull(self, ref: str | Ref, dest: Path | str) -> Path:
-        """Download a version into ``dest`` (which must not exist or be empty), verifying its sha256."""
-        dest = Path(dest)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise InputError(f"destination exists and is not an empty folder: {dest}")
-        info = self.show(ref)
-        if dest.exists():
-            dest.rmdir()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        return self.store.fetch(info.artifact_uri, dest, info.sha256)
+        """Download a version into ``dest`` (which must not exist or be empty), verifying its sha256
+        (a tampered artifact raises :class:`~promptreg.errors.IntegrityError`)."""
+        from promptreg.services.versions import pull
+
+        return pull(self, ref, dest)
 
     def fetch_verified(self, ref: str | Ref) -> tuple[VersionInfo, Path]:
         """A verified local copy of a version, cached under the project home by sha256."""
-        info = self.show(ref)
-        cache = self.settings.home / "cache" / info.sha256
-        if cache.is_dir():
-            from promptreg.artifact.hashing import folder_sha256
-            from promptreg.errors import IntegrityError
+        from promptreg.services.versions import fetch_verified
 
-            if folder_sha256(cache) != info.sha256:
-                raise IntegrityError(f"sha256 mismatch for cached {info.name}:{info.version} at {cache} "
-                                     "(artifact tampered or corrupt)")
-            return info, cache
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=cache.parent))
-        try:
-            self.store.fetch(info.artifact_uri, tmp / "a", info.sha256)
-            try:
-                (tmp / "a").rename(cache)
-            except OSError:
-                pass  # a concurrent fetch won; it is verified on the next read
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return info, cache
+        return fetch_verified(self, ref)
+
+    def show(self, ref: str | Ref) -> VersionInfo:
+        """One version: ``NAME`` (the latest), ``NAME:VERSION`` or ``NAME@ALIAS``. Raises
+        :class:`~promptreg.errors.PromptNotFoundError`, :class:`~promptreg.errors.VersionNotFoundError` or
+        :class:`~promptreg.errors.AliasNotFoundError`."""
+        from promptreg.services.versions import show
+
+        return show(self, ref)
+
+    def manifest(self, ref: str | Ref) -> dict:
+        """The full manifest (``promptreg.json``) of a version, as recorded at push."""
+        from promptreg.services.versions import manifest
+
+        return manifest(self, ref)
+
+    def list_prompts(self) -> list[PromptSummary]:
+        """Every prompt by name, with its version count, latest version and aliases."""
+        from promptreg.services.versions import list_prompts
+
+        return list_prompts(self)
+
+    def list_versions(self, name: str) -> list[VersionInfo]:
+        """Every version of ``name``, oldest first."""
+        from promptreg.services.versions import list_versions
+
+        return list_versions(self, name)
+
+    def history(self, name: str) -> list[AuditEntry]:
+        """The append-only audit log of ``name``: every push, eval, gate, alias move, flag, schedule change."""
+        from promptreg.services.versions import history
+
+        return history(self, name)
+
+    def sync(self) -> SyncReport:
+        """Make MLflow match the database: mirror versions whose mirror is missing or failed, aliases,
+        status tags, descriptions. Raises :class:`~promptreg.errors.MirrorError` when MLflow is down;
+        items that fail individually are listed in ``report.failed``."""
+        from promptreg.services.mirroring import sync
+
+        return sync(self)
+
+    def sync_prompt(self, name: str, report: SyncReport | None = None, *, mlmodels: bool = True) -> SyncReport:
+        """Make MLflow match the database for the prompt ``name`` only (what :meth:`sync` does for
+        every prompt); the outbox's MLflow consumer calls it per prompt with new events."""
+        from promptreg.services.mirroring import sync_prompt
+
+        return sync_prompt(self, name, report, mlmodels=mlmodels)
+
+    def set_alias(self, name: str, alias: str, version: int, *, expected_version: int | None | str = "any",
+                  action: str = "alias.set", reason: str | None = None, details: dict | None = None,
+                  in_transaction: Callable[[Session], None] | None = None) -> AliasInfo:
+        """Point ``name@alias`` at ``version`` with a compare-and-swap on the alias row, no gate (see
+        :meth:`promote`). ``expected_version``: the holder the caller believes the alias has now (None:
+        unset; "any": no expectation); a concurrent move raises ConflictError. The audit event commits
+        with the move (and ``in_transaction(session)``'s rows); MLflow is updated after."""
+        from promptreg.services.aliases import set_alias
+
+        return set_alias(self, name, alias, version, expected_version=expected_version, action=action,
+                         reason=reason, details=details, in_transaction=in_transaction)
+
+    # ----- training and import ----------------------------------------------------------------
+    def train(self, job: TrainJob) -> TrainReport:
+        """Train a soft prompt against a frozen base model (:class:`~promptreg.services.train.TrainJob`:
+        data, method, configuration); with ``job.push`` the artifact is registered as a new version of
+        that name, on the same MLflow run. Returns the metrics, the artifact folder and the push result."""
+        from promptreg.services.train import run_training
+
+        return run_training(self, job)
+
+    def import_peft(self, folder: Path | str, base_model: str, name: str, *, description: str | None = None,
+                    template: str | None = None, verbalizer: dict[str, str] | None = None) -> PushResult:
+        """Register a PEFT prompt-learning adapter folder (prompt tuning, P-tuning, prefix tuning) trained
+        on ``base_model`` (a folder or ``smollm2``) as a new version of ``name``. With ``verbalizer``
+        (label -> answer text) it is a classification prompt, otherwise a generation prompt."""
+        from promptreg.services.peft_import import import_peft
+
+        return import_peft(self, folder, base_model, name, description=description, template=template,
+                           verbalizer=verbalizer)
+
+    # ----- evaluation and gates -----------------------------------------------------------------
+    def evaluator(self, *, model: str | Path | None = None, device: str = "auto",
+                  use_cache: bool = True) -> Evaluator:
+        """An :class:`~promptreg.services.evaluate.Evaluator` holding one base model (``model``, else the
+        ``base_model`` setting, else the candidate manifest's folder), loaded on first need: reuse it to
+        evaluate several versions without reloading."""
+        from promptreg.services.evaluate import Evaluator
+
+        return Evaluator(self, model=model, device=device, use_cache=use_cache)
+
+    def eval(self, ref: str, suite: SuiteArg, *, against: str | None = "production", model: str | Path | None = None,
+             device: str = "auto", use_cache: bool = True) -> EvalResult:
+        """Evaluate ``ref`` on a regression suite (a :class:`~promptreg.evaluation.suite.Suite` or its
+        YAML path) and record the eval run; ``against`` (an alias, a version number or None) is also
+        evaluated for the comparison logged to MLflow. A cached result is reused unless ``use_cache=False``."""
+        ev = self.evaluator(model=model, device=device, use_cache=use_cache)
+        result, _baseline = ev.evaluate(ref, _suite(suite), against=against)
+        result.warnings = [*ev.warnings, *result.warnings]
+        return result
+
+    def gate(self, ref: str, suite: SuiteArg, *, against: str = "production", model: str | Path | None = None,
+             device: str = "auto", use_cache: bool = True) -> GateReport:
+        """Run the regression gate of ``ref`` against the version it would replace (``against``: an alias,
+        its current holder; a version number; or ``none`` for floors only). The report says whether it
+        passed (``report.passed``) and why; a gate that could not run raises instead."""
+        ev = self.evaluator(model=model, device=device, use_cache=use_cache)
+        report = ev.gate(ref, _suite(suite), against=against)
+        report.warnings = [*ev.warnings, *report.warnings]
+        return report
+
+    # ----- lifecycle ----------------------------------------------------------------------------
+    def promote(self, ref: str, to: str = "production", *, suite: SuiteArg | None = None,
+                model: str | Path | None = None, device: str = "auto", force: bool = False,
+                reason: str | None = None) -> MoveResult:
+        """Point ``NAME@to`` at ``ref`` if the alias's policy allows it: ``production`` needs a passing
+        gate against its current holder (run now with ``suite``, else the stored verdict). A failed gate
+        raises :class:`~promptreg.errors.GateFailedError` (its ``report`` attached); ``force`` with a
+        ``reason`` bypasses it and records that. Compare-and-swap + audit event + MLflow alias."""
+        from promptreg.services.lifecycle import promote
+
+        loaded = _suite(suite) if suite is not None else None
+        ev = self.evaluator(model=model, device=device) if loaded is not None else None
+        return promote(self, ref, to, suite=loaded, evaluator=ev, force=force, reason=reason)
+
+    def rollback(self, name: str, alias: str = "production", *, to: int | None = None,
+                 reason: str | None = None) -> MoveResult:
+        """Move ``name@alias`` back to its previous holder (from the audit log, as a stack) or to
+        version ``to``."""
+        from promptreg.services.lifecycle import rollback
+
+        return rollback(self, name, alias, to=to, reason=reason)
+
+    # ----- drift and environments ---------------------------------------------------------------
+    def drift(self, ref: str, data_uri: str, *, suite: SuiteArg | None = None, env: str | None = None,
+              model: str | None = None, reference: str | None = None, action: str | None = None,
+              text_column: str = "text", label_column: str = "label") -> DriftOutcome:
+        """Check ``ref`` (``NAME@ALIAS`` to let a rollback policy move the alias) for base-model, data
+        and performance drift on fresh data (a .jsonl/.json/.csv file or ``s3://`` prefix), against the
+        base model deployed in ``env`` (or ``model``); act by policy (``report``/``flag``/``rollback``)."""
+        from promptreg.services.drift import check_drift
+
+        if env and model:
+            raise InputError("use --env or --model, not both")
+        return check_drift(self, ref, data_uri, suite=_suite(suite) if suite is not None else None, env=env,
+                           model=model, reference=reference, action=action, text_column=text_column,
+                           label_column=label_column)
+
+    def set_environment_model(self, env: str, model: str) -> EnvironmentInfo:
+        """Record that deployment environment ``env`` runs base model ``model`` (a folder or
+        ``smollm2``): drift checks with ``env=`` compare its fingerprint with each version's."""
+        from promptreg.services.drift import set_environment_model
+
+        return set_environment_model(self, env, model)
+
+    def list_environments(self) -> list[EnvironmentInfo]:
+        """Every environment and the base model recorded for it."""
+        from promptreg.services.drift import list_environments
+
+        return list_environments(self)
+
+    # ----- schedules (recurring drift checks; times in UTC) -------------------------------------
+    def add_schedule(self, ref: str, cron: str, data_uri: str, *, suite_path: str | None = None,
+                     policy: dict[str, Any] | None = None, now: dt.datetime | None = None) -> ScheduleInfo:
+        """Check ``NAME@ALIAS`` for drift on ``data_uri`` at every fire time of the five-field ``cron``
+        (UTC); ``policy`` overrides the drift policy (JSON object). ``now``: the clock (tests)."""
+        from promptreg.services.schedule import add_schedule
+
+        return add_schedule(self, ref, cron, data_uri, suite_path=suite_path, policy=policy, now=now)
+
+    def list_schedules(self, name: str | None = None) -> list[ScheduleInfo]:
+        """Every schedule (of prompt ``name`` only, if given), oldest first."""
+        from promptreg.services.schedule import list_schedules
+
+        return list_schedules(self, name)
+
+    def get_schedule(self, schedule_id: int) -> ScheduleInfo:
+        """One schedule by id (:class:`~promptreg.errors.ScheduleNotFoundError` if there is none)."""
+        from promptreg.services.schedule import get_schedule
+
+        return get_schedule(self, schedule_id)
+
+    def remove_schedule(self, schedule_id: int) -> ScheduleInfo:
+        """Delete a schedule and its run history (drift reports stay); returns what was removed."""
+        from promptreg.services.schedule import remove_schedule
+
+        return remove_schedule(self, schedule_id)
+
+    def schedule_runs(self, schedule_id: int | None = None, limit: int = 100) -> list[ScheduleRunInfo]:
+        """The newest schedule runs (of one schedule, if given), newest slot first."""
+        from promptreg.services.schedule import list_runs
+
+        return list_runs(self, schedule_id, limit)
+
+    def run_due(self, *, check: Callable[[Claim], Any] | None = None, owner: str | None = None,
+                lease_s: float | None = None, guard: GracefulStop | None = None,
+                on_result: Callable[[RunResult], None] | None = None,
+                now: dt.datetime | None = None) -> list[RunResult]:
+        """Run every due check once (safe on several machines at once: each slot runs exactly once).
+        ``check(claim)`` defaults to the drift check of the claimed schedule; ``guard``: stop handling
+        (:class:`~promptreg.services.schedule.GracefulStop`); ``on_result``: called after each run."""
+        from promptreg.services.schedule import DEFAULT_LEASE_S, drift_check, run_due
+
+        return run_due(self, check or drift_check(self), owner=owner, now=now,
+                       lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s, guard=guard, on_result=on_result)
+
+    def scheduler(self, *, check: Callable[[Claim], Any] | None = None, poll_s: float = 30,
+                  lease_s: float | None = None, grace_s: float | None = None, owner: str | None = None,
+                  on_result: Callable[[RunResult], None] | None = None,
+                  on_error: Callable[[PromptregError], None] | None = None) -> Scheduler:
+        """A long-lived :meth:`run_due` loop (``.run_forever()`` until SIGTERM/SIGINT) polling every
+        ``poll_s`` seconds."""
+        from promptreg.services.schedule import DEFAULT_GRACE_S, DEFAULT_LEASE_S, Scheduler, drift_check
+
+        return Scheduler(self, check or drift_check(self), poll_s=poll_s, owner=owner,
+                         lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s,
+                         grace_s=DEFAULT_GRACE_S if grace_s is None else grace_s,
+                         on_result=on_result, on_error=on_error)
+
+    def export_schedule(self, fmt: str, *, every: str = "*/5 * * * *", workdir: str = "/srv/app",
+                        image: str = "ghcr.io/OWNER/promptreg:latest") -> str:
+        """A ready-made ``crontab`` line, Kubernetes CronJob (``k8s``) or GitHub Actions workflow
+        (``github``) that calls ``promptreg schedule run-due`` every ``every`` (cron, UTC); secrets are
+        referenced, never written out."""
+        from promptreg.services.schedule import export_snippet
+
+        return export_snippet(fmt, self.settings, every=every, workdir=workdir, image=image)
+
+    # ----- housekeeping -------------------------------------------------------------------------
+    def gc(self, *, min_age_s: float | None = None, delete: bool = False) -> GcReport:
+        """Find artifact-store content no version, eval run or drift report references (uploads whose
+        commit never happened); with ``delete`` remove those older than ``min_age_s`` seconds."""
+        from promptreg.services.gc import DEFAULT_MIN_AGE_S, collect_garbage
+
+        return collect_garbage(self, min_age_s=DEFAULT_MIN_AGE_S if min_age_s is None else min_age_s,
+                               delete=delete)
+
+
+def _suite(suite: SuiteArg) -> Suite:
+    """A loaded suite, or the one at this YAML path."""
+    from promptreg.evaluation.suite import Suite, load_suite
+
+    return suite if isinstance(suite, Suite) else load_suite(Path(suite))

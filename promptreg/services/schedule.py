@@ -63,11 +63,20 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from promptreg.errors import ConflictError, InputError, NotFoundError, PromptregError
+from promptreg.errors import (
+    ConflictError,
+    InputError,
+    PromptregError,
+)
 from promptreg.refs import check_text, parse_ref
+from promptreg.registry import queries as q
 from promptreg.services.cron import next_fire, parse_cron, prev_fire
+from promptreg.services.views import ScheduleRunInfo
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -204,31 +213,21 @@ def _check_policy(policy: Any) -> dict[str, Any]:
 
 
 def _info(s, sched, prompt_name: str) -> ScheduleInfo:
-    import sqlalchemy as sa
-
-    from promptreg.registry.models import ScheduleRun
-
-    last = s.execute(sa.select(ScheduleRun.status).where(ScheduleRun.schedule_id == sched.id)
-                     .order_by(ScheduleRun.slot_at.desc()).limit(1)).scalar()
     return ScheduleInfo(
         id=sched.id, name=prompt_name, alias=sched.alias, cron=sched.cron, data_uri=sched.data_uri,
         suite_path=sched.suite_path, policy=dict(sched.policy or {}), enabled=bool(sched.enabled),
-        next_run_at=_iso(sched.next_run_at), last_run_at=_iso(sched.last_run_at), last_status=last,
-        lease_owner=sched.lease_owner, lease_until=_iso(sched.lease_until), created_by=sched.created_by,
-        created_at=_iso(sched.created_at),
+        next_run_at=_iso(sched.next_run_at), last_run_at=_iso(sched.last_run_at),
+        last_status=q.last_status(s, sched.id), lease_owner=sched.lease_owner, lease_until=_iso(sched.lease_until),
+        created_by=sched.created_by, created_at=_iso(sched.created_at),
     )
 
 
-def add_schedule(registry, ref: str, cron: str, data_uri: str, suite_path: str | None = None,
+def add_schedule(registry: Registry, ref: str, cron: str, data_uri: str, suite_path: str | None = None,
                  policy: dict[str, Any] | None = None, now: dt.datetime | None = None) -> ScheduleInfo:
     """Schedule a drift check of ``NAME@ALIAS`` on ``data_uri`` at every fire time of ``cron`` (UTC).
 
     The first run is the first fire time after ``now``. Paths and URIs are stored as given: they are
     read on the machine that runs the check."""
-    import sqlalchemy as sa
-
-    from promptreg.registry.models import Alias, AuditEvent, Schedule
-
     r = parse_ref(ref)
     if r.alias is None:
         raise InputError(f"a schedule checks NAME@ALIAS (the version an alias points at), got {ref!r}")
@@ -244,85 +243,57 @@ def add_schedule(registry, ref: str, cron: str, data_uri: str, suite_path: str |
     now = _utc(now)
     user = registry.settings.user
     try:
-        with registry._session() as s:
-            prompt = registry._prompt(s, r.name)
-            if s.execute(sa.select(Alias.id).where(Alias.prompt_id == prompt.id, Alias.name == r.alias)).first() is None:
-                raise NotFoundError(f"{r.name} has no alias {r.alias!r}")
-            dup = s.execute(sa.select(Schedule.id).where(Schedule.prompt_id == prompt.id, Schedule.alias == r.alias,
-                                                         Schedule.data_uri == data_uri)).scalar()
+        with registry.session() as s:
+            prompt = q.get_prompt(s, r.name)
+            q.alias_target(s, prompt, r.alias)  # the alias must be set
+            dup = q.schedule_on(s, prompt, r.alias, data_uri)
             if dup is not None:
                 raise ConflictError(f"schedule {dup} already checks {r.name}@{r.alias} on {data_uri}")
-            sched = Schedule(prompt_id=prompt.id, alias=r.alias, cron=expr.text, data_uri=data_uri,
-                             suite_path=suite_path, policy=policy, enabled=True, next_run_at=next_fire(expr, now),
-                             created_by=user, created_at=now)
-            s.add(sched)
-            s.flush()
-            s.add(AuditEvent(at=now, actor=user, action="schedule.add", prompt_id=prompt.id, alias=r.alias,
-                             details={"schedule_id": sched.id, "cron": expr.text, "data_uri": data_uri,
-                                      "suite_path": suite_path, "policy": policy}))
+            sched = q.add_schedule(s, prompt_id=prompt.id, alias=r.alias, cron=expr.text, data_uri=data_uri,
+                                   suite_path=suite_path, policy=policy, enabled=True,
+                                   next_run_at=next_fire(expr, now), created_by=user, created_at=now)
+            q.add_event(s, at=now, actor=user, action="schedule.add", prompt_id=prompt.id, alias=r.alias,
+                        details={"schedule_id": sched.id, "cron": expr.text, "data_uri": data_uri,
+                                 "suite_path": suite_path, "policy": policy})
             return _info(s, sched, prompt.name)
-    except sa.exc.IntegrityError:
+    except q.DuplicateRowError:
         raise ConflictError(f"a schedule of {r.name}@{r.alias} on {data_uri} was added concurrently") from None
 
 
-def list_schedules(registry, name: str | None = None) -> list[ScheduleInfo]:
+def list_schedules(registry: Registry, name: str | None = None) -> list[ScheduleInfo]:
     """Every schedule (of prompt ``name`` only, if given), oldest first."""
-    import sqlalchemy as sa
-
-    from promptreg.registry.models import Prompt, Schedule
-
-    with registry._session() as s:
-        q = sa.select(Schedule, Prompt.name).join(Prompt, Prompt.id == Schedule.prompt_id).order_by(Schedule.id)
-        if name is not None:
-            q = q.where(Prompt.id == registry._prompt(s, name).id)
-        return [_info(s, sched, pname) for sched, pname in s.execute(q).all()]
+    with registry.session() as s:
+        prompt = q.get_prompt(s, name) if name is not None else None
+        return [_info(s, sched, pname) for sched, pname in q.schedules(s, prompt)]
 
 
-def get_schedule(registry, schedule_id: int) -> ScheduleInfo:
-    from promptreg.registry.models import Prompt, Schedule
-
-    with registry._session() as s:
-        sched = s.get(Schedule, int(schedule_id))
-        if sched is None:
-            raise NotFoundError(f"no schedule {schedule_id}")
-        return _info(s, sched, s.get(Prompt, sched.prompt_id).name)
+def get_schedule(registry: Registry, schedule_id: int) -> ScheduleInfo:
+    with registry.session() as s:
+        sched = q.get_schedule(s, schedule_id)
+        return _info(s, sched, q.prompt_by_id(s, sched.prompt_id).name)
 
 
-def remove_schedule(registry, schedule_id: int) -> ScheduleInfo:
+def remove_schedule(registry: Registry, schedule_id: int) -> ScheduleInfo:
     """Delete a schedule and its run history (drift reports stay). A check already running finishes
     but is not recorded as a run."""
-    import sqlalchemy as sa
-
-    from promptreg.registry.models import AuditEvent, Prompt, Schedule, ScheduleRun
-
-    with registry._session() as s:
+    with registry.session() as s:
         # lock the schedule row first (PostgreSQL), like claims do, so the two never deadlock
-        sched = s.get(Schedule, int(schedule_id), with_for_update=True)
-        if sched is None:
-            raise NotFoundError(f"no schedule {schedule_id}")
-        info = _info(s, sched, s.get(Prompt, sched.prompt_id).name)
-        s.execute(sa.delete(ScheduleRun).where(ScheduleRun.schedule_id == sched.id))
-        s.execute(sa.delete(Schedule).where(Schedule.id == sched.id))
-        s.add(AuditEvent(at=_utcnow(), actor=registry.settings.user, action="schedule.remove",
-                         prompt_id=sched.prompt_id, alias=sched.alias,
-                         details={"schedule_id": sched.id, "cron": sched.cron, "data_uri": sched.data_uri}))
+        sched = q.get_schedule(s, schedule_id, lock=True)
+        info = _info(s, sched, q.prompt_by_id(s, sched.prompt_id).name)
+        q.delete_schedule(s, sched)
+        q.add_event(s, at=_utcnow(), actor=registry.settings.user, action="schedule.remove",
+                    prompt_id=sched.prompt_id, alias=sched.alias,
+                    details={"schedule_id": sched.id, "cron": sched.cron, "data_uri": sched.data_uri})
     return info
 
 
-def list_runs(registry, schedule_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def list_runs(registry: Registry, schedule_id: int | None = None, limit: int = 100) -> list[ScheduleRunInfo]:
     """The newest schedule runs (of one schedule, if given), newest slot first."""
-    import sqlalchemy as sa
-
-    from promptreg.registry.models import ScheduleRun
-
-    with registry._session() as s:
-        q = sa.select(ScheduleRun).order_by(ScheduleRun.slot_at.desc(), ScheduleRun.id.desc()).limit(limit)
-        if schedule_id is not None:
-            q = q.where(ScheduleRun.schedule_id == schedule_id)
-        return [{"id": r.id, "schedule_id": r.schedule_id, "slot_at": _iso(r.slot_at), "status": r.status,
-                 "owner": r.owner, "attempts": r.attempts, "started_at": _iso(r.started_at),
-                 "finished_at": _iso(r.finished_at), "error": r.error, "drift_report_id": r.drift_report_id}
-                for r in s.execute(q).scalars()]
+    with registry.session() as s:
+        return [ScheduleRunInfo(id=r.id, schedule_id=r.schedule_id, slot_at=_iso(r.slot_at), status=r.status,
+                                owner=r.owner, attempts=r.attempts, started_at=_iso(r.started_at),
+                                finished_at=_iso(r.finished_at), error=r.error, drift_report_id=r.drift_report_id)
+                for r in q.runs(s, schedule_id, limit)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -333,105 +304,73 @@ class _NothingToClaim(Exception):
     """Roll the claim transaction back (the lease CAS included)."""
 
 
-def _candidates(registry, now: dt.datetime, exclude: Sequence[int]) -> list[int]:
-    import sqlalchemy as sa
-
-    from promptreg.registry.models import Schedule, ScheduleRun
-
-    orphan = sa.select(ScheduleRun.id).where(ScheduleRun.schedule_id == Schedule.id,
-                                             ScheduleRun.status == "running").exists()
-    q = (sa.select(Schedule.id)
-         .where(Schedule.enabled.is_(True),
-                sa.or_(Schedule.lease_until.is_(None), Schedule.lease_until < now),
-                sa.or_(Schedule.next_run_at <= now, orphan))
-         .order_by(Schedule.next_run_at, Schedule.id))
-    if exclude:
-        q = q.where(Schedule.id.not_in(list(exclude)))
-    with registry._session() as s:
-        return list(s.execute(q).scalars())
+def _candidates(registry: Registry, now: dt.datetime, exclude: Sequence[int]) -> list[int]:
+    with registry.session() as s:
+        return q.claimable(s, now, exclude)
 
 
-def _claim_one(registry, schedule_id: int, owner: str, now: dt.datetime, lease_s: float) -> Claim | None:
-    import sqlalchemy as sa
+def _settle_orphans(s, schedule_id: int, owner: str, now: dt.datetime, due: bool):
+    """Decide each run a dead process left ``running`` (we hold the lease, so its holder's is gone):
+    ``ok`` when its report was written, ``abandoned`` when superseded or tried too often, else retried
+    (at most one). Returns (the run to retry or None, its attempt number)."""
+    run, attempt = None, 1
+    for orphan in q.running_runs(s, schedule_id):
+        # Never run a slot whose report was written; retry it at most once at a time.
+        report_id = q.drift_report_of_run(s, orphan.id)
+        if report_id is not None:
+            values = {"status": "ok", "finished_at": now, "drift_report_id": report_id, "error": None}
+            log.info("schedule %s slot %s: report %s was written before its process stopped: "
+                     "marked ok", schedule_id, _iso(orphan.slot_at), report_id)
+            q.set_schedule(s, schedule_id, last_run_at=now)
+        elif due or run is not None or orphan.attempts >= MAX_ATTEMPTS:
+            why = ("superseded by a newer due slot" if due or run is not None
+                   else f"interrupted {orphan.attempts} times, given up")
+            values = {"status": "abandoned", "finished_at": now,
+                      "error": one_line(f"{orphan.error + '; ' if orphan.error else ''}{why}")}
+        else:
+            attempt = orphan.attempts + 1
+            values = {"owner": owner, "attempts": attempt, "started_at": now, "finished_at": None}
+            run = orphan
+            log.info("schedule %s: retrying interrupted slot %s (attempt %s)", schedule_id,
+                     _iso(orphan.slot_at), attempt)
+        if not q.update_running(s, orphan.id, orphan.owner, **values):  # cannot happen under the lease
+            raise _NothingToClaim
+    return run, attempt
 
-    from promptreg.registry.models import DriftReport, Prompt, Schedule, ScheduleRun
 
+def _claim_one(registry: Registry, schedule_id: int, owner: str, now: dt.datetime, lease_s: float) -> Claim | None:
     lease_until = now + dt.timedelta(seconds=lease_s)
     try:
-        with registry._session() as s:
-            got = s.execute(
-                sa.update(Schedule)
-                .where(Schedule.id == schedule_id, Schedule.enabled.is_(True),
-                       sa.or_(Schedule.lease_until.is_(None), Schedule.lease_until < now))
-                .values(lease_owner=owner, lease_until=lease_until)
-                .execution_options(synchronize_session=False))
-            if got.rowcount != 1:
+        with registry.session() as s:
+            if not q.take_lease(s, schedule_id, owner, now, lease_until):
                 raise _NothingToClaim  # another process holds it (or it was removed/disabled)
-            sched = s.execute(sa.select(Schedule).where(Schedule.id == schedule_id)).scalar_one()
+            sched = q.get_schedule(s, schedule_id)
             expr = parse_cron(sched.cron)
             due = sched.next_run_at <= now
-            run: ScheduleRun | None = None
-            attempt = 1
-            orphans = s.execute(sa.select(ScheduleRun).where(ScheduleRun.schedule_id == schedule_id,
-                                                             ScheduleRun.status == "running")
-                                .order_by(ScheduleRun.slot_at)).scalars().all()
-            for orphan in orphans:
-                # We hold the lease and the previous holder's lease is gone: its process died or was
-                # interrupted. Never run a slot whose report was written; retry it at most once at a time.
-                report_id = s.execute(sa.select(DriftReport.id).where(DriftReport.schedule_run_id == orphan.id)
-                                      .order_by(DriftReport.id.desc()).limit(1)).scalar()
-                if report_id is not None:
-                    values = {"status": "ok", "finished_at": now, "drift_report_id": report_id, "error": None}
-                    log.info("schedule %s slot %s: report %s was written before its process stopped: "
-                             "marked ok", schedule_id, _iso(orphan.slot_at), report_id)
-                    s.execute(sa.update(Schedule).where(Schedule.id == schedule_id).values(last_run_at=now))
-                elif due or run is not None or orphan.attempts >= MAX_ATTEMPTS:
-                    why = ("superseded by a newer due slot" if due or run is not None
-                           else f"interrupted {orphan.attempts} times, given up")
-                    values = {"status": "abandoned", "finished_at": now,
-                              "error": one_line(f"{orphan.error + '; ' if orphan.error else ''}{why}")}
-                else:
-                    attempt = orphan.attempts + 1
-                    values = {"owner": owner, "attempts": attempt, "started_at": now, "finished_at": None}
-                    run = orphan
-                    log.info("schedule %s: retrying interrupted slot %s (attempt %s)", schedule_id,
-                             _iso(orphan.slot_at), attempt)
-                cas = s.execute(sa.update(ScheduleRun)
-                                .where(ScheduleRun.id == orphan.id, ScheduleRun.status == "running",
-                                       ScheduleRun.owner == orphan.owner)
-                                .values(**values).execution_options(synchronize_session=False))
-                if cas.rowcount != 1:  # cannot happen under the lease; be safe
-                    raise _NothingToClaim
+            run, attempt = _settle_orphans(s, schedule_id, owner, now, due)
             if run is None and due:
                 slot = prev_fire(expr, now)
-                s.execute(sa.update(Schedule).where(Schedule.id == schedule_id)
-                          .values(next_run_at=next_fire(expr, now)))
-                taken = s.execute(sa.select(ScheduleRun.id).where(ScheduleRun.schedule_id == schedule_id,
-                                                                  ScheduleRun.slot_at == slot)).scalar()
-                if taken is None:
-                    run = ScheduleRun(schedule_id=schedule_id, slot_at=slot, started_at=now, status="running",
-                                      owner=owner, attempts=1)
-                    s.add(run)
-                    s.flush()
+                q.set_schedule(s, schedule_id, next_run_at=next_fire(expr, now))
+                if q.run_for_slot(s, schedule_id, slot) is None:
+                    run = q.add_run(s, schedule_id=schedule_id, slot_at=slot, started_at=now, status="running",
+                                    owner=owner, attempts=1)
             if run is None:
                 # nothing to run (orphans settled, or the slot already has its run): free the lease
-                s.execute(sa.update(Schedule).where(Schedule.id == schedule_id, Schedule.lease_owner == owner)
-                          .values(lease_owner=None, lease_until=None))
+                q.free_lease(s, schedule_id, owner)
                 return None
-            prompt_name = s.get(Prompt, sched.prompt_id).name
             return Claim(schedule_id=schedule_id, run_id=run.id, owner=owner, slot_at=_utc(run.slot_at),
-                         name=prompt_name, alias=sched.alias, cron=sched.cron, data_uri=sched.data_uri,
-                         suite_path=sched.suite_path, policy=dict(sched.policy or {}), attempt=attempt,
-                         lease_until=lease_until)
+                         name=q.prompt_by_id(s, sched.prompt_id).name, alias=sched.alias, cron=sched.cron,
+                         data_uri=sched.data_uri, suite_path=sched.suite_path, policy=dict(sched.policy or {}),
+                         attempt=attempt, lease_until=lease_until)
     except _NothingToClaim:
         return None
-    except sa.exc.IntegrityError:
+    except q.DuplicateRowError:
         # the slot's row appeared concurrently (cannot happen under the lease): someone else has it
         log.warning("schedule %s: slot claimed concurrently", schedule_id)
         return None
 
 
-def claim_due(registry, owner: str | None = None, now: dt.datetime | None = None,
+def claim_due(registry: Registry, owner: str | None = None, now: dt.datetime | None = None,
               lease_s: float = DEFAULT_LEASE_S, limit: int | None = None,
               exclude: Sequence[int] = ()) -> list[Claim]:
     """Claim due slots (at most ``limit``), one transaction per schedule; see the module docstring."""
@@ -449,70 +388,43 @@ def claim_due(registry, owner: str | None = None, now: dt.datetime | None = None
     return claims
 
 
-def renew_lease(registry, claim: Claim, lease_s: float = DEFAULT_LEASE_S, now: dt.datetime | None = None) -> bool:
+def renew_lease(registry: Registry, claim: Claim, lease_s: float = DEFAULT_LEASE_S, now: dt.datetime | None = None) -> bool:
     """Extend the claim's lease; False when it is no longer ours."""
-    import sqlalchemy as sa
-
-    from promptreg.registry.models import Schedule
-
-    until = _utc(now) + dt.timedelta(seconds=lease_s)
-    with registry._session() as s:
-        res = s.execute(sa.update(Schedule).where(Schedule.id == claim.schedule_id, Schedule.lease_owner == claim.owner)
-                        .values(lease_until=until).execution_options(synchronize_session=False))
-        return res.rowcount == 1
+    with registry.session() as s:
+        return q.renew_lease(s, claim.schedule_id, claim.owner, _utc(now) + dt.timedelta(seconds=lease_s))
 
 
 class _Lost(Exception):
     pass
 
 
-def complete(registry, claim: Claim, status: str, error: str | None = None, drift_report_id: int | None = None,
+def complete(registry: Registry, claim: Claim, status: str, error: str | None = None, drift_report_id: int | None = None,
              now: dt.datetime | None = None) -> bool:
     """Finish the claimed run (``ok``, ``failed`` or ``abandoned``), set ``last_run_at``, free the lease.
 
     False (and nothing changed) when the run is no longer this claim's: another process took the slot
     over after this one's lease expired, or the schedule was removed."""
-    import sqlalchemy as sa
-
-    from promptreg.registry.models import Schedule, ScheduleRun
-
     if status not in ("ok", "failed", "abandoned"):
         raise InputError(f"invalid run status {status!r}: expected ok, failed or abandoned")
     now = _utc(now)
     try:
-        with registry._session() as s:
+        with registry.session() as s:
             # lock order: schedule row, then run row (as in the claim), so the two never deadlock
-            s.execute(sa.update(Schedule).where(Schedule.id == claim.schedule_id, Schedule.lease_owner == claim.owner)
-                      .values(last_run_at=now, lease_owner=None, lease_until=None)
-                      .execution_options(synchronize_session=False))
-            res = s.execute(sa.update(ScheduleRun)
-                            .where(ScheduleRun.id == claim.run_id, ScheduleRun.owner == claim.owner,
-                                   ScheduleRun.status == "running")
-                            .values(status=status, finished_at=now, error=one_line(error) if error else None,
-                                    drift_report_id=drift_report_id)
-                            .execution_options(synchronize_session=False))
-            if res.rowcount != 1:
+            q.free_lease(s, claim.schedule_id, claim.owner, last_run_at=now)
+            if not q.update_running(s, claim.run_id, claim.owner, status=status, finished_at=now,
+                                    error=one_line(error) if error else None, drift_report_id=drift_report_id):
                 raise _Lost
     except _Lost:
         return False
     return True
 
 
-def release(registry, claim: Claim, reason: str) -> bool:
+def release(registry: Registry, claim: Claim, reason: str) -> bool:
     """Give an unfinished claim back: the run stays ``running`` with ``error=reason`` and the lease is
     freed, so the next ``run_due`` retries the slot at once (instead of after the lease expires)."""
-    import sqlalchemy as sa
-
-    from promptreg.registry.models import Schedule, ScheduleRun
-
-    with registry._session() as s:
-        s.execute(sa.update(Schedule).where(Schedule.id == claim.schedule_id, Schedule.lease_owner == claim.owner)
-                  .values(lease_owner=None, lease_until=None).execution_options(synchronize_session=False))
-        res = s.execute(sa.update(ScheduleRun)
-                        .where(ScheduleRun.id == claim.run_id, ScheduleRun.owner == claim.owner,
-                               ScheduleRun.status == "running")
-                        .values(error=one_line(reason)).execution_options(synchronize_session=False))
-        return res.rowcount == 1
+    with registry.session() as s:
+        q.free_lease(s, claim.schedule_id, claim.owner)
+        return q.update_running(s, claim.run_id, claim.owner, error=one_line(reason))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -590,7 +502,7 @@ class GracefulStop:
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, registry, claim: Claim, lease_s: float, clock: Callable[[], dt.datetime]):
+    def __init__(self, registry: Registry, claim: Claim, lease_s: float, clock: Callable[[], dt.datetime]):
         super().__init__(name=f"promptreg-lease-{claim.schedule_id}", daemon=True)
         self.registry, self.claim, self.lease_s, self.clock = registry, claim, lease_s, clock
         self.interval = max(0.05, lease_s / 3)
@@ -632,7 +544,7 @@ def _report_id(out: Any) -> int | None:
     return None
 
 
-def _execute(registry, claim: Claim, check_fn: CheckFn, clock, lease_s: float,
+def _execute(registry: Registry, claim: Claim, check_fn: CheckFn, clock, lease_s: float,
              guard: GracefulStop | None) -> RunResult:
     result = RunResult(schedule_id=claim.schedule_id, run_id=claim.run_id, ref=claim.ref,
                        slot_at=_iso(claim.slot_at), status="ok", attempt=claim.attempt)
@@ -671,7 +583,19 @@ def _execute(registry, claim: Claim, check_fn: CheckFn, clock, lease_s: float,
     return result
 
 
-def run_due(registry, check_fn: CheckFn, owner: str | None = None, now: dt.datetime | None = None,
+def drift_check(registry: Registry) -> CheckFn:
+    """The check ``run_due`` runs by default: the drift check of the claimed schedule (from the drift
+    service, imported here: it loads models lazily). The claim's run id goes into
+    ``drift_report.schedule_run_id`` (same transaction as the report), so a process that dies after
+    writing the report is never re-run for that slot."""
+    try:
+        from promptreg.services.drift import scheduled_check
+    except ImportError as exc:
+        raise PromptregError("drift checks are not available in this build") from exc
+    return lambda claim: scheduled_check(registry, claim, schedule_run_id=claim.run_id)
+
+
+def run_due(registry: Registry, check_fn: CheckFn, owner: str | None = None, now: dt.datetime | None = None,
             lease_s: float = DEFAULT_LEASE_S, guard: GracefulStop | None = None,
             on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
     """Run every due check once: claim one slot, ``check_fn(claim)``, complete; repeat until nothing
@@ -705,7 +629,7 @@ class Scheduler:
     Restarting is safe at any moment: every slot has one schedule_run row, so a finished slot is never
     run again and an interrupted one is retried by whichever process claims it next."""
 
-    def __init__(self, registry, check_fn: CheckFn, poll_s: float = 30, owner: str | None = None,
+    def __init__(self, registry: Registry, check_fn: CheckFn, poll_s: float = 30, owner: str | None = None,
                  lease_s: float = DEFAULT_LEASE_S, grace_s: float = DEFAULT_GRACE_S,
                  on_result: Callable[[RunResult], None] | None = None,
                  on_error: Callable[[PromptregError], None] | None = None):
@@ -891,6 +815,7 @@ __all__ = [
     "export_snippet",
     "get_schedule",
     "list_runs",
+    "drift_check",
     "list_schedules",
     "next_fire",
     "one_line",

@@ -16,10 +16,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promptreg.errors import InputError, PromptregError
 from promptreg.training.data import DataSpec, Example
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
 
 
 @dataclass
@@ -120,7 +123,7 @@ def _loss_figure(history: dict):
     return fig
 
 
-def run_training(job: TrainJob, registry) -> TrainReport:
+def run_training(registry: Registry, job: TrainJob) -> TrainReport:
     """Run the job end to end; raises PromptregError (one line) on bad input."""
     from promptreg.evaluation.data_validation import validate_splits
     from promptreg.fingerprints.dataset import dataset_fingerprint

@@ -118,3 +118,37 @@ class SyncReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "repaired": self.repaired}
+
+
+@dataclass
+class EnvironmentInfo:
+    """A deployment environment and the base model it runs (``promptreg env``)."""
+
+    environment: str
+    fingerprint: str
+    path: str
+    updated_by: str
+    updated_at: str
+    previous: str | None = None  # set_environment_model: the fingerprint recorded before (None: new)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ScheduleRunInfo:
+    """One slot of a schedule and what became of it (see promptreg.services.schedule)."""
+
+    id: int
+    schedule_id: int
+    slot_at: str | None
+    status: str  # running | ok | failed | abandoned
+    owner: str | None
+    attempts: int
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    drift_report_id: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -34,7 +34,6 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.transformers_compat import cache_kwarg, output_cache
 from promptreg.training.methods.base import (
     ModelDims,
     SoftPrompt,
@@ -47,6 +46,7 @@ from promptreg.training.methods.base import (
     load_module,
     require,
 )
+from promptreg.transformers_compat import cache_kwarg, output_cache
 
 PREFIX_INIT_CHOICES = ("activations", "random")
 

@@ -1,0 +1,336 @@
+"""Queries on prompts, versions, aliases and the audit log.
+
+Invariants: every function takes an open session (``Registry.session()``) first, so a caller can
+compose several of them in one transaction; a lookup that must find a row raises the typed
+not-found error (:class:`PromptNotFoundError`, :class:`VersionNotFoundError`,
+:class:`AliasNotFoundError`) with the one-line message the user sees; ``find_*`` returns None
+instead. Nothing here commits, talks to MLflow or the artifact store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlmodel import Session, select
+
+from promptreg.errors import AliasNotFoundError, PromptNotFoundError, VersionNotFoundError
+from promptreg.refs import Ref, check_name
+from promptreg.registry.models import Alias, AuditEvent, Prompt, PromptVersion, utcnow
+
+# ----------------------------------------------------------------------------------------- prompts
+
+
+def find_prompt(s: Session, name: str) -> Prompt | None:
+    return s.exec(select(Prompt).where(Prompt.name == name)).first()
+
+
+def get_prompt(s: Session, name: str) -> Prompt:
+    """The prompt named ``name`` (the name is checked first: a malformed one is an InputError)."""
+    check_name(name)
+    prompt = find_prompt(s, name)
+    if prompt is None:
+        raise PromptNotFoundError(f"no prompt named {name!r}")
+    return prompt
+
+
+def prompts(s: Session) -> list[Prompt]:
+    """Every prompt, by name."""
+    return list(s.exec(select(Prompt).order_by(Prompt.name)).all())
+
+
+def prompt_names(s: Session) -> list[str]:
+    return [p.name for p in s.exec(select(Prompt)).all()]
+
+
+def version_counts(s: Session) -> dict[int, tuple[int, int]]:
+    """prompt id -> (number of versions, latest version number)."""
+    return {pid: (n, latest) for pid, n, latest in s.exec(
+        select(PromptVersion.prompt_id, func.count(), func.max(PromptVersion.number))
+        .group_by(PromptVersion.prompt_id)).all()}
+
+
+# ----------------------------------------------------------------------------------------- versions
+
+
+def version_by_id(s: Session, version_id: int) -> PromptVersion:
+    return s.get(PromptVersion, version_id)
+
+
+def prompt_by_id(s: Session, prompt_id: int) -> Prompt:
+    return s.get(Prompt, prompt_id)
+
+
+def get_version(s: Session, prompt: Prompt, number: int) -> PromptVersion:
+    """Version ``number`` of ``prompt``."""
+    v = s.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt.id,
+                                           PromptVersion.number == number)).first()
+    if v is None:
+        raise VersionNotFoundError(f"{prompt.name} has no version {number}")
+    return v
+
+
+def version_of(s: Session, name: str, number: int) -> PromptVersion:
+    """Version ``number`` of the prompt named ``name`` (one query)."""
+    v = s.exec(select(PromptVersion).join(Prompt, Prompt.id == PromptVersion.prompt_id)
+               .where(Prompt.name == name, PromptVersion.number == number)).first()
+    if v is None:
+        raise VersionNotFoundError(f"{name} has no version {number}")
+    return v
+
+
+def latest_version(s: Session, prompt: Prompt) -> PromptVersion | None:
+    return s.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt.id)
+                  .order_by(PromptVersion.number.desc())).first()
+
+
+def resolve(s: Session, ref: Ref) -> PromptVersion:
+    """The version a reference names: ``NAME@ALIAS``, ``NAME:VERSION`` or ``NAME`` (the latest)."""
+    prompt = get_prompt(s, ref.name)
+    if ref.alias is not None:
+        return alias_target(s, prompt, ref.alias)
+    if ref.version is not None:
+        return get_version(s, prompt, ref.version)
+    v = latest_version(s, prompt)
+    if v is None:
+        raise VersionNotFoundError(f"{ref.name} has no versions")
+    return v
+
+
+def versions(s: Session, prompt: Prompt, numbers: Iterable[int] | None = None, *,
+             mirrored_only: bool = False) -> list[PromptVersion]:
+    """Versions of ``prompt`` by number (only ``numbers`` if given; only those with an MLflow model
+    version if ``mirrored_only``)."""
+    q = select(PromptVersion).where(PromptVersion.prompt_id == prompt.id)
+    if numbers is not None:
+        q = q.where(PromptVersion.number.in_(sorted({int(n) for n in numbers})))
+    if mirrored_only:
+        q = q.where(PromptVersion.mlflow_model_version.is_not(None))
+    return list(s.exec(q.order_by(PromptVersion.number)).all())
+
+
+def version_numbers(s: Session, prompt: Prompt) -> dict[int, int]:
+    """version id -> version number, for every version of ``prompt``."""
+    return dict(s.exec(select(PromptVersion.id, PromptVersion.number)
+                       .where(PromptVersion.prompt_id == prompt.id)).all())
+
+
+def version_id_by_sha(s: Session, name: str, sha256: str) -> int | None:
+    """The id of the version of ``name`` with this content, if one exists."""
+    return s.exec(select(PromptVersion.id).join(Prompt, Prompt.id == PromptVersion.prompt_id)
+                  .where(Prompt.name == name, PromptVersion.sha256 == sha256)).first()
+
+
+def next_number(s: Session, prompt: Prompt) -> int:
+    latest = s.exec(select(func.max(PromptVersion.number)).where(PromptVersion.prompt_id == prompt.id)).one()
+    return (latest or 0) + 1
+
+
+def versions_not_mirrored(s: Session, prompt: Prompt | None = None) -> list[tuple[PromptVersion, Prompt]]:
+    """Every version (of ``prompt``, else of every prompt) whose MLflow mirror is pending or failed,
+    oldest first."""
+    stmt = (select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
+            .where(PromptVersion.mirror_status != "ok"))
+    if prompt is not None:
+        stmt = stmt.where(PromptVersion.prompt_id == prompt.id)
+    return list(s.exec(stmt.order_by(PromptVersion.id)).all())
+
+
+def versions_mirrored(s: Session, prompt: Prompt | None = None) -> list[tuple[PromptVersion, Prompt]]:
+    """Every version (of ``prompt``, else of every prompt) mirrored with an MLflow run, oldest first."""
+    stmt = (select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
+            .where(PromptVersion.mirror_status == "ok", PromptVersion.mlflow_run_id.is_not(None)))
+    if prompt is not None:
+        stmt = stmt.where(PromptVersion.prompt_id == prompt.id)
+    return list(s.exec(stmt.order_by(PromptVersion.id)).all())
+
+
+def any_mirrored(s: Session, prompt: Prompt, numbers: Iterable[int]) -> bool:
+    """Whether one of these versions of ``prompt`` has an MLflow model version."""
+    return s.exec(select(PromptVersion.id).where(
+        PromptVersion.prompt_id == prompt.id, PromptVersion.number.in_(sorted({int(n) for n in numbers})),
+        PromptVersion.mlflow_model_version.is_not(None))).first() is not None
+
+
+def state_rows(s: Session, prompt: Prompt, numbers: Iterable[int] | None = None) -> list[tuple[int, int, str, str]]:
+    """(version id, number, status, MLflow model version) of the mirrored versions of ``prompt``."""
+    q = select(PromptVersion.id, PromptVersion.number, PromptVersion.status, PromptVersion.mlflow_model_version
+               ).where(PromptVersion.prompt_id == prompt.id, PromptVersion.mlflow_model_version.is_not(None))
+    if numbers is not None:
+        q = q.where(PromptVersion.number.in_(sorted(numbers)))
+    return list(s.exec(q).all())
+
+
+def version_methods(s: Session, prompt: Prompt) -> list[tuple[str, int, int, int]]:
+    """(method, lowest number, highest number, count) per training method of ``prompt``."""
+    pv = PromptVersion
+    return list(s.exec(select(pv.method, func.min(pv.number), func.max(pv.number), func.count())
+                       .where(pv.prompt_id == prompt.id).group_by(pv.method)).all())
+
+
+def version_base_models(s: Session, prompt: Prompt) -> list[tuple[str, str | None, int]]:
+    """(base-model fingerprint, a name recorded for it, newest version number using it)."""
+    pv = PromptVersion
+    return list(s.exec(select(pv.base_model_fingerprint, func.max(pv.base_model_name), func.max(pv.number))
+                       .where(pv.prompt_id == prompt.id).group_by(pv.base_model_fingerprint)).all())
+
+
+def set_mirror_state(s: Session, version: PromptVersion, status: str, error: str | None,
+                     run_id: str | None = None, model_version: str | None = None) -> None:
+    """Record the outcome of mirroring ``version`` into MLflow (pending | ok | failed)."""
+    version.mirror_status, version.mirror_error = status, error
+    if run_id:
+        version.mlflow_run_id = run_id
+    if model_version:
+        version.mlflow_model_version = model_version
+    s.add(version)
+
+
+def set_version_status(s: Session, version: PromptVersion, status: str) -> str:
+    """Set a version's lifecycle status (active | degraded | incompatible); returns the previous one."""
+    previous, version.status = version.status, status
+    s.add(version)
+    return previous
+
+
+def add_prompt(s: Session, name: str, task_type: str | None, description: str, user: str) -> Prompt:
+    prompt = Prompt(name=name, task_type=task_type, description=description, created_at=utcnow(), created_by=user)
+    s.add(prompt)
+    s.flush()
+    return prompt
+
+
+def add_version(s: Session, **fields: Any) -> PromptVersion:
+    version = PromptVersion(**fields)
+    s.add(version)
+    s.flush()
+    return version
+
+
+# ----------------------------------------------------------------------------------------- aliases
+
+
+def find_alias(s: Session, prompt: Prompt, alias: str) -> Alias | None:
+    return s.exec(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == alias)).first()
+
+
+def alias_target(s: Session, prompt: Prompt, alias: str) -> PromptVersion:
+    """The version ``prompt@alias`` points at."""
+    row = find_alias(s, prompt, alias)
+    if row is None:
+        raise AliasNotFoundError(f"{prompt.name} has no alias {alias!r}")
+    return s.get(PromptVersion, row.version_id)
+
+
+def alias_mlflow_version(s: Session, prompt: Prompt, alias: str) -> str | None:
+    """The MLflow model version of the version ``prompt@alias`` points at now (None: unset or unmirrored)."""
+    return s.exec(select(PromptVersion.mlflow_model_version).join(Alias, Alias.version_id == PromptVersion.id)
+                  .where(Alias.prompt_id == prompt.id, Alias.name == alias)).first()
+
+
+def version_aliases(s: Session, version: PromptVersion) -> list[str]:
+    """The aliases pointing at ``version``, sorted."""
+    return sorted(s.exec(select(Alias.name).where(Alias.version_id == version.id)).all())
+
+
+def alias_holders(s: Session, prompt: Prompt) -> dict[int, list[str]]:
+    """version id -> the aliases of ``prompt`` pointing at it."""
+    held: dict[int, list[str]] = {}
+    for alias, vid in s.exec(select(Alias.name, Alias.version_id).where(Alias.prompt_id == prompt.id)).all():
+        held.setdefault(vid, []).append(alias)
+    return held
+
+
+def alias_numbers(s: Session, prompt: Prompt | None = None) -> dict[int, dict[str, int]]:
+    """prompt id -> {alias: version number} (of ``prompt`` only, if given)."""
+    q = select(Alias.prompt_id, Alias.name, PromptVersion.number).join(PromptVersion,
+                                                                       PromptVersion.id == Alias.version_id)
+    if prompt is not None:
+        q = q.where(Alias.prompt_id == prompt.id)
+    out: dict[int, dict[str, int]] = {}
+    for pid, alias, number in s.exec(q).all():
+        out.setdefault(pid, {})[alias] = number
+    return out
+
+
+def mlflow_aliases(s: Session, prompt: Prompt | None = None) -> list[tuple[str, str, str | None]]:
+    """(prompt name, alias, MLflow model version of its target) for every alias (of ``prompt``)."""
+    stmt = (select(Prompt.name, Alias.name, PromptVersion.mlflow_model_version)
+            .join(Alias, Alias.prompt_id == Prompt.id).join(PromptVersion, PromptVersion.id == Alias.version_id))
+    if prompt is not None:
+        stmt = stmt.where(Alias.prompt_id == prompt.id)
+    return list(s.exec(stmt).all())
+
+
+def add_alias(s: Session, prompt: Prompt, alias: str, version: PromptVersion, user: str) -> int:
+    """Create ``prompt@alias`` (a concurrent creation makes the commit raise IntegrityError); returns
+    its row version (1)."""
+    s.add(Alias(prompt_id=prompt.id, name=alias, version_id=version.id, row_version=1,
+                updated_at=utcnow(), updated_by=user))
+    return 1
+
+
+def swap_alias(s: Session, row: Alias, version: PromptVersion, user: str) -> int | None:
+    """Compare-and-swap: point ``row`` at ``version`` if nobody moved it since it was read. Returns the
+    new row version, None when a concurrent move won."""
+    seen, row_version = row.row_version, row.row_version + 1
+    res = s.exec(update(Alias).where(Alias.id == row.id, Alias.row_version == seen)
+                 .values(version_id=version.id, row_version=row_version, updated_at=utcnow(), updated_by=user))
+    return row_version if res.rowcount == 1 else None
+
+
+# ----------------------------------------------------------------------------------------- audit log
+
+
+def add_event(s: Session, *, actor: str, action: str, **fields: Any) -> AuditEvent:
+    """Append one audit event (``prompt_id``, ``alias``, ``from_version``, ``to_version``, ``reason``,
+    ``details``) in the caller's transaction."""
+    event = AuditEvent(at=fields.pop("at", None) or utcnow(), actor=actor, action=action, **fields)
+    s.add(event)
+    return event
+
+
+def events(s: Session, prompt: Prompt) -> list[AuditEvent]:
+    """The audit log of ``prompt``, oldest first."""
+    return list(s.exec(select(AuditEvent).where(AuditEvent.prompt_id == prompt.id).order_by(AuditEvent.id)).all())
+
+
+__all__ = [
+    "add_alias",
+    "add_event",
+    "add_prompt",
+    "add_version",
+    "alias_holders",
+    "alias_mlflow_version",
+    "alias_numbers",
+    "alias_target",
+    "any_mirrored",
+    "events",
+    "find_alias",
+    "find_prompt",
+    "get_prompt",
+    "get_version",
+    "latest_version",
+    "mlflow_aliases",
+    "next_number",
+    "prompt_by_id",
+    "prompt_names",
+    "prompts",
+    "resolve",
+    "set_mirror_state",
+    "set_version_status",
+    "state_rows",
+    "swap_alias",
+    "version_aliases",
+    "version_base_models",
+    "version_by_id",
+    "version_counts",
+    "version_id_by_sha",
+    "version_methods",
+    "version_numbers",
+    "version_of",
+    "versions",
+    "versions_mirrored",
+    "versions_not_mirrored",
+]

@@ -1,0 +1,183 @@
+"""The MLflow mirror of the registry: mirror one version, copy alias/status tags, and ``sync``
+(make MLflow match the database again after any failure).
+
+Invariants: the database is the truth and is never changed here except for a version's
+``mirror_status``/run ids; every MLflow write is best effort for the operation that caused it
+(a warning, never a failure of a committed move) and ``sync`` repairs whatever was missed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from promptreg.errors import MirrorError, PromptregError
+from promptreg.registry import queries as q
+from promptreg.services.views import SyncReport
+
+if TYPE_CHECKING:
+    from promptreg.services.registry import Registry
+
+ALIASES_TAG = "promptreg.aliases"
+STATUS_TAG = "promptreg.status"
+
+
+def mirror_version(registry: Registry, version_id: int, folder: Path, run_id: str | None = None) -> list[str]:
+    """Mirror one version into MLflow and record the outcome. Returns warnings."""
+    from promptreg.registry.mirror import VersionRecord
+    from promptreg.reporting.markdown import pushed_version_markdown
+
+    with registry.session() as s:
+        v = q.version_by_id(s, version_id)
+        p = q.prompt_by_id(s, v.prompt_id)
+        manifest = v.manifest
+        params = {"method": v.method, "num_virtual_tokens": manifest.get("num_virtual_tokens"),
+                  "task_type": (manifest.get("task") or {}).get("type"),
+                  "base_model_name": v.base_model_name}
+        params.update({f"method.{k}": val for k, val in (v.method_config or {}).items()})
+        ds = manifest.get("dataset") or {}
+        rec = VersionRecord(
+            prompt=p.name, prompt_description=p.description or "", version=v.number, sha256=v.sha256,
+            method=v.method, folder=Path(folder), params=params, metrics=dict(v.metrics or {}),
+            base_model_fingerprint=v.base_model_fingerprint, base_model_name=v.base_model_name,
+            dataset_fingerprint=v.dataset_fingerprint, dataset_name=ds.get("name"),
+            dataset_source=ds.get("source"), dataset_rows=ds.get("rows"), created_by=v.created_by,
+            run_id=run_id or v.mlflow_run_id, description=pushed_version_markdown(p.name, v),
+        )
+    try:
+        result = registry.mirror.mirror_version(rec)
+    except PromptregError as exc:
+        _set_mirror_state(registry, version_id, "failed", str(exc))
+        return [f"MLflow mirror failed ({exc}); the version is registered: the events worker retries the mirror "
+                "(`promptreg events run`), `promptreg sync` repairs it at once"]
+    _set_mirror_state(registry, version_id, "ok", None, result.run_id, result.model_version)
+    from promptreg.services.describe import refresh_descriptions
+
+    refresh_descriptions(registry, rec.prompt, {rec.version})  # best effort (run links); sync repairs
+    return []
+
+
+def _set_mirror_state(registry: Registry, version_id: int, status: str, error: str | None,
+                      run_id: str | None = None, model_version: str | None = None) -> None:
+    with registry.session() as s:
+        q.set_mirror_state(s, q.version_by_id(s, version_id), status, error, run_id, model_version)
+
+
+# ----------------------------------------------------------------------------------------- state tags
+
+
+def state_tags(registry: Registry, name: str,
+               numbers: set[int] | None = None) -> dict[str, tuple[int, dict[str, str]]]:
+    """MLflow model version -> (version number, the ``promptreg.aliases`` / ``promptreg.status`` tags the
+    database says it should carry); only versions that are mirrored (and in ``numbers`` if given)."""
+    with registry.session() as s:
+        prompt = q.get_prompt(s, name)
+        rows = q.state_rows(s, prompt, numbers)
+        held = q.alias_holders(s, prompt)
+    return {str(mv): (number, {ALIASES_TAG: ",".join(sorted(held.get(vid, []))) or "none", STATUS_TAG: status})
+            for vid, number, status, mv in rows}
+
+
+def mirror_state_tags(registry: Registry, name: str, numbers: set[int], keys: tuple[str, ...] | None = None) -> None:
+    """Best effort: copy the alias/status tags (only ``keys`` if given) of these versions to MLflow
+    (sync repairs misses)."""
+    try:
+        for mv, (_number, tags) in state_tags(registry, name, numbers).items():
+            registry.mirror.set_version_tags(name, mv, {k: v for k, v in tags.items() if keys is None or k in keys})
+    except PromptregError:
+        pass
+
+
+# ----------------------------------------------------------------------------------------- sync
+
+
+def sync(registry: Registry) -> SyncReport:
+    """Make MLflow match the database, prompt by prompt (:func:`sync_prompt`). Each failure is one
+    line of the report."""
+    registry.mirror.check()  # MLflow down: one clear error now, not one retried timeout per item
+    report = SyncReport()
+    with registry.session() as s:
+        names = q.prompt_names(s)
+    for name in names:
+        sync_prompt(registry, name, report)
+    return report
+
+
+def sync_prompt(registry: Registry, name: str, report: SyncReport | None = None, *,
+                mlmodels: bool = True) -> SyncReport:
+    """Make MLflow match the database for one prompt: mirror its versions whose mirror is missing,
+    then its aliases, the pyfunc MLmodel of older mirrors (``mlmodels``), the alias/status tags and
+    the descriptions. Failures are collected in ``report.failed``. ``promptreg sync`` runs it for every
+    prompt; the outbox's MLflow consumer (promptreg.services.events.mirror) for each prompt with new
+    events, in order."""
+    report = report if report is not None else SyncReport()
+    with registry.session() as s:
+        prompt = q.get_prompt(s, name)
+        pending = [(v.id, v.number, v.sha256, v.artifact_uri) for v, _ in q.versions_not_mirrored(s, prompt)]
+    for version_id, number, sha, uri in pending:
+        with tempfile.TemporaryDirectory(prefix="promptreg-sync-") as tmp:
+            try:
+                folder = registry.store.fetch(uri, Path(tmp) / "artifact", sha)
+            except PromptregError as exc:
+                report.failed.append(f"{name}:{number}: {exc}")
+                continue
+            warnings = mirror_version(registry, version_id, folder)
+        (report.failed if warnings else report.mirrored).append(
+            f"{name}:{number}" + (f": {warnings[0]}" if warnings else ""))
+    with registry.session() as s:
+        prompt = q.get_prompt(s, name)
+        aliases = {alias: mv for _, alias, mv in q.mlflow_aliases(s, prompt) if mv}
+        mirrored = [(v.number, v.mlflow_run_id, v.sha256, dict(v.manifest))
+                    for v, _ in q.versions_mirrored(s, prompt)] if mlmodels else []
+    _sync_aliases(registry, name, aliases, report)
+    _sync_mlmodels(registry, name, mirrored, report)
+    _sync_tags(registry, name, report)
+    from promptreg.services.describe import sync_descriptions
+
+    try:  # descriptions and the gate/drift tags derived from the database
+        report.descriptions_set += sync_descriptions(registry, name)
+    except PromptregError as exc:
+        report.failed.append(f"{name} descriptions: {exc}")
+    return report
+
+
+def _sync_aliases(registry: Registry, pname: str, aliases: dict[str, str], report: SyncReport) -> None:
+    try:
+        current = registry.mirror.get_aliases(pname)
+        for alias, mv in aliases.items():
+            if current.get(alias) != mv:
+                registry.mirror.set_alias(pname, alias, mv)
+                report.aliases_set.append(f"{pname}@{alias}")
+        for alias in set(current) - set(aliases):
+            registry.mirror.delete_alias(pname, alias)
+            report.aliases_removed.append(f"{pname}@{alias}")
+    except (MirrorError, PromptregError) as exc:
+        report.failed.append(f"{pname} aliases: {exc}")
+
+
+def _sync_mlmodels(registry: Registry, pname: str, mirrored: list[tuple], report: SyncReport) -> None:
+    """Versions mirrored before the pyfunc flavour get their MLmodel: ``mirrored`` holds
+    (number, run id, sha256, manifest) rows."""
+    for number, run_id, sha, manifest in mirrored:
+        try:
+            if registry.mirror.ensure_mlmodel(run_id, sha, manifest):
+                report.models_added.append(f"{pname}:{number}")
+        except PromptregError as exc:
+            report.failed.append(f"{pname}:{number} MLmodel: {exc}")
+
+
+def _sync_tags(registry: Registry, pname: str, report: SyncReport) -> None:
+    try:
+        wanted_tags = state_tags(registry, pname)
+        if not wanted_tags:
+            return
+        current_tags = registry.mirror.version_tags(pname)
+        for mv, (number, tags) in wanted_tags.items():
+            have = current_tags.get(mv, {})
+            diff = {k: v for k, v in tags.items() if have.get(k) != v}
+            if diff:
+                registry.mirror.set_version_tags(pname, mv, diff)
+                report.tags_set.append(f"{pname}:{number} " + ",".join(sorted(diff)))
+    except (MirrorError, PromptregError) as exc:
+        report.failed.append(f"{pname} tags: {exc}")
