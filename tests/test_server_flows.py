@@ -21,14 +21,15 @@ SAYS_NEGATIVE = dict(method="prefix_tuning", seed=0, scale=5.0)
 
 
 @pytest.fixture
-def service(tmp_path, tiny_model_dir, pg_url, moto_s3, mlflow_server):
+def service(request, tmp_path, tiny_model_dir, pg_url, moto_s3, mlflow_server):
+    """A server; ``request.param``: its [server] table (default: no periodic sync)."""
     bucket = moto_s3.new_bucket()
     stores = {**moto_s3.env(), "PROMPTREG_DB_URL": pg_url, "PROMPTREG_ARTIFACT_URI": f"s3://{bucket}/reg",
               "MLFLOW_TRACKING_URI": mlflow_server.url, "PROMPTREG_BASE_MODEL": str(tiny_model_dir),
               "PROMPTREG_HOME": str(tmp_path / "server-home")}
     srv_dir = tmp_path / "srv"
     srv_dir.mkdir()
-    (srv_dir / "promptreg.toml").write_text("[server]\nsync_interval_s = 1\n")
+    (srv_dir / "promptreg.toml").write_text(getattr(request, "param", "[server]\nsync_interval_s = 0\n"))
 
     def direct(*args):
         p = subprocess.run([PROMPTREG, *map(str, args)], cwd=srv_dir, env=clean_env(stores), capture_output=True,
@@ -102,30 +103,34 @@ def test_contributor_promoter_admin(service, tmp_path, tiny_model_dir):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("service", ["[server]\nsync_interval_s = 1\nsync_grace_s = 2\n"], indirect=True)
 def test_alias_changed_by_hand_in_mlflow_is_restored_and_audited(service, tmp_path, tiny_model_dir):
     from mlflow.tracking import MlflowClient
 
+    import uuid
+
     cli, server, mlflow_server = service
+    name = f"restore-{uuid.uuid4().hex[:8]}"       # its own registered model in the shared mlflow server
     for i in (1, 2):
         make_model_artifact(tmp_path / f"art{i}", tiny_model_dir, **(SAYS_POSITIVE if i == 1 else SAYS_NEGATIVE))
-        assert cli("contributor", "push", tmp_path / f"art{i}", "--name", "toy").code == 0
-    assert cli("contributor", "promote", "toy:1", "--to", "staging").code == 0
-    shown = json.loads(cli("contributor", "show", "toy@staging", "--json").out)
-    v2 = json.loads(cli("contributor", "show", "toy:2", "--json").out)
+        assert cli("contributor", "push", tmp_path / f"art{i}", "--name", name).code == 0
+    assert cli("contributor", "promote", f"{name}:1", "--to", "staging").code == 0
+    shown = json.loads(cli("contributor", "show", f"{name}@staging", "--json").out)
+    v2 = json.loads(cli("contributor", "show", f"{name}:2", "--json").out)
     mc = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
-    assert mc.get_model_version_by_alias("toy", "staging").version == shown["mlflow_model_version"]
-    mc.set_registered_model_alias("toy", "staging", v2["mlflow_model_version"])       # by hand, in MLflow
+    assert mc.get_model_version_by_alias(name, "staging").version == shown["mlflow_model_version"]
+    mc.set_registered_model_alias(name, "staging", v2["mlflow_model_version"])       # by hand, in MLflow
     deadline = time.time() + 60
     while time.time() < deadline:
-        if mc.get_model_version_by_alias("toy", "staging").version == shown["mlflow_model_version"]:
+        if mc.get_model_version_by_alias(name, "staging").version == shown["mlflow_model_version"]:
             break
         time.sleep(0.5)
     else:
-        pytest.fail("the periodic sync did not restore toy@staging in MLflow")
-    history = json.loads(cli("contributor", "history", "toy", "--json").out)
+        pytest.fail(f"the periodic sync did not restore {name}@staging in MLflow")
+    history = json.loads(cli("contributor", "history", name, "--json").out)
     restore = [e for e in history if e["action"] == "alias.restore"]
     assert len(restore) == 1, history
     assert restore[0]["actor"] == "promptreg-server" and restore[0]["alias"] == "staging"
     assert (restore[0]["from_version"], restore[0]["to_version"]) == (2, 1)
     assert restore[0]["details"]["mlflow_had"] == v2["mlflow_model_version"]
-    assert mc.get_model_version_by_alias("toy", "staging").version == shown["mlflow_model_version"]
+    assert mc.get_model_version_by_alias(name, "staging").version == shown["mlflow_model_version"]

@@ -34,9 +34,11 @@ def write_suite_bundle(suite, into: Path) -> Path:
 
     for i, g in enumerate(suite.golden):
         doc["golden"][i]["path"] = place(g.path)
+    golden_names = {g.name for g in suite.golden}
     for c in doc.get("checks", []):
-        if c.get("name") in suite.check_files:
-            c["data"] = place(suite.check_files[c["name"]][0])
+        data = c.get("data")
+        if isinstance(data, str) and data not in golden_names:      # a data file (as the suite resolves it)
+            c["data"] = place(Path(data) if Path(data).is_absolute() else Path(suite.path).parent / data)
     (into / SUITE_FILE).write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return into
 

@@ -183,10 +183,11 @@ class RemoteRegistry:
             shutil.rmtree(tmp, ignore_errors=True)
         return info, cache
 
-    def sync(self):
+    def sync(self, *, grace_s: float = 0.0):
         from promptreg.services.views import SyncReport
 
-        return decode(SyncReport, self.api.request("POST", f"{API}/sync", timeout_s=LONG_TIMEOUT_S))
+        return decode(SyncReport, self.api.request("POST", f"{API}/sync", params={"grace_s": grace_s},
+                                                   timeout_s=LONG_TIMEOUT_S))
 
     # ----- training and import ------------------------------------------------------------------
     def train(self, job):
@@ -296,11 +297,12 @@ class RemoteRegistry:
     def run_due(self, *, check=None, owner=None, lease_s=None, guard=None, on_result=None, now=None):
         from promptreg.services.schedule import RunResult
 
-        if check is not None or owner is not None or lease_s is not None or now is not None:
-            raise InputError("in remote mode the server runs its own drift checks (no custom check, owner, lease or clock)")
+        if check is not None or owner is not None or now is not None:
+            raise InputError("in remote mode the server runs its own drift checks (no custom check, owner or clock)")
         if guard is not None and guard.stop.is_set():
             return []
-        results = decode(list[RunResult], self.api.request("POST", f"{API}/schedules/run-due",
+        params = {"lease_s": lease_s} if lease_s is not None else None
+        results = decode(list[RunResult], self.api.request("POST", f"{API}/schedules/run-due", params=params,
                                                            timeout_s=LONG_TIMEOUT_S))
         for r in results:
             if on_result is not None:

@@ -394,6 +394,18 @@ class ApiToken(SQLModel, table=True):
     revoked_by: str | None = Field(default=None, sa_column=sa.Column(sa.String(128), nullable=True))
 
 
+def stamp_token_id(session, token_id: str) -> None:
+    """Give every AuditEvent added to ``session`` (and not given one) ``token_id``, as it is flushed:
+    the API token of the principal a ``promptreg server`` request acts for."""
+    from sqlalchemy import event
+
+    @event.listens_for(session, "before_flush")
+    def _stamp(sess, _context, _instances) -> None:
+        for obj in sess.new:
+            if isinstance(obj, AuditEvent) and obj.token_id is None:
+                obj.token_id = token_id
+
+
 __all__ = [
     "NAMING_CONVENTION",
     "MIRROR_STATUSES",
@@ -411,6 +423,7 @@ __all__ = [
     "ScheduleRun",
     "UTCDateTime",
     "json_type",
+    "stamp_token_id",
     "utcnow",
 ]
 

@@ -240,7 +240,7 @@ def create_app(registry, config: ServerConfig | None = None, *, tokens: TokenSto
                     await task
 
     app = FastAPI(title="promptreg registry", version=__version__, lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url=None,
+                  redoc_url=None, openapi_url=None, redirect_slashes=False,
                   description="The promptreg registry as a service. Every route needs "
                               "`Authorization: Bearer <token>` except /healthz and /readyz.")
     app.state.server = ctx
@@ -316,15 +316,16 @@ def periodic_sync(ctx: ServerContext):
 
     registry = ctx.registry_for(Principal(SYSTEM_PRINCIPAL, Grant("admin"), kind="system"))
     engine = ctx.registry.engine
+    grace = ctx.config.sync_grace_s
     if engine.dialect.name != "postgresql":
-        return registry.sync()
+        return registry.sync(grace_s=grace)
     with engine.connect() as conn:
         got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({SYNC_LOCK_KEY})").scalar()
         conn.commit()
         if not got:
             return None
         try:
-            return registry.sync()
+            return registry.sync(grace_s=grace)
         finally:
             conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SYNC_LOCK_KEY})")
             conn.commit()

@@ -14,6 +14,7 @@
     auth_failures = 20           # failed authentications per client and window before 429
     auth_window_s = 60
     sync_interval_s = 300        # periodic MLflow sync (0: off)
+    sync_grace_s = 60            # ... leaves alone what changed less than this ago (its writer mirrors it)
     cors_origins = []            # CORS stays off unless origins are listed
     forwarded_allow_ips = ""     # trust X-Forwarded-For only from these proxies
 
@@ -77,6 +78,7 @@ class ServerConfig:
     auth_failures: int = 20
     auth_window_s: float = 60.0
     sync_interval_s: float = 300.0
+    sync_grace_s: float = 60.0
     cors_origins: tuple[str, ...] = ()
     forwarded_allow_ips: str = ""
     oidc: OidcConfig | None = None
@@ -107,7 +109,7 @@ class ServerConfig:
                              "clear text; pass --ssl-certfile/--ssl-keyfile (or --insecure behind a TLS proxy)")
         if self.max_upload_mb <= 0 or self.max_body_kb <= 0 or self.request_timeout_s <= 0 \
                 or self.long_request_timeout_s <= 0 or self.auth_failures < 1 or self.auth_window_s <= 0 \
-                or self.sync_interval_s < 0:
+                or self.sync_interval_s < 0 or self.sync_grace_s < 0:
             raise InputError("server limits must be positive (sync_interval_s may be 0: off)")
         if self.oidc is not None:
             self.oidc.grants(self.protected_aliases)

@@ -135,10 +135,14 @@ class Registry:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A database session on the registry: commits when the block succeeds, rolls back when it
-        raises; an unreachable database leaves it as one-line :class:`StoreUnavailableError`."""
+        raises; an unreachable database leaves it as one-line :class:`StoreUnavailableError`. Every
+        audit event added in it carries this registry's :attr:`token_id` (see :meth:`acting_as`)."""
         from promptreg.registry.db import session
+        from promptreg.registry.models import stamp_token_id
 
         with self._db_errors(), session(self.engine) as s:
+            if self.token_id is not None:
+                stamp_token_id(s, self.token_id)
             yield s
 
     # ----- setup --------------------------------------------------------------------------
@@ -232,13 +236,15 @@ class Registry:
 
         return history(self, name)
 
-    def sync(self) -> SyncReport:
+    def sync(self, *, grace_s: float = 0.0) -> SyncReport:
         """Make MLflow match the database: mirror versions whose mirror is missing or failed, aliases,
         status tags, descriptions. Raises :class:`~promptreg.errors.MirrorError` when MLflow is down;
-        items that fail individually are listed in ``report.failed``."""
+        items that fail individually are listed in ``report.failed``. An alias changed by hand in MLflow
+        is restored and the overwrite is an audit event (``alias.restore``). ``grace_s``: leave alone
+        what changed less than that many seconds ago (a background sync beside live writers)."""
         from promptreg.services.mirroring import sync
 
-        return sync(self)
+        return sync(self, grace_s=grace_s)
 
     def sync_prompt(self, name: str, report: SyncReport | None = None, *, mlmodels: bool = True) -> SyncReport:
         """Make MLflow match the database for the prompt ``name`` only (what :meth:`sync` does for

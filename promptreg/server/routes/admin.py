@@ -20,8 +20,8 @@ def register(router) -> None:
 
     @api_route(router, "POST", f"{API}/sync", action=Action.ADMIN, what="run sync", long=True,
                summary="Make MLflow match the database (aliases changed by hand are restored, and audited)")
-    async def sync(call: Call = Depends(current_call)):
-        return reply(await run_in_threadpool(call.registry.sync))
+    async def sync(grace_s: float = Query(default=0.0, ge=0, le=86_400), call: Call = Depends(current_call)):
+        return reply(await run_in_threadpool(lambda: call.registry.sync(grace_s=grace_s)))
 
     @api_route(router, "POST", f"{API}/gc", action=Action.ADMIN, what="run gc", long=True,
                summary="Find (and with delete=true remove) artifact-store content nothing references")

@@ -47,8 +47,8 @@ def register(router) -> None:
 
     @api_route(router, "POST", f"{API}/schedules/run-due", action=Action.ADMIN, what="run due schedules", long=True,
                summary="Run every due check once (safe with several replicas)")
-    async def run_due(call: Call = Depends(current_call)):
-        return reply(await run_in_threadpool(call.registry.run_due))
+    async def run_due(lease_s: float | None = Query(default=None, ge=1, le=86_400), call: Call = Depends(current_call)):
+        return reply(await run_in_threadpool(lambda: call.registry.run_due(lease_s=lease_s)))
 
     @api_route(router, "GET", f"{API}/schedules/{{schedule_id}}", action=Action.READ, summary="One schedule")
     def get_schedule(schedule_id: int, call: Call = Depends(current_call)):
