@@ -43,6 +43,17 @@ def _jsonl(path, rows):
     return path
 
 
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_model_dir):
+    """The two versions' folders, the suite and fresh data: made once, so both modes push the same bytes."""
+    root = tmp_path_factory.mktemp("e2e-inputs")
+    for i, kind in enumerate((SAYS_POSITIVE, SAYS_NEGATIVE), 1):
+        make_model_artifact(root / f"art{i}", tiny_model_dir, **kind)
+    suite = write_suite(root / "suite", positive_share=0.75, accuracy="{margin: 0.02}")
+    fresh = _jsonl(root / "fresh.jsonl", sentiment_rows(60, seed=7, positive_share=0.75))
+    return root, suite, fresh
+
+
 @pytest.fixture
 def project(request, tmp_path, tiny_model_dir, pg_url, moto_s3, mlflow_server):
     """(run the CLI in this mode, the stores' env, the server or None)"""
@@ -81,8 +92,9 @@ def project(request, tmp_path, tiny_model_dir, pg_url, moto_s3, mlflow_server):
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("project", ["direct", "remote"], indirect=True)
-def test_lifecycle_end_to_end(project, tmp_path, tiny_model_dir):
+def test_lifecycle_end_to_end(project, inputs, tmp_path):
     mode, cli, stores, _ = project
+    root, suite, fresh = inputs
     out: list = []
 
     def ok(*args, code=0):
@@ -92,13 +104,9 @@ def test_lifecycle_end_to_end(project, tmp_path, tiny_model_dir):
         out.append((args[0], code, _normal(data) if "--json" in args else None))
         return data
 
-    for i, kind in enumerate((SAYS_POSITIVE, SAYS_NEGATIVE), 1):
-        make_model_artifact(tmp_path / f"art{i}", tiny_model_dir, **kind)
-    suite = write_suite(tmp_path / "suite", positive_share=0.75, accuracy="{margin: 0.02}")
-
-    assert ok("push", tmp_path / "art1", "--name", "toy", "--json")["version"] == 1
-    assert ok("push", tmp_path / "art2", "--name", "toy", "--description", "the negative one", "--json")["version"] == 2
-    assert ok("push", tmp_path / "art2", "--name", "toy", "--json")["created"] is False
+    assert ok("push", root / "art1", "--name", "toy", "--json")["version"] == 1
+    assert ok("push", root / "art2", "--name", "toy", "--description", "the negative one", "--json")["version"] == 2
+    assert ok("push", root / "art2", "--name", "toy", "--json")["created"] is False
     ev = ok("eval", "toy:1", "--suite", suite, "--against", "none", "--json")
     assert ev["datasets"][0]["rows"] == 40 and ev["suite_name"] == "toy-sentiment"
     promoted = ok("promote", "toy:1", "--to", "production", "--suite", suite, "--json")
@@ -112,7 +120,6 @@ def test_lifecycle_end_to_end(project, tmp_path, tiny_model_dir):
     assert ok("promote", "toy:2", "--to", "production", "--force", "--reason", "e2e", "--json")["forced"] is True
     assert ok("promote", "toy:2", "--to", "staging", "--json")["alias"] == "staging"
     assert ok("rollback", "toy", "--alias", "production", "--reason", "bad", "--json")["version"] == 1
-    fresh = _jsonl(tmp_path / "fresh.jsonl", sentiment_rows(60, seed=7, positive_share=0.75))
     drift = ok("drift", "toy@production", "--data", fresh, "--suite", suite, "--json")
     assert drift["decision"] == "none" and drift["rows"] == 60
     # a schedule that missed three nights (added in the past, directly: the CLI has no clock flag)
@@ -143,7 +150,15 @@ def test_both_modes_printed_the_same():
     if set(OUTPUTS) != {"direct", "remote"}:
         pytest.skip("needs both runs of test_lifecycle_end_to_end in this session")
     for (d, r) in zip(OUTPUTS["direct"], OUTPUTS["remote"], strict=True):
-        assert d == r
+        assert d == r, f"{d[0]}: " + "; ".join(_differences(d, r))
+
+
+def _differences(a, b, where="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [x for k in sorted(set(a) | set(b)) for x in _differences(a.get(k), b.get(k), f"{where}.{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return [x for i, (u, v) in enumerate(zip(a, b, strict=True)) for x in _differences(u, v, f"{where}[{i}]")]
+    return [] if a == b else [f"{where}: direct {a!r:.200} != remote {b!r:.200}"]
 
 
 def test_remote_mode_refuses_local_only_arguments(tmp_path):
