@@ -105,9 +105,9 @@ def test_contributor_promoter_admin(service, tmp_path, tiny_model_dir):
 @pytest.mark.integration
 @pytest.mark.parametrize("service", ["[server]\nsync_interval_s = 1\nsync_grace_s = 2\n"], indirect=True)
 def test_alias_changed_by_hand_in_mlflow_is_restored_and_audited(service, tmp_path, tiny_model_dir):
-    from mlflow.tracking import MlflowClient
-
     import uuid
+
+    from mlflow.tracking import MlflowClient
 
     cli, server, mlflow_server = service
     name = f"restore-{uuid.uuid4().hex[:8]}"       # its own registered model in the shared mlflow server
