@@ -2,11 +2,13 @@
 working directory, then the embedded default (everything under ``./.promptreg/``).
 
 Environment variables: PROMPTREG_HOME, PROMPTREG_DB_URL, MLFLOW_TRACKING_URI, PROMPTREG_ARTIFACT_URI,
-MLFLOW_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL), PROMPTREG_USER, PROMPTREG_BASE_MODEL; AWS_* credentials are read by boto3.
+MLFLOW_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL), PROMPTREG_USER, PROMPTREG_BASE_MODEL, PROMPTREG_URL; AWS_*
+credentials are read by boto3.
 
 ``promptreg.toml`` keys (top level or under a ``[promptreg]`` table): home, db_url, tracking_uri,
 artifact_uri, s3_endpoint_url, mlflow_artifact_uri, user, base_model (the base-model folder, or
-``smollm2``, that eval/gate/promote load when no ``--model`` is given).
+``smollm2``, that eval/gate/promote load when no ``--model`` is given), url (a ``promptreg server``:
+remote mode, the stores' settings are then the server's business).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from promptreg.errors import InputError
 
 CONFIG_FILE = "promptreg.toml"
 _KEYS = ("home", "db_url", "tracking_uri", "artifact_uri", "s3_endpoint_url", "mlflow_artifact_uri", "user",
-         "base_model")
+         "base_model", "url")
 _ENV = {
     "home": ("PROMPTREG_HOME",),
     "db_url": ("PROMPTREG_DB_URL",),
@@ -31,6 +33,7 @@ _ENV = {
     "mlflow_artifact_uri": ("PROMPTREG_MLFLOW_ARTIFACT_URI",),
     "user": ("PROMPTREG_USER",),
     "base_model": ("PROMPTREG_BASE_MODEL",),
+    "url": ("PROMPTREG_URL",),
 }
 
 
@@ -44,6 +47,7 @@ class Settings:
     mlflow_artifact_uri: str | None
     user: str
     base_model: str | None = None      # folder (or "smollm2") used by eval/gate/promote by default
+    url: str | None = None             # a promptreg server: remote mode
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -108,6 +112,7 @@ class Settings:
             mlflow_artifact_uri=mlflow_artifacts,
             user=values.get("user") or default_user,
             base_model=values.get("base_model"),
+            url=values.get("url"),
             sources=sources,
         )
 

@@ -34,11 +34,12 @@ T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     ("gate", {"passed": False}, "gate.failed"), ("gate", {}, "gate.failed"), ("flag", {"status": "degraded"}, "drift.flag"),
     ("unflag", {}, "drift.unflag"), ("drift", {"decision": "none"}, "drift"), ("eval", {}, "eval"),
     ("env.set_base_model", {}, "env.set_base_model"), ("schedule.add", {}, "schedule.add"),
-    ("token.create", {}, "token.create"),  # a future action is published under its own name
+    ("token.create", {}, "token.create"), ("alias.restore", {}, "alias.restore"),
+    ("some.future_action", {}, "some.future_action"),  # a future action is published under its own name
 ])
 def test_event_type_of_every_audit_action(action, details, expected):
     assert event_type(action, details) == expected
-    if expected != "token.create":
+    if expected != "some.future_action":
         assert expected in EVENT_TYPES
 
 
@@ -46,12 +47,13 @@ def test_payload_is_the_audit_event_and_the_prompt_name():
     from promptreg.registry.models import AuditEvent
 
     audit = AuditEvent(id=7, at=T0, actor="ann", action="promote", prompt_id=3, alias="production", from_version=1,
-                       to_version=2, reason="better", details={"gate_id": 4, "gate_passed": True})
+                       to_version=2, reason="better", details={"gate_id": 4, "gate_passed": True},
+                       token_id="k3j2h1g0f9e8")
     p = audit_payload("evt_x", audit, "sentiment")
     assert p == {"schema": "promptreg.event/1", "id": "evt_x", "type": "promote", "timestamp": "2026-01-01T00:00:00Z",
                  "data": {"prompt": "sentiment", "alias": "production", "from_version": 1, "to_version": 2,
-                          "actor": "ann", "action": "promote", "reason": "better", "audit_event_id": 7,
-                          "details": {"gate_id": 4, "gate_passed": True}}}
+                          "actor": "ann", "token_id": "k3j2h1g0f9e8", "action": "promote", "reason": "better",
+                          "audit_event_id": 7, "details": {"gate_id": 4, "gate_passed": True}}}
 
 
 def test_patterns():

@@ -26,7 +26,7 @@ from tests.fixtures.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = {"prompt", "prompt_version", "alias", "audit_event", "eval_run", "gate_result", "schedule", "schedule_run", "drift_report", "environment_model",
-          "outbox_event", "outbox_delivery", "outbox_attempt", "webhook"}
+          "api_token", "outbox_event", "outbox_delivery", "outbox_attempt", "webhook"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -355,3 +355,47 @@ def test_json_columns_roundtrip_nested(db_url):
         v = s.execute(sa.select(PromptVersion)).scalar_one()
     assert v.metrics == {"accuracy": 0.91}
     assert json.loads(json.dumps(v.manifest)) == manifest
+
+
+def _columns(url: str, table: str) -> set[str]:
+    with make_engine(url).connect() as conn:
+        return {c["name"] for c in sa.inspect(conn).get_columns(table)}
+
+
+def _append_only_enforced(url: str) -> bool:
+    try:
+        with session(make_engine(url)) as s:
+            s.execute(sa.text("UPDATE audit_event SET actor = 'mallory'"))
+    except sa.exc.IntegrityError as exc:
+        return "append-only" in str(exc)
+    return False
+
+
+def test_migration_0004_tokens_up_and_down_keeps_audit_rows_and_triggers(db_url):
+    """0004 adds api_token and audit_event.token_id in place: the audit rows written before survive
+    an upgrade and a downgrade, and the append-only triggers of 0001 stay armed throughout."""
+    migrate.upgrade(db_url, "0003")
+    pid = _new_prompt(db_url, "p")
+    with make_engine(db_url).begin() as conn:
+        conn.execute(sa.text("INSERT INTO audit_event (at, actor, action, prompt_id, details) "
+                             "VALUES (:at, 'alice', 'push', :pid, '{}')"), {"at": utcnow(), "pid": pid})
+    migrate.upgrade(db_url, "0004")
+    assert "api_token" in _tables(db_url) and "token_id" in _columns(db_url, "audit_event")
+    assert _append_only_enforced(db_url)
+    with make_engine(db_url).begin() as conn:   # plain SQL: at 0004 the outbox (0005) of the ORM listener is not there yet
+        conn.execute(sa.text("INSERT INTO audit_event (at, actor, action, prompt_id, details, token_id) "
+                             "VALUES (:at, 'ci-bot', 'promote', :pid, '{}', 'abc123')"), {"at": utcnow(), "pid": pid})
+    with make_engine(db_url).connect() as conn:
+        rows = conn.execute(sa.text("SELECT actor, token_id FROM audit_event ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [("alice", None), ("ci-bot", "abc123")]
+    with make_engine(db_url).connect() as conn:
+        uniques = {u["name"]: u["column_names"] for u in sa.inspect(conn).get_unique_constraints("api_token")}
+    assert uniques["uq_api_token_token_id"] == ["token_id"]
+
+    migrate.downgrade(db_url, "0003")
+    assert "api_token" not in _tables(db_url) and "token_id" not in _columns(db_url, "audit_event")
+    assert _append_only_enforced(db_url)
+    with make_engine(db_url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM audit_event")).scalar_one() == 2
+    migrate.upgrade(db_url)
+    assert _schema_diff(db_url) == [] and _append_only_enforced(db_url)

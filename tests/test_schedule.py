@@ -539,7 +539,7 @@ def test_migration_0003_up_and_down(any_url):
             return set(sa.inspect(conn).get_table_names())
 
     migrate.upgrade(any_url, "0003")
-    assert migrate.current_revision(any_url) == "0003" == migrate.HEAD_REVISION
+    assert migrate.current_revision(any_url) == "0003"
     assert new <= tables()
     with make_engine(any_url).connect() as conn:
         uniques = {u["name"]: u["column_names"] for u in sa.inspect(conn).get_unique_constraints("schedule_run")}

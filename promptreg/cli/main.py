@@ -25,6 +25,7 @@ from promptreg.cli.output import add_output_modes, reset_output_modes
 from promptreg.cli.registry_cmds import history_cmd, list_cmd, pull_cmd, push_cmd, show_cmd, sync_cmd
 from promptreg.cli.schedule_cmds import schedule_group, scheduler_cmd
 from promptreg.cli.serve_cmds import classify_cmd, generate_cmd, serve_cmd
+from promptreg.cli.server_cmds import login_cmd, logout_cmd, server_cmd, token_group
 from promptreg.cli.train_cmds import import_peft_cmd, train_cmd
 from promptreg.cli.ui_cmds import ui_cmd
 from promptreg.cli.webhook_cmds import webhook_group
@@ -33,18 +34,52 @@ from promptreg.quiet import quiet_libraries
 
 
 class LazyRegistry:
-    """Created on first use so `--help` and usage errors never touch a store."""
+    """Created on first use so `--help` and usage errors never touch a store.
+
+    The one place that chooses the mode: a server URL (``--url``, PROMPTREG_URL, ``url`` in
+    promptreg.toml) makes every command remote (the typed API over HTTP, a token from PROMPTREG_TOKEN
+    or ``promptreg login``); otherwise the registry opens the stores directly."""
 
     def __init__(self, **flags: str | None):
         self.flags = flags
+        self._settings = None
         self._registry = None
         self._reader = None
+        self._api = None
+
+    @property
+    def settings(self):
+        if self._settings is None:
+            from promptreg.settings import Settings
+
+            self._settings = Settings.load(**{k: v for k, v in self.flags.items() if v})
+        return self._settings
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.settings.url)
+
+    def api(self):
+        """The HTTP client of remote mode."""
+        if self._api is None:
+            from promptreg.client.credentials import load_token
+            from promptreg.client.http import ApiClient
+
+            url = self.settings.url
+            token = os.environ.get("PROMPTREG_TOKEN") or load_token(url)
+            self._api = ApiClient(url, token)
+        return self._api
 
     def get(self):
         if self._registry is None:
-            from promptreg.services.registry import Registry
+            if self.remote:
+                from promptreg.client.remote import RemoteRegistry
 
-            self._registry = Registry(**self.flags)
+                self._registry = RemoteRegistry(self.api(), self.settings)
+            else:
+                from promptreg.services.registry import Registry
+
+                self._registry = Registry(self.settings)
         return self._registry
 
     def read(self, method: str, *args, **kwargs):
@@ -53,9 +88,8 @@ class LazyRegistry:
         from promptreg.services.sqlite_reads import FastPathUnavailable, open_reader
 
         if self._reader is None and self._registry is None:
-            from promptreg.settings import Settings
-
-            self._reader = open_reader(Settings.load(**{k: v for k, v in self.flags.items() if v}).db_url) or False
+            # remote mode reads through the server, never a local database
+            self._reader = False if self.remote else (open_reader(self.settings.db_url) or False)
         if self._reader:
             try:
                 return getattr(self._reader, method)(*args, **kwargs)
@@ -70,17 +104,19 @@ class LazyRegistry:
 @click.option("--db-url", help="Registry database URL (sqlite:///… or postgresql+psycopg://…).")
 @click.option("--tracking-uri", help="MLflow tracking URI (sqlite:///… or http(s)://server).")
 @click.option("--artifact-uri", help="Artifact store: a local folder or s3://bucket/prefix.")
+@click.option("--url", help="A promptreg server (remote mode; also PROMPTREG_URL or url in promptreg.toml).")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors, and the libraries' own warnings and logging.")
 @click.pass_context
-def cli(ctx: click.Context, home, db_url, tracking_uri, artifact_uri, verbose):
+def cli(ctx: click.Context, home, db_url, tracking_uri, artifact_uri, url, verbose):
     """promptreg: registry and lifecycle service for soft prompts."""
-    ctx.obj = LazyRegistry(home=home, db_url=db_url, tracking_uri=tracking_uri, artifact_uri=artifact_uri)
+    ctx.obj = LazyRegistry(home=home, db_url=db_url, tracking_uri=tracking_uri, artifact_uri=artifact_uri, url=url)
 
 
 for command in (init_cmd, doctor_cmd, db_group, push_cmd, list_cmd, show_cmd, history_cmd, pull_cmd, sync_cmd,
                 models_group, datasets_group, train_cmd, import_peft_cmd, eval_cmd, gate_cmd, promote_cmd,
                 rollback_cmd, drift_cmd, env_group, schedule_group, scheduler_cmd, generate_cmd, classify_cmd,
-                serve_cmd, ui_cmd, gc_cmd, events_group, webhook_group, completion_cmd):
+                serve_cmd, ui_cmd, gc_cmd, events_group, webhook_group, completion_cmd, server_cmd, token_group,
+                login_cmd, logout_cmd):
     add_output_modes(command)
     cli.add_command(command)
 

@@ -185,6 +185,8 @@ class AuditEvent(SQLModel, table=True):
     to_version: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
     reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     details: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(json_type(), nullable=False))
+    token_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(32), nullable=True))
+    """The public id of the API token that authenticated the request (``promptreg server``), else None."""
 
 
 class EvalRun(SQLModel, table=True):
@@ -364,11 +366,52 @@ class EnvironmentModel(SQLModel, table=True):
     )
 
 
+class ApiToken(SQLModel, table=True):
+    """An API token of ``promptreg server`` (migration 0004): ``prt_<token_id>_<secret>``.
+
+    Only ``secret_hash`` (SHA-256 of the whole token) is stored, never the secret. A token is never
+    deleted: ``revoked_at`` ends it (the audit log keeps naming its ``token_id``). ``prompts`` and
+    ``aliases`` are lists of glob patterns (``fnmatch``) the role applies to."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, primary_key=True))
+    token_id: str = Field(sa_column=sa.Column(sa.String(32), nullable=False, unique=True))
+    name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, index=True))
+    role: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    prompts: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON().with_variant(
+        postgresql.JSONB(), "postgresql"), nullable=False))
+    aliases: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON().with_variant(
+        postgresql.JSONB(), "postgresql"), nullable=False))
+    secret_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    created_by: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+    expires_at: dt.datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    last_used_at: dt.datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    revoked_at: dt.datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    revoked_by: str | None = Field(default=None, sa_column=sa.Column(sa.String(128), nullable=True))
+
+
+def stamp_token_id(session, token_id: str) -> None:
+    """Give every AuditEvent added to ``session`` (and not given one) ``token_id``, as it is flushed:
+    the API token of the principal a ``promptreg server`` request acts for."""
+    from sqlalchemy import event
+
+    @event.listens_for(session, "before_flush")
+    def _stamp(sess, _context, _instances) -> None:
+        for obj in sess.new:
+            if isinstance(obj, AuditEvent) and obj.token_id is None:
+                obj.token_id = token_id
+
+
 __all__ = [
     "NAMING_CONVENTION",
     "MIRROR_STATUSES",
     "VERSION_STATUSES",
     "Alias",
+    "ApiToken",
     "AuditEvent",
     "DriftReport",
     "EnvironmentModel",
@@ -380,6 +423,7 @@ __all__ = [
     "ScheduleRun",
     "UTCDateTime",
     "json_type",
+    "stamp_token_id",
     "utcnow",
 ]
 

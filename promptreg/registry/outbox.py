@@ -183,7 +183,7 @@ def build_payload(event_id: str, type_: str, at: dt.datetime, data: dict[str, An
 
 def audit_payload(event_id: str, audit: AuditEvent, prompt_name: str | None) -> dict[str, Any]:
     data = {"prompt": prompt_name, "alias": audit.alias, "from_version": audit.from_version,
-            "to_version": audit.to_version, "actor": audit.actor, "action": audit.action,
+            "to_version": audit.to_version, "actor": audit.actor, "token_id": audit.token_id, "action": audit.action,
             "reason": audit.reason, "audit_event_id": audit.id, "details": dict(audit.details or {})}
     return build_payload(event_id, event_type(audit.action, audit.details), audit.at or utcnow(), data)
 

@@ -92,29 +92,40 @@ def mirror_state_tags(registry: Registry, name: str, numbers: set[int], keys: tu
 # ----------------------------------------------------------------------------------------- sync
 
 
-def sync(registry: Registry) -> SyncReport:
+def sync(registry: Registry, *, grace_s: float = 0.0) -> SyncReport:
     """Make MLflow match the database, prompt by prompt (:func:`sync_prompt`). Each failure is one
-    line of the report."""
+    line of the report. An alias MLflow holds otherwise (changed there by hand) is restored, and each
+    overwrite is an audit event ``alias.restore``: MLflow is the browsing UI, not the authority."""
     registry.mirror.check()  # MLflow down: one clear error now, not one retried timeout per item
     report = SyncReport()
     with registry.session() as s:
         names = q.prompt_names(s)
     for name in names:
-        sync_prompt(registry, name, report)
+        sync_prompt(registry, name, report, grace_s=grace_s, audit_restores=True)
     return report
 
 
 def sync_prompt(registry: Registry, name: str, report: SyncReport | None = None, *,
-                mlmodels: bool = True) -> SyncReport:
+                mlmodels: bool = True, grace_s: float = 0.0, audit_restores: bool = False) -> SyncReport:
     """Make MLflow match the database for one prompt: mirror its versions whose mirror is missing,
     then its aliases, the pyfunc MLmodel of older mirrors (``mlmodels``), the alias/status tags and
     the descriptions. Failures are collected in ``report.failed``. ``promptreg sync`` runs it for every
     prompt; the outbox's MLflow consumer (promptreg.services.events.mirror) for each prompt with new
-    events, in order."""
+    events, in order.
+
+    ``grace_s``: leave alone versions pushed and aliases moved less than that many seconds ago (their
+    writer is still mirroring them: a background sync beside live writers, as in ``promptreg server``,
+    must not race it). ``audit_restores``: record each MLflow alias it overwrites (``alias.restore``)."""
+    import datetime as dt
+
+    from promptreg.registry.models import utcnow
+
     report = report if report is not None else SyncReport()
+    settled = utcnow() - dt.timedelta(seconds=grace_s)
     with registry.session() as s:
         prompt = q.get_prompt(s, name)
-        pending = [(v.id, v.number, v.sha256, v.artifact_uri) for v, _ in q.versions_not_mirrored(s, prompt)]
+        pending = [(v.id, v.number, v.sha256, v.artifact_uri) for v, _ in q.versions_not_mirrored(s, prompt)
+                   if v.created_at <= settled]
     for version_id, number, sha, uri in pending:
         with tempfile.TemporaryDirectory(prefix="promptreg-sync-") as tmp:
             try:
@@ -127,10 +138,11 @@ def sync_prompt(registry: Registry, name: str, report: SyncReport | None = None,
             f"{name}:{number}" + (f": {warnings[0]}" if warnings else ""))
     with registry.session() as s:
         prompt = q.get_prompt(s, name)
-        aliases = {alias: mv for _, alias, mv in q.mlflow_aliases(s, prompt) if mv}
+        moving = q.aliases_moved_since(s, prompt, settled) if grace_s > 0 else set()
+        aliases = {alias: mv for _, alias, mv in q.mlflow_aliases(s, prompt) if mv and alias not in moving}
         mirrored = [(v.number, v.mlflow_run_id, v.sha256, dict(v.manifest))
                     for v, _ in q.versions_mirrored(s, prompt)] if mlmodels else []
-    _sync_aliases(registry, name, aliases, report)
+    _sync_aliases(registry, name, aliases, report, skip=moving, audit=audit_restores)
     _sync_mlmodels(registry, name, mirrored, report)
     _sync_tags(registry, name, report)
     from promptreg.services.describe import sync_descriptions
@@ -142,18 +154,37 @@ def sync_prompt(registry: Registry, name: str, report: SyncReport | None = None,
     return report
 
 
-def _sync_aliases(registry: Registry, pname: str, aliases: dict[str, str], report: SyncReport) -> None:
+def _sync_aliases(registry: Registry, pname: str, aliases: dict[str, str], report: SyncReport, *,
+                  skip: set[str] = frozenset(), audit: bool = False) -> None:
+    """MLflow's aliases of ``pname`` := ``aliases`` (alias -> MLflow version); ``skip``: aliases being
+    moved right now (left as they are); ``audit``: each overwrite is an ``alias.restore`` audit event."""
     try:
-        current = registry.mirror.get_aliases(pname)
+        current = {a: v for a, v in registry.mirror.get_aliases(pname).items() if a not in skip}
         for alias, mv in aliases.items():
             if current.get(alias) != mv:
                 registry.mirror.set_alias(pname, alias, mv)
                 report.aliases_set.append(f"{pname}@{alias}")
+                if audit:
+                    _audit_restore(registry, pname, alias, current.get(alias), mv)
         for alias in set(current) - set(aliases):
             registry.mirror.delete_alias(pname, alias)
             report.aliases_removed.append(f"{pname}@{alias}")
+            if audit:
+                _audit_restore(registry, pname, alias, current[alias], None)
     except (MirrorError, PromptregError) as exc:
         report.failed.append(f"{pname} aliases: {exc}")
+
+
+def _audit_restore(registry: Registry, name: str, alias: str, mlflow_had: str | None, restored: str | None) -> None:
+    """The audit event of an MLflow alias that sync overwrote (changed, set or deleted by hand in
+    MLflow, or a mirror write that was lost): versions by number where MLflow's versions are ours."""
+    with registry.session() as s:
+        prompt = q.get_prompt(s, name)
+        numbers = q.numbers_of_mlflow_versions(s, prompt, (mlflow_had, restored))
+        q.add_event(s, actor=registry.settings.user, action="alias.restore", prompt_id=prompt.id, alias=alias,
+                    from_version=numbers.get(mlflow_had), to_version=numbers.get(restored),
+                    reason="MLflow differed from the registry database; sync restored the database's value",
+                    details={"mlflow_had": mlflow_had, "restored": restored})
 
 
 def _sync_mlmodels(registry: Registry, pname: str, mirrored: list[tuple], report: SyncReport) -> None:

@@ -61,11 +61,26 @@ class Registry:
     results are dataclasses with ``to_dict()`` (JSON-ready), which is what the CLI prints with ``--json``.
     """
 
+    #: The API token the acting principal authenticated with (``promptreg server``), recorded on audit events.
+    token_id: str | None = None
+
     def __init__(self, settings: Settings | None = None, **overrides: str | None):
         self.settings = settings or Settings.load(**{k: v for k, v in overrides.items() if v})
         self._engine = None
         self._store = None
         self._mirror = None
+
+    def acting_as(self, user: str, *, token_id: str | None = None) -> Registry:
+        """This registry, sharing its engine, store and mirror, with every write recorded as ``user``
+        (and ``token_id``): what ``promptreg server`` uses per request for the authenticated principal."""
+        import copy
+        import dataclasses
+
+        self.engine, self.store, self.mirror  # noqa: B018 - created once here, shared by every view
+        view = copy.copy(self)
+        view.settings = dataclasses.replace(self.settings, user=user)
+        view.token_id = token_id
+        return view
 
     # ----- components, created lazily -------------------------------------------------------
     @property
@@ -120,10 +135,14 @@ class Registry:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A database session on the registry: commits when the block succeeds, rolls back when it
-        raises; an unreachable database leaves it as one-line :class:`StoreUnavailableError`."""
+        raises; an unreachable database leaves it as one-line :class:`StoreUnavailableError`. Every
+        audit event added in it carries this registry's :attr:`token_id` (see :meth:`acting_as`)."""
         from promptreg.registry.db import session
+        from promptreg.registry.models import stamp_token_id
 
         with self._db_errors(), session(self.engine) as s:
+            if self.token_id is not None:
+                stamp_token_id(s, self.token_id)
             yield s
 
     # ----- setup --------------------------------------------------------------------------
@@ -221,13 +240,15 @@ class Registry:
 
         return history(self, name)
 
-    def sync(self) -> SyncReport:
+    def sync(self, *, grace_s: float = 0.0) -> SyncReport:
         """Make MLflow match the database: mirror versions whose mirror is missing or failed, aliases,
         status tags, descriptions. Raises :class:`~promptreg.errors.MirrorError` when MLflow is down;
-        items that fail individually are listed in ``report.failed``."""
+        items that fail individually are listed in ``report.failed``. An alias changed by hand in MLflow
+        is restored and the overwrite is an audit event (``alias.restore``). ``grace_s``: leave alone
+        what changed less than that many seconds ago (a background sync beside live writers)."""
         from promptreg.services.mirroring import sync
 
-        return sync(self)
+        return sync(self, grace_s=grace_s)
 
     def sync_prompt(self, name: str, report: SyncReport | None = None, *, mlmodels: bool = True) -> SyncReport:
         """Make MLflow match the database for the prompt ``name`` only (what :meth:`sync` does for

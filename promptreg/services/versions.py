@@ -180,7 +180,7 @@ def history(registry: Registry, name: str) -> list[AuditEntry]:
     with registry.session() as s:
         rows = q.events(s, q.get_prompt(s, name))
         return [AuditEntry(e.id, iso(e.at), e.actor, e.action, name, e.alias, e.from_version, e.to_version,
-                           e.reason, dict(e.details or {})) for e in rows]
+                           e.reason, dict(e.details or {}), e.token_id) for e in rows]
 
 
 # ----------------------------------------------------------------------------------------- pull

@@ -92,6 +92,7 @@ class AuditEntry:
     to_version: int | None
     reason: str | None
     details: dict[str, Any]
+    token_id: str | None = None      # the API token of the principal (promptreg server), else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

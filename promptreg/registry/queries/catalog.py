@@ -308,6 +308,20 @@ def mlflow_aliases(s: Session, prompt: Prompt | None = None) -> list[tuple[str, 
     return list(s.exec(stmt).all())
 
 
+def aliases_moved_since(s: Session, prompt: Prompt, moment) -> set[str]:
+    """The aliases of ``prompt`` whose row changed after ``moment`` (a UTC datetime)."""
+    return set(s.exec(select(Alias.name).where(Alias.prompt_id == prompt.id, Alias.updated_at > moment)).all())
+
+
+def numbers_of_mlflow_versions(s: Session, prompt: Prompt, mlflow_versions: Iterable[str]) -> dict[str, int]:
+    """MLflow model version -> version number, for those of ``prompt`` among ``mlflow_versions``."""
+    wanted = [v for v in mlflow_versions if v is not None]
+    if not wanted:
+        return {}
+    return dict(s.exec(select(PromptVersion.mlflow_model_version, PromptVersion.number).where(
+        PromptVersion.prompt_id == prompt.id, PromptVersion.mlflow_model_version.in_(wanted))).all())
+
+
 def add_alias(s: Session, prompt: Prompt, alias: str, version: PromptVersion, user: str) -> int:
     """Create ``prompt@alias`` (a concurrent creation makes the commit raise IntegrityError); returns
     its row version (1)."""
@@ -343,6 +357,8 @@ def events(s: Session, prompt: Prompt) -> list[AuditEvent]:
 
 __all__ = [
     "VersionPage",
+    "aliases_moved_since",
+    "numbers_of_mlflow_versions",
     "add_alias",
     "add_event",
     "add_prompt",

@@ -40,9 +40,12 @@ EVENT_TYPES: dict[str, str] = {
     "webhook.add": "a webhook was added",
     "webhook.remove": "a webhook was removed",
     "webhook.test": "a test event sent by `promptreg webhook test` (to that webhook only)",
+    "alias.restore": "sync put back an MLflow alias that differed from the database (changed by hand in MLflow)",
+    "token.create": "an API token of promptreg server was created",
+    "token.revoke": "an API token of promptreg server was revoked",
 }
 #: events with a prompt that do not change anything MLflow shows
-_NOT_MIRRORED_PREFIXES = ("schedule.", "webhook.", "env.")
+_NOT_MIRRORED_PREFIXES = ("schedule.", "webhook.", "env.", "token.")
 
 
 def parse_patterns(text: str | Iterable[str]) -> list[str]:
