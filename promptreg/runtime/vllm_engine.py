@@ -77,14 +77,85 @@ def _verify_fingerprint(folder: Path, base, what: str) -> None:
 
 
 class InProcessVllm:
-    """A ``vllm.LLM`` in this process (not thread-safe: one call at a time)."""
+    """A ``vllm.LLM`` in this process, driven by one engine thread: calls from any number of threads are
+    added to the running engine as they come and scheduled in its continuous batches (a call does not
+    wait for another call's rows to finish). Uses ``LLM._add_completion_requests`` (what ``LLM.generate``
+    itself runs, vllm 0.32) and ``llm_engine.step()``."""
 
     name = "vllm"
+    _STOP = object()
 
     def __init__(self, llm) -> None:
+        import queue
+
         self.llm = llm
         self.config = llm.llm_engine.model_config
-        self._lock = threading.Lock()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="promptreg-vllm-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, prompts: list, params: list) -> list:
+        """vLLM ``RequestOutput``s (final) of ``prompts`` (vLLM prompt dicts), in order; thread-safe."""
+        from concurrent.futures import Future
+
+        if not prompts:
+            return []
+        if self._closed:
+            raise StoreUnavailableError("the vLLM engine is closed")
+        fut: Future = Future()
+        self._inbox.put((list(prompts), list(params), fut))
+        return fut.result()
+
+    def _loop(self) -> None:
+        import queue
+
+        engine = self.llm.llm_engine
+        owners: dict[str, tuple[list, int]] = {}   # external request id -> ([future, outputs, left], index)
+
+        def fail_all(exc: BaseException) -> None:
+            for state, _ in owners.values():
+                if not state[0].done():
+                    state[0].set_exception(exc)
+            owners.clear()
+
+        while True:
+            try:
+                item = self._inbox.get(block=not owners)
+            except queue.Empty:
+                item = None
+            while item is not None:
+                if item is self._STOP:
+                    fail_all(StoreUnavailableError("the vLLM engine was closed"))
+                    return
+                prompts, params, fut = item
+                try:
+                    ids = self.llm._add_completion_requests(prompts, params, use_tqdm=False)
+                except Exception as exc:  # noqa: BLE001 - a rejected call fails alone
+                    fut.set_exception(exc)
+                else:
+                    # the ids returned are internal ("<external>-<8 random chars>"); outputs carry the external id
+                    state = [fut, [None] * len(ids), len(ids)]
+                    owners.update({rid.rsplit("-", 1)[0]: (state, j) for j, rid in enumerate(ids)})
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    item = None
+            if not owners:
+                continue
+            try:
+                outs = engine.step()
+            except Exception as exc:  # noqa: BLE001 - the engine failed: every call in flight fails
+                fail_all(exc)
+                continue
+            for out in outs:
+                if not out.finished or out.request_id not in owners:
+                    continue
+                state, j = owners.pop(out.request_id)
+                state[1][j] = out
+                state[2] -= 1
+                if state[2] == 0:
+                    state[0].set_result(state[1])
 
     @classmethod
     def start(cls, model: str | Path, *, dtype: str = "float32", max_model_len: int = 2048,
@@ -125,8 +196,7 @@ class InProcessVllm:
         _verify_fingerprint(folder, base, "vLLM's model")
 
     def _run(self, embeds, params) -> list:
-        with self._lock:
-            return self.llm.generate([{"prompt_embeds": e} for e in embeds], params, use_tqdm=False)
+        return self.submit([{"prompt_embeds": e} for e in embeds], params)
 
     def label_logprobs(self, embeds, label_ids: list[list[int]]) -> list[list[float]]:
         from vllm import SamplingParams
@@ -146,6 +216,11 @@ class InProcessVllm:
         return [list(out.outputs[0].token_ids) for out in self._run(embeds, params)]
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._inbox.put(self._STOP)
+        self._thread.join(timeout=60)
         shutdown = getattr(self.llm, "shutdown", None) or getattr(self.llm.llm_engine, "shutdown", None)
         if callable(shutdown):
             shutdown()
@@ -280,7 +355,13 @@ class VllmRuntime(PromptRuntime):
 
     ``backend``: an :class:`InProcessVllm` or :class:`OpenAIVllm`. ``model``: the base-model folder whose
     tokenizer and embedding matrix build the prompts (None: settings ``base_model``, else the folder the
-    backend loaded when it is readable here); it must have the fingerprint of what vLLM loaded."""
+    backend loaded when it is readable here); it must have the fingerprint of what vLLM loaded.
+
+    Calls may come from several threads at once: the runtime lock covers resolving and building rows only,
+    the engine call runs outside it, so concurrent calls share vLLM's continuous batches (the HTTP server
+    keeps up to ``concurrent_calls`` batches in flight)."""
+
+    concurrent_calls = 8
 
     def __init__(self, registry, backend, model: str | Path | None = None, *, max_versions: int = 64,
                  max_bytes: int = DEFAULT_MAX_BYTES, alias_ttl_s: float = 2.0,

@@ -102,22 +102,22 @@ def vrt(project, backend):
 
 
 class _Counting:
-    """Wraps llm.generate to record how many prompts each engine call got."""
+    """Records how many prompts each call adds to the engine (LLM._add_completion_requests)."""
 
     def __init__(self, backend):
         self.backend, self.calls = backend, []
-        self._orig = backend.llm.generate
+        self._orig = backend.llm._add_completion_requests
 
     def __enter__(self):
-        def generate(prompts, *a, **kw):
+        def add(prompts, *a, **kw):
             self.calls.append(len(prompts))
             return self._orig(prompts, *a, **kw)
 
-        self.backend.llm.generate = generate
+        self.backend.llm._add_completion_requests = add
         return self
 
     def __exit__(self, *exc):
-        self.backend.llm.generate = self._orig
+        self.backend.llm._add_completion_requests = self._orig
 
 
 def _max_prob_diff(a: dict, b: dict) -> float:
@@ -146,6 +146,20 @@ def test_classify_agrees_with_own_runtime_mixed_versions_in_one_vllm_batch(vrt, 
         assert _max_prob_diff(vrt.classify([req])[0], g) < PROB_ATOL
 
 
+def test_concurrent_calls_share_the_running_engine(vrt, ours):
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = [[{"ref": r, "text": t}] for r in ("pt:1", "pp:1", "pl:1", "left:1") for t in TEXTS]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(vrt.classify, calls))
+    want = ours.classify([c[0] for c in calls])
+    assert max(_max_prob_diff(g[0], w) for g, w in zip(got, want, strict=True)) < PROB_ATOL
+    gens = [[{"ref": "gen:1", "text": t, "max_new_tokens": 6}] for t in TEXTS]
+    with ThreadPoolExecutor(5) as pool:
+        texts = [g[0]["text"] for g in pool.map(vrt.generate, gens)]
+    assert texts == [w["text"] for w in ours.generate([g[0] for g in gens])]
+
+
 def test_greedy_generation_agrees_token_for_token(vrt, ours, backend):
     requests = [{"ref": "gen:1", "text": "the movie was", "max_new_tokens": 12},
                 {"ref": "gen:2", "text": "i liked the acting", "max_new_tokens": 7},
@@ -167,9 +181,8 @@ def test_prompt_embeds_helper_for_your_own_vllm_calls(vrt, ours, backend):
     from vllm import SamplingParams
 
     embeds, label_ids = vrt.prompt_embeds("pp:1", "the movie was great")
-    out = backend.llm.generate([{"prompt_embeds": embeds}], SamplingParams(max_tokens=1, temperature=0,
-                                                                          logprob_token_ids=label_ids),
-                               use_tqdm=False)
+    out = backend.submit([{"prompt_embeds": embeds}], [SamplingParams(max_tokens=1, temperature=0,
+                                                                      logprob_token_ids=label_ids)])
     lps = [out[0].outputs[0].logprobs[0][t].logprob for t in label_ids]
     import math
 
