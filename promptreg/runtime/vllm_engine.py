@@ -392,14 +392,9 @@ class VllmRuntime(PromptRuntime):
         return super()._entry(info, in_call)
 
     def _build(self, info, base, label: str) -> _Entry:
-        from promptreg.artifact.manifest import MANIFEST_FILE
         from promptreg.runtime.loader import check_compatible, soft_prompt_from_folder, task_parts
 
-        _, folder = self.registry.fetch_verified(label)
-        try:
-            manifest = json.loads((Path(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{label}: cannot read its manifest: {exc}") from None
+        folder, manifest = self._fetch(label)
         refuse_unless_input(manifest.get("method", ""), label)
         check_compatible(manifest, base, label)
         soft = soft_prompt_from_folder(folder, manifest, base.dims, label=label)
