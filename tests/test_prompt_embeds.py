@@ -125,3 +125,15 @@ def test_the_vllm_engine_module_imports_without_vllm():
             "assert 'vllm' not in sys.modules, 'vllm imported eagerly'; print(m.VllmRuntime.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "VllmRuntime", out.stderr[-2000:]
+
+
+def test_serve_engine_vllm_without_vllm_is_a_one_line_error(tmp_path, tiny_model_dir):
+    import importlib.util
+
+    from tests.cli_utils import assert_one_line_error, run_cli
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here: tests/vllm runs serve --engine vllm for real")
+    res = run_cli("--home", str(tmp_path / "home"), "serve", "--engine", "vllm", "--model", str(tiny_model_dir),
+                  "--port", "0", cwd=tmp_path)
+    assert_one_line_error(res, 2, "vLLM is not installed in this environment: run 'make vllm-venv'")

@@ -318,3 +318,43 @@ def test_openai_server_backend_agrees_and_verifies_the_base_model(vllm_server, p
         remote.verify(load_embedding_base(model_dirs[1]))
     remote.verify(load_embedding_base(model_dirs[0]))
     assert remote.verified == "embeddings probe"
+
+
+def test_serve_command_with_the_vllm_engine(project, ours, model_dirs, tmp_path):
+    """`promptreg serve --engine vllm` as a real process: healthz, a mixed call (one refused), SIGTERM -> 0."""
+    import json
+    import signal
+
+    port = free_port()
+    settings = project.settings
+    proc = subprocess.Popen([sys.executable, "-m", "promptreg.cli.main", "--home", str(settings.home),
+                             "--tracking-uri", settings.tracking_uri, "serve", "--engine", "vllm", "--port", str(port),
+                             "--model", str(model_dirs[0]), "--max-model-len", str(MAX_LEN), "--vllm-kv-cache-mb", "64"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+                    health = json.loads(resp.read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "serve --engine vllm did not come up"
+                time.sleep(1)
+        assert "vLLM" in health["device"]
+        body = {"requests": [{"ref": "pt:2", "text": "great"}, {"ref": "id:1", "text": "great"}]}
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/classify", data=json.dumps(body).encode())
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            results = json.loads(resp.read())["results"]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert _max_prob_diff(results[0], ours.classify([{"ref": "pt:2", "text": "great"}])[0]) < PROB_ATOL
+    assert "--engine promptreg" in results[1]["error"]
+    assert proc.returncode == 0, err[-3000:]
+    assert "vllm engine on in-process vLLM" in err
