@@ -314,7 +314,8 @@ def run(args, tmp: Path, model_dir: Path, device: str, tasks: list[str], engines
     if {"vllm_embeds", "vllm_text"} & set(engines):
         from vllm import SamplingParams
 
-        from promptreg.runtime.vllm_engine import InProcessVllm, VllmRuntime, _greedy_params
+        from promptreg.runtime.vllm_backends import _greedy_params
+        from promptreg.runtime.vllm_engine import InProcessVllm, VllmRuntime
         from promptreg.training.collate import label_token_ids
 
         t0 = time.perf_counter()
