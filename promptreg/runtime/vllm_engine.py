@@ -53,6 +53,7 @@ from promptreg.runtime.vllm_backends import InProcessVllm, OpenAIVllm
 
 __all__ = ["InProcessVllm", "OpenAIVllm", "VllmRuntime", "start_vllm_runtime"]
 
+
 class VllmRuntime(PromptRuntime):
     """:class:`PromptRuntime` whose forward passes run on vLLM (see the module docstring).
 
@@ -94,14 +95,14 @@ class VllmRuntime(PromptRuntime):
         return super()._entry(info, in_call)
 
     def _build(self, info, base, label: str) -> _Entry:
+        import torch
+
         from promptreg.runtime.loader import check_compatible, soft_prompt_from_folder, task_parts
 
         folder, manifest = self._fetch(label)
         refuse_unless_input(manifest.get("method", ""), label)
         check_compatible(manifest, base, label)
         soft = soft_prompt_from_folder(folder, manifest, base.dims, label=label)
-        import torch
-
         with torch.no_grad():
             prompt = soft.prompt().detach().to(torch.float32).clone()  # [N, H], computed once per version
         encoder, task, labels, ids = task_parts(manifest, base.tokenizer, soft.input_slots, label=label,
