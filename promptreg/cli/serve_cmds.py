@@ -131,13 +131,35 @@ def _check_port(host: str, port: int) -> None:
               help="Versions kept in the LRU cache.")
 @click.option("--max-cache-mb", default=256.0, show_default=True, type=click.FloatRange(0, 1e6),
               help="Tensor megabytes (MiB) kept in the LRU cache.")
+@click.option("--engine", default="promptreg", show_default=True, type=click.Choice(["promptreg", "vllm"]),
+              help="promptreg: own runtime, every method. vllm: input-level versions (prompt tuning, P-tuning) as "
+                   "vLLM prompt embeddings (runtime.vllm_engine; prefix tuning / ID-SPAM refused).")
+@click.option("--vllm-url", help="vllm engine: a running vLLM OpenAI-compatible server (started with "
+                                 "--enable-prompt-embeds) instead of an in-process engine.")
+@click.option("--vllm-api-key", envvar="PROMPTREG_VLLM_API_KEY", help="That server's --api-key.")
+@click.option("--vllm-dtype", default="float32", show_default=True,
+              help="In-process vllm engine: dtype (float32 answers as the own runtime does; bfloat16 is faster).")
+@click.option("--max-model-len", default=2048, show_default=True, type=click.IntRange(16, 1 << 20),
+              help="In-process vllm engine: context length (prompt + new tokens).")
+@click.option("--vllm-kv-cache-mb", type=click.FloatRange(1, 1e7),
+              help="In-process vllm engine: KV cache size in MiB (default: vLLM's own rule).")
 @click.pass_obj
-def serve_cmd(obj, host, port, model, device, max_batch, max_wait_ms, alias_ttl_s, max_versions, max_cache_mb):
+def serve_cmd(obj, host, port, model, device, max_batch, max_wait_ms, alias_ttl_s, max_versions, max_cache_mb, engine,
+              vllm_url, vllm_api_key, vllm_dtype, max_model_len, vllm_kv_cache_mb):
     """HTTP server: POST /v1/classify, /v1/generate; GET /healthz, /metrics. Stops cleanly on SIGTERM/Ctrl-C."""
     from promptreg.errors import InputError
 
-    runtime = _runtime(obj, model, device, alias_ttl_s=alias_ttl_s, max_versions=max_versions,
-                       max_bytes=int(max_cache_mb * 2**20))
+    cache = dict(alias_ttl_s=alias_ttl_s, max_versions=max_versions, max_bytes=int(max_cache_mb * 2**20))
+    if engine == "vllm":
+        from promptreg.runtime.vllm_engine import start_vllm_runtime
+
+        _check_port(host, port)
+        kv = None if vllm_kv_cache_mb is None else int(vllm_kv_cache_mb * 2**20)
+        runtime = start_vllm_runtime(obj.get(), model, url=vllm_url,
+                                     api_key=vllm_api_key, dtype=vllm_dtype, max_model_len=max_model_len,
+                                     kv_cache_bytes=kv, **cache)
+    else:
+        runtime = _runtime(obj, model, device, **cache)
     if not runtime.model_arg:
         raise InputError("serve needs a base model: pass --model PATH (or 'smollm2') or set PROMPTREG_BASE_MODEL")
     _check_port(host, port)
@@ -147,7 +169,8 @@ def serve_cmd(obj, host, port, model, device, max_batch, max_wait_ms, alias_ttl_
     from promptreg.runtime.server import create_app
 
     app = create_app(runtime, max_batch=max_batch, max_wait_ms=max_wait_ms)
-    click.echo(f"serving base model {base.folder} ({base.fingerprint[:12]}) on http://{host}:{port} "
+    click.echo(f"serving base model {base.folder} ({base.fingerprint[:12]}, {engine} engine on {base.device}) on "
+               f"http://{host}:{port} "
                f"(max batch {max_batch}, max wait {max_wait_ms:g} ms, alias TTL {alias_ttl_s:g} s)", err=True)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
@@ -156,6 +179,9 @@ def serve_cmd(obj, host, port, model, device, max_batch, max_wait_ms, alias_ttl_
             server.run()
     except (OSError, SystemExit) as exc:  # uvicorn exits 1 when it cannot bind
         raise InputError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        if engine == "vllm":
+            runtime.close()
     if not server.started:
         raise InputError(f"the server on {host}:{port} did not start (port in use?)")
     return 0

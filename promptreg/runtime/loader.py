@@ -133,35 +133,32 @@ def check_compatible(manifest: dict, base: BaseModel, label: str) -> None:
             f"fingerprint {base.fingerprint[:12]}: refusing to apply it (use the base model it was trained on)")
 
 
-def load_soft_prompt(folder: Path, manifest: dict, base: BaseModel, *, label: str, sha256: str,
-                     max_text_tokens: int = 256, check_base: bool = True) -> LoadedPrompt:
-    """Build ``folder``'s soft prompt on ``base`` (``folder`` must already be sha256-verified).
-
-    ``check_base=False`` is only for drift re-evaluation, which deliberately tries a version on a NEW
-    base model (same dimensions required) to decide whether it may stay."""
+def soft_prompt_from_folder(folder: Path, manifest: dict, dims, *, label: str):
+    """The version's method rebuilt for inference from ``folder``'s ``soft_prompt.safetensors`` (safetensors
+    only) for a base model of ``dims`` (training.methods.ModelDims)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from promptreg.artifact.manifest import TENSORS_FILE
-    from promptreg.runtime.soft_model import SoftPromptModel
-    from promptreg.training.collate import Encoder, label_token_ids
-    from promptreg.training.methods import ModelDims, method_from_tensors
+    from promptreg.training.methods import method_from_tensors
 
-    if check_base:
-        check_compatible(manifest, base, label)
     try:
         tensors = load_file(str(Path(folder) / TENSORS_FILE))
     except (SafetensorError, OSError) as exc:
         raise IntegrityError(f"{label}: cannot read {TENSORS_FILE}: {exc}") from None
-    dims = ModelDims.from_config(base.model.config)
     config = {**(manifest.get("method_config") or {}), "num_virtual_tokens": manifest["num_virtual_tokens"]}
-    soft = method_from_tensors(manifest["method"], config, tensors, dims, trainable=False)
-    soft_model = SoftPromptModel(base.model, soft)
-    soft_model.eval()
+    return method_from_tensors(manifest["method"], config, tensors, dims, trainable=False)
+
+
+def task_parts(manifest: dict, tokenizer, slots: int, *, label: str, max_text_tokens: int = 256):
+    """The version's prompt encoder (its template, ``slots`` virtual slots), task type, verbalizer labels
+    and their first token ids (empty for generation)."""
+    from promptreg.training.collate import Encoder, label_token_ids
+
     task = manifest.get("task") or {}
     task_type = task.get("type") or "classification"
     template = task.get("template") or "{text}"
-    encoder = Encoder(base.tokenizer, template, slots=soft.input_slots, max_text_tokens=max_text_tokens)
+    encoder = Encoder(tokenizer, template, slots=slots, max_text_tokens=max_text_tokens)
     labels: list[str] = []
     ids: list[int] = []
     if task_type == "classification":
@@ -169,5 +166,24 @@ def load_soft_prompt(folder: Path, manifest: dict, base: BaseModel, *, label: st
         if not verbalizer:
             raise InputError(f"{label} is a classification prompt without a verbalizer in its manifest")
         labels = list(verbalizer)
-        ids = label_token_ids(base.tokenizer, [verbalizer[lab][0] for lab in labels])
+        ids = label_token_ids(tokenizer, [verbalizer[lab][0] for lab in labels])
+    return encoder, task_type, labels, ids
+
+
+def load_soft_prompt(folder: Path, manifest: dict, base: BaseModel, *, label: str, sha256: str,
+                     max_text_tokens: int = 256, check_base: bool = True) -> LoadedPrompt:
+    """Build ``folder``'s soft prompt on ``base`` (``folder`` must already be sha256-verified).
+
+    ``check_base=False`` is only for drift re-evaluation, which deliberately tries a version on a NEW
+    base model (same dimensions required) to decide whether it may stay."""
+    from promptreg.runtime.soft_model import SoftPromptModel
+    from promptreg.training.methods import ModelDims
+
+    if check_base:
+        check_compatible(manifest, base, label)
+    soft = soft_prompt_from_folder(folder, manifest, ModelDims.from_config(base.model.config), label=label)
+    soft_model = SoftPromptModel(base.model, soft)
+    soft_model.eval()
+    encoder, task_type, labels, ids = task_parts(manifest, base.tokenizer, soft.input_slots, label=label,
+                                                 max_text_tokens=max_text_tokens)
     return LoadedPrompt(label, sha256, manifest, base, soft_model, encoder, task_type, labels, ids)

@@ -16,7 +16,8 @@ Batching: every request (each element of a ``requests`` list too) goes into one 
 (``max_queue`` long). A single batcher task takes the first waiting request, then whatever else arrives
 within ``max_wait_ms`` (up to ``max_batch`` requests), from any client and for any version, and runs them
 as ONE runtime call per endpoint kind in a worker thread (the event loop stays free to accept more;
-those form the next batch). Aliases are resolved by the runtime on every batch, with its bounded
+those form the next batch). A runtime with ``concurrent_calls`` > 1 (VllmRuntime: vLLM schedules the rows
+of concurrent calls in its continuous batches) gets up to that many batches in flight at once. Aliases are resolved by the runtime on every batch, with its bounded
 staleness (``alias_ttl_s``).
 """
 
@@ -145,7 +146,31 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
         raise InputError("max_batch and max_queue must be at least 1, max_wait_ms not negative")
     metrics = ServerMetrics()
     state: dict[str, Any] = {"queue": None, "task": None, "load_error": None}
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptreg-runtime")
+    # a runtime whose engine schedules concurrent calls together (VllmRuntime: continuous batching) gets
+    # up to ``concurrent_calls`` batches in flight; the own runtime runs one batch at a time
+    in_flight = max(1, int(getattr(runtime, "concurrent_calls", 1)))
+    executor = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="promptreg-runtime")
+    slots = asyncio.Semaphore(in_flight)
+    running: set[asyncio.Task] = set()
+
+    async def run_batch(kind: str, items: list) -> None:
+        loop = asyncio.get_running_loop()
+        fn = runtime.classify if kind == "classify" else runtime.generate
+        try:
+            results = await loop.run_in_executor(executor, fn, [p.request for p in items])
+        except Exception as exc:  # noqa: BLE001 - the runtime answers per request; this is a last resort
+            results = [{"ref": getattr(p.request, "ref", ""), "error": f"internal error: {exc}",
+                        "error_type": "InternalError"} for p in items]
+        finally:
+            slots.release()
+        metrics.batch_size[kind].observe(len(items))
+        metrics.max_batch_seen = max(metrics.max_batch_seen, len(items))
+        now = time.perf_counter()
+        for p, res in zip(items, results, strict=True):
+            metrics.count(metrics.requests, (kind, "error" if "error" in res else "ok"))
+            metrics.latency[kind].observe(now - p.t0)
+            if not p.future.done():
+                p.future.set_result(res)
 
     async def batcher(queue: asyncio.Queue) -> None:
         loop = asyncio.get_running_loop()
@@ -163,20 +188,13 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
                 items = [p for p in batch if p.kind == kind]
                 if not items:
                     continue
-                fn = runtime.classify if kind == "classify" else runtime.generate
-                try:
-                    results = await loop.run_in_executor(executor, fn, [p.request for p in items])
-                except Exception as exc:  # noqa: BLE001 - the runtime answers per request; this is a last resort
-                    results = [{"ref": getattr(p.request, "ref", ""), "error": f"internal error: {exc}",
-                                "error_type": "InternalError"} for p in items]
-                metrics.batch_size[kind].observe(len(items))
-                metrics.max_batch_seen = max(metrics.max_batch_seen, len(items))
-                now = time.perf_counter()
-                for p, res in zip(items, results, strict=True):
-                    metrics.count(metrics.requests, (kind, "error" if "error" in res else "ok"))
-                    metrics.latency[kind].observe(now - p.t0)
-                    if not p.future.done():
-                        p.future.set_result(res)
+                await slots.acquire()
+                if in_flight == 1:
+                    await run_batch(kind, items)
+                else:
+                    task = asyncio.create_task(run_batch(kind, items))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -194,6 +212,8 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
             state["task"].cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await state["task"]
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
             while not queue.empty():
                 p = queue.get_nowait()
                 if not p.future.done():

@@ -246,15 +246,20 @@ class PromptRuntime:
         self._evict()
         return entry
 
-    def _build(self, info, base, label: str) -> _Entry:
+    def _fetch(self, label: str) -> tuple[Path, dict]:
+        """The version's sha256-verified folder and its manifest."""
         from promptreg.artifact.manifest import MANIFEST_FILE
-        from promptreg.runtime.loader import load_soft_prompt
 
         _, folder = self.registry.fetch_verified(label)
         try:
-            manifest = json.loads((Path(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
+            return Path(folder), json.loads((Path(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError(f"{label}: cannot read its manifest: {exc}") from None
+
+    def _build(self, info, base, label: str) -> _Entry:
+        from promptreg.runtime.loader import load_soft_prompt
+
+        folder, manifest = self._fetch(label)
         loaded = load_soft_prompt(folder, manifest, base, label=label, sha256=info.sha256,
                                   max_text_tokens=self.max_text_tokens)
         soft = loaded.soft_model.soft_prompt
