@@ -100,29 +100,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _loss_figure(history: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(history["step"], history["loss"], lw=1, label="train loss")
-    if history["eval_step"]:
-        ax2 = ax.twinx()
-        key = "accuracy" if "accuracy" in history["eval"][0] else "loss"
-        ax2.plot(history["eval_step"], [m[key] for m in history["eval"]], "o-", color="C1", label=f"eval {key}")
-        ax2.set_ylabel(f"eval {key}")
-        ax2.legend(loc="upper right")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.legend(loc="upper left")
-    ax.set_title("promptreg training")
-    fig.tight_layout()
-    plt.close(fig)  # detach from pyplot's registry; the Figure object stays usable for saving
-    return fig
-
-
 def run_training(registry: Registry, job: TrainJob) -> TrainReport:
     """Run the job end to end; raises PromptregError (one line) on bad input."""
     from promptreg.evaluation.data_validation import validate_splits
@@ -181,9 +158,11 @@ def run_training(registry: Registry, job: TrainJob) -> TrainReport:
                                    lambda rows: safe(mirror.log_metrics, run_id, rows), warnings,
                                    registry.settings.user)
         safe(mirror.log_metrics, run_id, [(k, v, report.steps) for k, v in report.metrics.items()])
-        figure = _loss_figure(report.history)
+        from promptreg.reporting.figures import loss_figure
+
+        figure = loss_figure(report.history)
         safe(mirror.log_figure, run_id, figure, "plots/loss_curve.png")
-        figure.clear()  # free it; pyplot keeps no reference (closed in _loss_figure)
+        figure.clear()  # free it (an Agg figure: pyplot holds no reference)
         if job.push:
             report.pushed = registry.push(report.artifact, job.push, description=job.description, run_id=run_id)
             warnings.extend(report.pushed.warnings)
