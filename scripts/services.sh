@@ -184,7 +184,8 @@ PY
     port_open "$MLFLOW_PORT" && die "127.0.0.1:$MLFLOW_PORT is taken by something that is not an MLflow server (set PROMPTREG_MLFLOW_PORT)"
     say "starting mlflow server on $MLFLOW_URL"
     fresh_db "$MLFLOW_DB"
-    MLFLOW_S3_ENDPOINT_URL="$S3_URL" AWS_ENDPOINT_URL="$S3_URL" \
+    # MLflow's job runner (huey consumers for GenAI scorers) is not used by promptreg: ~8 processes saved
+    MLFLOW_S3_ENDPOINT_URL="$S3_URL" AWS_ENDPOINT_URL="$S3_URL" MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
       spawn mlflow "$BIN/mlflow" server --backend-store-uri "$PG_BASE/$MLFLOW_DB" \
       --artifacts-destination "s3://$BUCKET/mlflow" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1
     wait_for mlflow_up 180 "mlflow server on $MLFLOW_URL" "$STATE/mlflow.log"

@@ -153,7 +153,10 @@ def run_ui(settings, *, host: str = "127.0.0.1", port: int = 5000, open_browser:
     try:
         with open(log, "ab") as logf:
             proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                    start_new_session=True,
+                                    # no MLflow job runner (huey consumers for GenAI scorers: unused here)
+                                    env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ,
+                                         "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + start_timeout
         while not _healthy(url):
             if stop["signal"] is not None:
