@@ -119,13 +119,11 @@ def remove_cmd(obj, schedule_id, as_json):
 @click.pass_obj
 def run_due_cmd(obj, lease_s, grace_s, as_json):
     """Run every due check once (safe to start on several machines at once): for cron & co."""
-    from promptreg.services.schedule import GracefulStop, drift_check
+    from promptreg.scheduling.schedules import GracefulStop
 
     registry = obj.get()
-    check = drift_check(registry)
     with GracefulStop(grace_s) as guard:
-        results = registry.run_due(check=check, lease_s=lease_s, guard=guard,
-                                   on_result=None if as_json else _echo_result)
+        results = registry.run_due(lease_s=lease_s, guard=guard, on_result=None if as_json else _echo_result)
     if as_json:
         emit_json([r.to_dict() for r in results])
     elif not results:

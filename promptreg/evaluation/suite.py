@@ -35,11 +35,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from promptreg.data.examples import DataSpec, Example, load_examples, rows_for_fingerprint
 from promptreg.errors import InputError
 from promptreg.evaluation.perturb import Perturbation, get_perturbation
 from promptreg.fingerprints.dataset import dataset_fingerprint, read_rows
 from promptreg.refs import ALIAS_RE
-from promptreg.training.data import DataSpec, Example, load_examples, rows_for_fingerprint
 
 SUITE_FORMAT = "promptreg-suite-v1"
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-import promptreg
 from promptreg.errors import PromptregError, StoreUnavailableError
 from promptreg.registry.db import make_engine, mask_url, translate_db_error
 
@@ -22,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: The newest migration this promptreg knows; keep in step with migrations/versions/.
 HEAD_REVISION = "0003"
 
-MIGRATIONS_DIR = Path(promptreg.__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 VERSION_TABLE = "alembic_version"
 

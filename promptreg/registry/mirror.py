@@ -588,7 +588,7 @@ class MlflowMirror:
             self._client.log_artifact(run_id, str(folder / rel), artifact_path=dest)
 
     def _log_mlmodel(self, run_id: str, sha256: str, folder: Path) -> None:
-        from promptreg.runtime.pyfunc import manifest_from_folder
+        from promptreg.artifact.mlmodel import manifest_from_folder
 
         manifest = manifest_from_folder(folder)
         if manifest is not None:  # a promptreg artifact (the registry validated it): make it an MLflow model
@@ -600,7 +600,7 @@ class MlflowMirror:
         the artifact in our store, and the files hashed into its sha256, are untouched."""
         import tempfile
 
-        from promptreg.runtime.pyfunc import MLMODEL_FILE, write_mlmodel
+        from promptreg.artifact.mlmodel import MLMODEL_FILE, write_mlmodel
 
         if any(fi.path == f"{ARTIFACT_PATH}/{MLMODEL_FILE}" for fi in self._client.list_artifacts(run_id, ARTIFACT_PATH)):
             return False

@@ -22,7 +22,7 @@ from promptreg.errors import InputError, IntegrityError
 def resolve_model_path(model: str | Path) -> Path:
     """A base-model folder from a path or the name ``smollm2`` (converted once, then cached)."""
     if str(model) in ("smollm2", "smollm2-135m-instruct"):
-        from promptreg.training.model_fetch import fetch_smollm2
+        from promptreg.data.model_fetch import fetch_smollm2
 
         return fetch_smollm2()
     path = Path(model)
@@ -87,15 +87,15 @@ class LoadedPrompt:
     sha256: str
     manifest: dict
     base: BaseModel
-    soft_model: Any                   # runtime.soft_model.SoftPromptModel
-    encoder: Any                      # training.collate.Encoder
+    soft_model: Any                   # softprompt.soft_model.SoftPromptModel
+    encoder: Any                      # softprompt.collate.Encoder
     task: str
     labels: list[str] = field(default_factory=list)
     label_ids: list[int] = field(default_factory=list)
 
     def classify(self, texts: list[str], *, batch_size: int = 32):
         """Probabilities [n, K] (numpy float32) over ``self.labels``, in input order."""
-        from promptreg.training.scoring import classify
+        from promptreg.softprompt.scoring import classify
 
         if self.task != "classification":
             raise InputError(f"{self.label} is a {self.task} prompt: it has no labels to classify with")
@@ -108,7 +108,7 @@ class LoadedPrompt:
         """Greedy continuations (decoded, special tokens skipped), in input order."""
         import torch
 
-        from promptreg.training.collate import Encoded, collate, length_batches
+        from promptreg.softprompt.collate import Encoded, collate, length_batches
 
         tok = self.base.tokenizer
         rows = [Encoded(*self.encoder.prompt(t)) for t in texts]
@@ -143,9 +143,9 @@ def load_soft_prompt(folder: Path, manifest: dict, base: BaseModel, *, label: st
     from safetensors.torch import load_file
 
     from promptreg.artifact.manifest import TENSORS_FILE
-    from promptreg.runtime.soft_model import SoftPromptModel
-    from promptreg.training.collate import Encoder, label_token_ids
-    from promptreg.training.methods import ModelDims, method_from_tensors
+    from promptreg.softprompt.collate import Encoder, label_token_ids
+    from promptreg.softprompt.methods import ModelDims, method_from_tensors
+    from promptreg.softprompt.soft_model import SoftPromptModel
 
     if check_base:
         check_compatible(manifest, base, label)

@@ -3,7 +3,7 @@
 PEFT runs one prompt adapter per batch (huggingface/peft#759). ``MixedRunner`` runs a batch whose rows
 may each carry a different soft prompt -- different methods, different numbers of virtual tokens, or
 none at all (zero-shot, the plain base model) -- and gives every row exactly what
-:class:`promptreg.runtime.soft_model.SoftPromptModel` gives that row run ALONE (batch of 1), up to
+:class:`promptreg.softprompt.soft_model.SoftPromptModel` gives that row run ALONE (batch of 1), up to
 float rounding.
 
 API::
@@ -67,7 +67,8 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.runtime.soft_model import (
+from promptreg.softprompt.methods.base import ModelDims, SoftPrompt
+from promptreg.softprompt.soft_model import (
     GreedyRecorder,
     attention_masks,
     cached_greedy,
@@ -76,7 +77,6 @@ from promptreg.runtime.soft_model import (
     softcap,
     text_config_of,
 )
-from promptreg.training.methods.base import ModelDims, SoftPrompt
 from promptreg.transformers_compat import cache_kwarg, output_cache
 
 

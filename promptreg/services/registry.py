@@ -41,13 +41,20 @@ if TYPE_CHECKING:
 
     from promptreg.evaluation.results import EvalResult, GateReport
     from promptreg.evaluation.suite import Suite
+    from promptreg.scheduling.schedules import (
+        Claim,
+        GracefulStop,
+        RunResult,
+        ScheduleInfo,
+        Scheduler,
+        ScheduleRunInfo,
+    )
     from promptreg.services.drift import DriftOutcome
     from promptreg.services.evaluate import Evaluator
     from promptreg.services.gc import GcReport
     from promptreg.services.lifecycle import MoveResult
-    from promptreg.services.schedule import Claim, GracefulStop, RunResult, ScheduleInfo, Scheduler
     from promptreg.services.train import TrainJob, TrainReport
-    from promptreg.services.views import EnvironmentInfo, ScheduleRunInfo
+    from promptreg.services.views import EnvironmentInfo
 
     SuiteArg = Suite | str | Path
 
@@ -341,31 +348,31 @@ class Registry:
                      policy: dict[str, Any] | None = None, now: dt.datetime | None = None) -> ScheduleInfo:
         """Check ``NAME@ALIAS`` for drift on ``data_uri`` at every fire time of the five-field ``cron``
         (UTC); ``policy`` overrides the drift policy (JSON object). ``now``: the clock (tests)."""
-        from promptreg.services.schedule import add_schedule
+        from promptreg.scheduling.schedules import add_schedule
 
         return add_schedule(self, ref, cron, data_uri, suite_path=suite_path, policy=policy, now=now)
 
     def list_schedules(self, name: str | None = None) -> list[ScheduleInfo]:
         """Every schedule (of prompt ``name`` only, if given), oldest first."""
-        from promptreg.services.schedule import list_schedules
+        from promptreg.scheduling.schedules import list_schedules
 
         return list_schedules(self, name)
 
     def get_schedule(self, schedule_id: int) -> ScheduleInfo:
         """One schedule by id (:class:`~promptreg.errors.ScheduleNotFoundError` if there is none)."""
-        from promptreg.services.schedule import get_schedule
+        from promptreg.scheduling.schedules import get_schedule
 
         return get_schedule(self, schedule_id)
 
     def remove_schedule(self, schedule_id: int) -> ScheduleInfo:
         """Delete a schedule and its run history (drift reports stay); returns what was removed."""
-        from promptreg.services.schedule import remove_schedule
+        from promptreg.scheduling.schedules import remove_schedule
 
         return remove_schedule(self, schedule_id)
 
     def schedule_runs(self, schedule_id: int | None = None, limit: int = 100) -> list[ScheduleRunInfo]:
         """The newest schedule runs (of one schedule, if given), newest slot first."""
-        from promptreg.services.schedule import list_runs
+        from promptreg.scheduling.schedules import list_runs
 
         return list_runs(self, schedule_id, limit)
 
@@ -375,8 +382,8 @@ class Registry:
                 now: dt.datetime | None = None) -> list[RunResult]:
         """Run every due check once (safe on several machines at once: each slot runs exactly once).
         ``check(claim)`` defaults to the drift check of the claimed schedule; ``guard``: stop handling
-        (:class:`~promptreg.services.schedule.GracefulStop`); ``on_result``: called after each run."""
-        from promptreg.services.schedule import DEFAULT_LEASE_S, drift_check, run_due
+        (:class:`~promptreg.scheduling.schedules.GracefulStop`); ``on_result``: called after each run."""
+        from promptreg.scheduling.schedules import DEFAULT_LEASE_S, run_due
 
         return run_due(self, check or drift_check(self), owner=owner, now=now,
                        lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s, guard=guard, on_result=on_result)
@@ -387,7 +394,7 @@ class Registry:
                   on_error: Callable[[PromptregError], None] | None = None) -> Scheduler:
         """A long-lived :meth:`run_due` loop (``.run_forever()`` until SIGTERM/SIGINT) polling every
         ``poll_s`` seconds."""
-        from promptreg.services.schedule import DEFAULT_GRACE_S, DEFAULT_LEASE_S, Scheduler, drift_check
+        from promptreg.scheduling.schedules import DEFAULT_GRACE_S, DEFAULT_LEASE_S, Scheduler
 
         return Scheduler(self, check or drift_check(self), poll_s=poll_s, owner=owner,
                          lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s,
@@ -399,7 +406,7 @@ class Registry:
         """A ready-made ``crontab`` line, Kubernetes CronJob (``k8s``) or GitHub Actions workflow
         (``github``) that calls ``promptreg schedule run-due`` every ``every`` (cron, UTC); secrets are
         referenced, never written out."""
-        from promptreg.services.schedule import export_snippet
+        from promptreg.scheduling.schedules import export_snippet
 
         return export_snippet(fmt, self.settings, every=every, workdir=workdir, image=image)
 
@@ -411,6 +418,18 @@ class Registry:
 
         return collect_garbage(self, min_age_s=DEFAULT_MIN_AGE_S if min_age_s is None else min_age_s,
                                delete=delete)
+
+
+def drift_check(registry: Registry) -> Callable[[Claim], Any]:
+    """The check ``run_due`` runs by default: the drift check of the claimed schedule (from the drift
+    service, imported here: it loads models lazily). The claim's run id goes into
+    ``drift_report.schedule_run_id`` (same transaction as the report), so a process that dies after
+    writing the report is never re-run for that slot."""
+    try:
+        from promptreg.services.drift import scheduled_check
+    except ImportError as exc:
+        raise PromptregError("drift checks are not available in this build") from exc
+    return lambda claim: scheduled_check(registry, claim, schedule_run_id=claim.run_id)
 
 
 def _suite(suite: SuiteArg) -> Suite:

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promptreg.data.examples import DataSpec, Example
 from promptreg.errors import InputError, PromptregError
-from promptreg.training.data import DataSpec, Example
 
 if TYPE_CHECKING:
     from promptreg.services.registry import Registry
@@ -70,7 +70,7 @@ class TrainReport:
 def _load_splits(job: TrainJob) -> tuple[DataSpec, dict[str, list[Example]]]:
     import random
 
-    from promptreg.training.data import load_examples, resolve_labels, seeded_split
+    from promptreg.data.examples import load_examples, resolve_labels, seeded_split
 
     train = load_examples(job.train_path, job.spec)
     if job.eval_path is not None:
@@ -102,12 +102,12 @@ def _versions() -> dict[str, str]:
 
 def run_training(registry: Registry, job: TrainJob) -> TrainReport:
     """Run the job end to end; raises PromptregError (one line) on bad input."""
+    from promptreg.data.examples import rows_for_fingerprint
     from promptreg.evaluation.data_validation import validate_splits
     from promptreg.fingerprints.dataset import dataset_fingerprint
     from promptreg.fingerprints.model import model_fingerprint
     from promptreg.refs import check_name
     from promptreg.runtime.loader import resolve_model_path
-    from promptreg.training.data import rows_for_fingerprint
 
     if job.push:
         check_name(job.push)
@@ -179,8 +179,8 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from promptreg.artifact.builder import write_artifact
-    from promptreg.training.collate import Encoder, label_token_ids
-    from promptreg.training.scoring import accuracy_metrics, classify
+    from promptreg.softprompt.collate import Encoder, label_token_ids
+    from promptreg.softprompt.scoring import accuracy_metrics, classify
     from promptreg.training.trainer import Trainer
 
     device = job.device if job.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -194,7 +194,7 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
     if result.interrupted:
         warnings.append(f"training stopped at step {result.steps} as requested (stop_after_steps); resume with --resume")
     if "test" in splits and spec.task == "classification":
-        from promptreg.runtime.soft_model import SoftPromptModel
+        from promptreg.softprompt.soft_model import SoftPromptModel
 
         label_ids = label_token_ids(tokenizer, [spec.answer(lab) for lab in spec.labels])
         index = {lab: i for i, lab in enumerate(spec.labels)}

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promptreg.data.examples import DataSpec, Example
 from promptreg.errors import InputError
+from promptreg.softprompt.collate import Encoded, Encoder, collate, label_token_ids, length_batches
+from promptreg.softprompt.scoring import accuracy_metrics, classify, device_of, generation_loss, label_logits
 from promptreg.training import checkpoint as ckpt
-from promptreg.training.collate import Encoded, Encoder, collate, label_token_ids, length_batches
-from promptreg.training.data import DataSpec, Example
-from promptreg.training.scoring import accuracy_metrics, classify, device_of, generation_loss, label_logits
 
 
 @dataclass
@@ -47,7 +47,7 @@ class TrainConfig:
     stop_after_steps: int | None = None  # stop early at this step, as if interrupted (checkpoint kept)
 
     def validate(self) -> None:
-        from promptreg.training.methods import METHODS
+        from promptreg.softprompt.methods import METHODS
 
         if self.method not in METHODS:
             raise InputError(f"unknown method {self.method!r} (known: {', '.join(sorted(METHODS))})")
@@ -117,8 +117,8 @@ class Trainer:
     def _build(self, resume_tensors: dict | None, method_config: dict | None):
         import torch
 
-        from promptreg.runtime.soft_model import SoftPromptModel
-        from promptreg.training.methods import ModelDims, build_method, method_from_tensors
+        from promptreg.softprompt.methods import ModelDims, build_method, method_from_tensors
+        from promptreg.softprompt.soft_model import SoftPromptModel
 
         dims = ModelDims.from_config(self.base.config)
         if resume_tensors is not None:
@@ -313,7 +313,7 @@ class Trainer:
         after = params_digest(self.base)
         if after != before:
             raise RuntimeError("the base model's parameters changed during training")  # a bug, never expected
-        from promptreg.training.methods import ModelDims, method_from_tensors
+        from promptreg.softprompt.methods import ModelDims, method_from_tensors
 
         final_tensors = best if best is not None else soft.export_tensors()
         best_soft = method_from_tensors(cfg.method, soft.method_config(), final_tensors,

@@ -3,7 +3,7 @@ with or without a soft prompt (zero-shot uses the same template without ``{virtu
 
 from __future__ import annotations
 
-from promptreg.training.collate import Encoded, collate, length_batches
+from promptreg.softprompt.collate import Encoded, collate, length_batches
 
 
 def device_of(model):
@@ -14,7 +14,7 @@ def label_logits(base, soft_model, batch, label_ids):
     """[B, K] logits of the label tokens at the last position."""
     import torch
 
-    from promptreg.runtime.soft_model import positions_from_mask
+    from promptreg.softprompt.soft_model import positions_from_mask
 
     if soft_model is not None:
         return soft_model.label_logits(batch["input_ids"], batch["attention_mask"], batch["virtual_mask"], label_ids)
@@ -33,7 +33,7 @@ def generation_loss(base, soft_model, batch):
     import torch
     import torch.nn.functional as F
 
-    from promptreg.runtime.soft_model import positions_from_mask
+    from promptreg.softprompt.soft_model import positions_from_mask
 
     mask = batch["target_mask"]
     if soft_model is not None:

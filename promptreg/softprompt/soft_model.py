@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.training.methods.base import ModelDims, SoftPrompt
+from promptreg.softprompt.methods.base import ModelDims, SoftPrompt
 from promptreg.transformers_compat import cache_kwarg, output_cache
 
 

@@ -2,7 +2,7 @@
 parsing and the Lester-style initialisations of virtual-token embeddings.
 
 Every method is a ``torch.nn.Module`` holding only its own (trainable) weights; the frozen base model
-lives in :class:`promptreg.runtime.soft_model.SoftPromptModel`. Three kinds exist:
+lives in :class:`promptreg.softprompt.soft_model.SoftPromptModel`. Three kinds exist:
 
 - ``"input"`` (prompt tuning, P-tuning): ``prompt()`` is ``[N, H]``, written into the N virtual slots
   of every row (``virtual_mask``);

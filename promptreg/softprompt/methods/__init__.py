@@ -17,11 +17,11 @@ import torch
 from torch import Tensor
 
 from promptreg.errors import InputError
-from promptreg.training.methods.base import DERIVED_KEYS, ModelDims, SoftPrompt, parse_config
-from promptreg.training.methods.id_spam import IdSpam, IdSpamConfig
-from promptreg.training.methods.p_tuning import PEFT_KEYS, PTuning, PTuningConfig
-from promptreg.training.methods.prefix_tuning import PrefixTuning, PrefixTuningConfig
-from promptreg.training.methods.prompt_tuning import PromptTuning, PromptTuningConfig
+from promptreg.softprompt.methods.base import DERIVED_KEYS, ModelDims, SoftPrompt, parse_config
+from promptreg.softprompt.methods.id_spam import IdSpam, IdSpamConfig
+from promptreg.softprompt.methods.p_tuning import PEFT_KEYS, PTuning, PTuningConfig
+from promptreg.softprompt.methods.prefix_tuning import PrefixTuning, PrefixTuningConfig
+from promptreg.softprompt.methods.prompt_tuning import PromptTuning, PromptTuningConfig
 
 METHODS: dict[str, type[SoftPrompt]] = {
     "prompt_tuning": PromptTuning,

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.training.methods.base import (
+from promptreg.softprompt.methods.base import (
     ModelDims,
     SoftPrompt,
     check_init,
