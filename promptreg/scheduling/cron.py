@@ -68,7 +68,7 @@ class CronExpr:
 
     def matches(self, moment: dt.datetime) -> bool:
         """Whether the expression fires at ``moment``'s minute (UTC)."""
-        m = _utc(moment)
+        m = utc(moment)
         return m.minute in self.minutes and m.hour in self.hours and self.day_matches(m.date())
 
 
@@ -141,12 +141,24 @@ def parse_cron(text: str) -> CronExpr:
     return expr
 
 
-def _utc(moment: dt.datetime) -> dt.datetime:
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def utc(moment: dt.datetime | None = None) -> dt.datetime:
+    """``moment`` as an aware UTC datetime (a naive one is taken to be UTC already); None: now."""
+    if moment is None:
+        return utcnow()
     if not isinstance(moment, dt.datetime):
         raise TypeError(f"expected a datetime, got {type(moment).__name__}")
     if moment.tzinfo is None:
         return moment.replace(tzinfo=dt.UTC)
     return moment.astimezone(dt.UTC)
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    """Seconds-precision ISO 8601 text; None stays None."""
+    return moment.isoformat(timespec="seconds") if moment is not None else None
 
 
 def _expr(cron: str | CronExpr) -> CronExpr:
@@ -156,7 +168,7 @@ def _expr(cron: str | CronExpr) -> CronExpr:
 def next_fire(cron: str | CronExpr, after: dt.datetime) -> dt.datetime:
     """The first fire time strictly after ``after`` (aware UTC; a naive ``after`` is taken as UTC)."""
     expr = _expr(cron)
-    t = _utc(after).replace(second=0, microsecond=0) + _MINUTE
+    t = utc(after).replace(second=0, microsecond=0) + _MINUTE
     day, first = t.date(), True
     for _ in range(_MAX_DAYS):
         if expr.day_matches(day):
@@ -174,7 +186,7 @@ def next_fire(cron: str | CronExpr, after: dt.datetime) -> dt.datetime:
 def prev_fire(cron: str | CronExpr, at: dt.datetime) -> dt.datetime:
     """The latest fire time at or before ``at`` (aware UTC; a naive ``at`` is taken as UTC)."""
     expr = _expr(cron)
-    t = _utc(at).replace(second=0, microsecond=0)
+    t = utc(at).replace(second=0, microsecond=0)
     day, first = t.date(), True
     for _ in range(_MAX_DAYS):
         if expr.day_matches(day):
@@ -189,4 +201,4 @@ def prev_fire(cron: str | CronExpr, at: dt.datetime) -> dt.datetime:
     raise _invalid(expr.text, "it never fires (no such day)")
 
 
-__all__ = ["CronExpr", "next_fire", "parse_cron", "prev_fire"]
+__all__ = ["CronExpr", "iso", "next_fire", "parse_cron", "prev_fire", "utc", "utcnow"]

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from promptreg.evaluation.results import EvalResult, GateReport
     from promptreg.evaluation.suite import Suite
-    from promptreg.scheduling.schedules import (
+    from promptreg.scheduling import (
         Claim,
         GracefulStop,
         RunResult,
@@ -348,31 +348,31 @@ class Registry:
                      policy: dict[str, Any] | None = None, now: dt.datetime | None = None) -> ScheduleInfo:
         """Check ``NAME@ALIAS`` for drift on ``data_uri`` at every fire time of the five-field ``cron``
         (UTC); ``policy`` overrides the drift policy (JSON object). ``now``: the clock (tests)."""
-        from promptreg.scheduling.schedules import add_schedule
+        from promptreg.scheduling import add_schedule
 
         return add_schedule(self, ref, cron, data_uri, suite_path=suite_path, policy=policy, now=now)
 
     def list_schedules(self, name: str | None = None) -> list[ScheduleInfo]:
         """Every schedule (of prompt ``name`` only, if given), oldest first."""
-        from promptreg.scheduling.schedules import list_schedules
+        from promptreg.scheduling import list_schedules
 
         return list_schedules(self, name)
 
     def get_schedule(self, schedule_id: int) -> ScheduleInfo:
         """One schedule by id (:class:`~promptreg.errors.ScheduleNotFoundError` if there is none)."""
-        from promptreg.scheduling.schedules import get_schedule
+        from promptreg.scheduling import get_schedule
 
         return get_schedule(self, schedule_id)
 
     def remove_schedule(self, schedule_id: int) -> ScheduleInfo:
         """Delete a schedule and its run history (drift reports stay); returns what was removed."""
-        from promptreg.scheduling.schedules import remove_schedule
+        from promptreg.scheduling import remove_schedule
 
         return remove_schedule(self, schedule_id)
 
     def schedule_runs(self, schedule_id: int | None = None, limit: int = 100) -> list[ScheduleRunInfo]:
         """The newest schedule runs (of one schedule, if given), newest slot first."""
-        from promptreg.scheduling.schedules import list_runs
+        from promptreg.scheduling import list_runs
 
         return list_runs(self, schedule_id, limit)
 
@@ -383,7 +383,7 @@ class Registry:
         """Run every due check once (safe on several machines at once: each slot runs exactly once).
         ``check(claim)`` defaults to the drift check of the claimed schedule; ``guard``: stop handling
         (:class:`~promptreg.scheduling.schedules.GracefulStop`); ``on_result``: called after each run."""
-        from promptreg.scheduling.schedules import DEFAULT_LEASE_S, run_due
+        from promptreg.scheduling import DEFAULT_LEASE_S, run_due
 
         return run_due(self, check or drift_check(self), owner=owner, now=now,
                        lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s, guard=guard, on_result=on_result)
@@ -394,7 +394,7 @@ class Registry:
                   on_error: Callable[[PromptregError], None] | None = None) -> Scheduler:
         """A long-lived :meth:`run_due` loop (``.run_forever()`` until SIGTERM/SIGINT) polling every
         ``poll_s`` seconds."""
-        from promptreg.scheduling.schedules import DEFAULT_GRACE_S, DEFAULT_LEASE_S, Scheduler
+        from promptreg.scheduling import DEFAULT_GRACE_S, DEFAULT_LEASE_S, Scheduler
 
         return Scheduler(self, check or drift_check(self), poll_s=poll_s, owner=owner,
                          lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s,
@@ -406,7 +406,7 @@ class Registry:
         """A ready-made ``crontab`` line, Kubernetes CronJob (``k8s``) or GitHub Actions workflow
         (``github``) that calls ``promptreg schedule run-due`` every ``every`` (cron, UTC); secrets are
         referenced, never written out."""
-        from promptreg.scheduling.schedules import export_snippet
+        from promptreg.scheduling import export_snippet
 
         return export_snippet(fmt, self.settings, every=every, workdir=workdir, image=image)
 
