@@ -1,5 +1,5 @@
 """Figures (matplotlib, always through the Agg canvas: no pyplot state, safe in servers and threads):
-the gate/eval comparison, the training loss curve.
+the gate/eval comparison, the training loss curve, the drift report (reference vs current).
 
 Invariants: pure functions of result objects returning a ``Figure``; matplotlib is imported inside
 them only (it is slow to import).
@@ -8,8 +8,10 @@ them only (it is slow to import).
 from __future__ import annotations
 
 import math
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
+from promptreg.evaluation.drift import DriftOutcome
 from promptreg.evaluation.results import EvalResult, MetricDecision
 from promptreg.reporting.markdown import pct
 
@@ -162,5 +164,42 @@ def loss_figure(history: dict[str, Any]) -> Figure:
     ax.set_ylabel("loss")
     ax.legend(loc="upper left")
     ax.set_title("promptreg training")
+    fig.tight_layout()
+    return fig
+
+
+def drift_figure(out: DriftOutcome, plot: dict[str, Any]) -> Figure:
+    """Reference vs current: token lengths, predicted-label shares, top-label confidence."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    length_test = next(t for t in out.tests if t["name"].startswith("input length"))
+    axes[0].hist([plot["ref_len"], plot["cur_len"]], bins=20, density=True, label=["reference", "current"])
+    axes[0].set_xlabel("tokens")
+    axes[0].set_title(length_test["explain"][:70], fontsize=8)
+    axes[0].legend(fontsize=8)
+    probs, ref_probs, labels = plot["probs"], plot["ref_probs"], plot["labels"]
+    if probs is not None and labels:
+        import numpy as np
+
+        k = len(labels)
+        ref_share = np.bincount(ref_probs.argmax(-1), minlength=k) / len(ref_probs)
+        cur_share = np.bincount(probs.argmax(-1), minlength=k) / len(probs)
+        x = np.arange(k)
+        axes[1].bar(x - 0.2, ref_share, 0.4, label="reference")
+        axes[1].bar(x + 0.2, cur_share, 0.4, label="current")
+        axes[1].set_xticks(x, labels)
+        axes[1].set_title("predicted label share", fontsize=9)
+        axes[1].legend(fontsize=8)
+        axes[2].hist([ref_probs.max(-1), probs.max(-1)], bins=20, range=(0, 1), density=True,
+                     label=["reference", "current"])
+        axes[2].set_title("top-label confidence", fontsize=9)
+    else:
+        axes[1].axis("off")
+        axes[2].axis("off")
+    fig.suptitle(f"{out.prompt}:{out.version} drift on {PurePath(out.data_uri).name}: {out.decision}", fontsize=10)
     fig.tight_layout()
     return fig

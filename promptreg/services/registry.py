@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from sqlmodel import Session
 
+    from promptreg.evaluation.drift import DriftOutcome
     from promptreg.evaluation.results import EvalResult, GateReport
     from promptreg.evaluation.suite import Suite
     from promptreg.scheduling import (
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
         Scheduler,
         ScheduleRunInfo,
     )
-    from promptreg.services.drift import DriftOutcome
     from promptreg.services.evaluate import Evaluator
     from promptreg.services.gc import GcReport
     from promptreg.services.lifecycle import MoveResult
@@ -333,13 +333,13 @@ class Registry:
     def set_environment_model(self, env: str, model: str) -> EnvironmentInfo:
         """Record that deployment environment ``env`` runs base model ``model`` (a folder or
         ``smollm2``): drift checks with ``env=`` compare its fingerprint with each version's."""
-        from promptreg.services.drift import set_environment_model
+        from promptreg.services.environments import set_environment_model
 
         return set_environment_model(self, env, model)
 
     def list_environments(self) -> list[EnvironmentInfo]:
         """Every environment and the base model recorded for it."""
-        from promptreg.services.drift import list_environments
+        from promptreg.services.environments import list_environments
 
         return list_environments(self)
 
