@@ -44,7 +44,7 @@ def pick_device(device: str = "auto") -> str:
 
 
 @dataclass
-class BaseModel:
+class LoadedBaseModel:
     """A frozen causal LM, its tokenizer and its fingerprint (``info``: fingerprints.model.ModelInfo)."""
 
     folder: Path
@@ -58,7 +58,7 @@ class BaseModel:
         return self.info.fingerprint
 
 
-def load_base_model(model: str | Path, *, device: str = "auto") -> BaseModel:
+def load_base_model(model: str | Path, *, device: str = "auto") -> LoadedBaseModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -76,7 +76,7 @@ def load_base_model(model: str | Path, *, device: str = "auto") -> BaseModel:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot load base model {folder}: {first}") from None
     base.requires_grad_(False)
-    return BaseModel(folder, info, base, tokenizer, device)
+    return LoadedBaseModel(folder, info, base, tokenizer, device)
 
 
 @dataclass
@@ -86,7 +86,7 @@ class LoadedPrompt:
     label: str                        # "name:version" (for messages)
     sha256: str
     manifest: dict
-    base: BaseModel
+    base: LoadedBaseModel
     soft_model: Any                   # softprompt.soft_model.SoftPromptModel
     encoder: Any                      # softprompt.collate.Encoder
     task: str
@@ -124,7 +124,7 @@ class LoadedPrompt:
         return out
 
 
-def check_compatible(manifest: dict, base: BaseModel, label: str) -> None:
+def check_compatible(manifest: dict, base: LoadedBaseModel, label: str) -> None:
     """Refuse a version trained on another base model (fingerprint over weights, config, tokenizer)."""
     want = (manifest.get("base_model") or {}).get("fingerprint")
     if want != base.fingerprint:
@@ -133,7 +133,7 @@ def check_compatible(manifest: dict, base: BaseModel, label: str) -> None:
             f"fingerprint {base.fingerprint[:12]}: refusing to apply it (use the base model it was trained on)")
 
 
-def load_soft_prompt(folder: Path, manifest: dict, base: BaseModel, *, label: str, sha256: str,
+def load_soft_prompt(folder: Path, manifest: dict, base: LoadedBaseModel, *, label: str, sha256: str,
                      max_text_tokens: int = 256, check_base: bool = True) -> LoadedPrompt:
     """Build ``folder``'s soft prompt on ``base`` (``folder`` must already be sha256-verified).
 
