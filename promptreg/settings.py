@@ -112,13 +112,18 @@ class Settings:
         )
 
 
-def _read_toml(path: Path) -> dict:
+def read_config_file(path: Path) -> dict:
+    """The whole ``promptreg.toml`` at ``path`` as a dict ({} when there is none); InputError if invalid."""
     if not path.is_file():
         return {}
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _read_toml(path: Path) -> dict:
+    data = read_config_file(path)
     section = data.get("promptreg", data)
     if not isinstance(section, dict):
         raise InputError(f"{path}: [promptreg] must be a table")

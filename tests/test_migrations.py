@@ -25,7 +25,8 @@ from promptreg.registry.models import Alias, AuditEvent, Prompt, PromptVersion, 
 from tests.fixtures.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = {"prompt", "prompt_version", "alias", "audit_event", "eval_run", "gate_result", "schedule", "schedule_run", "drift_report", "environment_model"}
+TABLES = {"prompt", "prompt_version", "alias", "audit_event", "eval_run", "gate_result", "schedule", "schedule_run", "drift_report", "environment_model",
+          "outbox_event", "outbox_delivery", "outbox_attempt", "webhook"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -230,7 +230,7 @@ def test_our_forward_calls_raise_no_library_deprecation(env):
     handler.emit = records.append
     hf_logger = logging.getLogger("transformers")
     hf_logger.addHandler(handler)
-    rows = [make_row(env, name, text) for name, text in zip([None] + [p[0] for p in PROMPTS], TEXTS * 2)]
+    rows = [make_row(env, name, text) for name, text in zip([None] + [p[0] for p in PROMPTS], TEXTS * 2, strict=False)]
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -15,6 +15,7 @@ import click
 
 from promptreg.cli.admin_cmds import db_group, doctor_cmd, init_cmd
 from promptreg.cli.drift_cmds import drift_cmd, env_group
+from promptreg.cli.events_cmds import events_group
 from promptreg.cli.fetch_cmds import datasets_group, models_group
 from promptreg.cli.gc_cmds import gc_cmd
 from promptreg.cli.lifecycle_cmds import eval_cmd, gate_cmd, promote_cmd, rollback_cmd
@@ -23,6 +24,7 @@ from promptreg.cli.schedule_cmds import schedule_group, scheduler_cmd
 from promptreg.cli.serve_cmds import classify_cmd, generate_cmd, serve_cmd
 from promptreg.cli.train_cmds import import_peft_cmd, train_cmd
 from promptreg.cli.ui_cmds import ui_cmd
+from promptreg.cli.webhook_cmds import webhook_group
 from promptreg.errors import PromptregError, one_line
 from promptreg.quiet import quiet_libraries
 from promptreg.version import __version__
@@ -59,7 +61,7 @@ def cli(ctx: click.Context, home, db_url, tracking_uri, artifact_uri, verbose):
 for command in (init_cmd, doctor_cmd, db_group, push_cmd, list_cmd, show_cmd, history_cmd, pull_cmd, sync_cmd,
                 models_group, datasets_group, train_cmd, import_peft_cmd, eval_cmd, gate_cmd, promote_cmd,
                 rollback_cmd, drift_cmd, env_group, schedule_group, scheduler_cmd, generate_cmd, classify_cmd,
-                serve_cmd, ui_cmd, gc_cmd):
+                serve_cmd, ui_cmd, gc_cmd, events_group, webhook_group):
     cli.add_command(command)
 
 

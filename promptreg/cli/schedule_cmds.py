@@ -155,13 +155,25 @@ def export_cmd(obj, fmt, every, workdir, image):
               help="Lease on a running check; renewed while it runs, taken over after it expires.")
 @click.option("--grace-s", type=click.FloatRange(min=0), default=20, show_default=True,
               help="After SIGTERM/SIGINT, seconds the running check may still take before it is interrupted.")
+@click.option("--events/--no-events", "events", default=True, show_default=True,
+              help="Also deliver outbox events (MLflow mirror, webhooks) in a background thread.")
 @click.pass_obj
-def scheduler_cmd(obj, poll_s, lease_s, grace_s):
+def scheduler_cmd(obj, poll_s, lease_s, grace_s, events):
     """Run due checks until SIGTERM/SIGINT (a long-lived `schedule run-due`); exits 0 when stopped."""
     sched = obj.get().scheduler(poll_s=poll_s, lease_s=lease_s, grace_s=grace_s, on_result=_echo_result,
                                 on_error=lambda exc: warn(f"run-due failed, retrying in {poll_s:g} s: {exc}"))
     click.echo(f"scheduler {sched.owner}: looking for due checks every {poll_s:g} s", err=True)
-    code = sched.run_forever()
+    worker = None
+    if events:
+        from promptreg.services.events.worker import start_background
+
+        worker = start_background(obj.get().settings)
+        click.echo(f"scheduler: delivering events as {worker.worker.owner}", err=True)
+    try:
+        code = sched.run_forever()
+    finally:
+        if worker is not None:
+            worker.stop()
     click.echo(f"scheduler stopped ({sched.guard.signal_name if sched.guard else 'done'})", err=True)
     return code
 

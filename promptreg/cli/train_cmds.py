@@ -72,7 +72,12 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
 @click.option("--test-limit", type=int, help="Score at most this many test examples.")
 @click.option("--zero-shot/--no-zero-shot", default=True, show_default=True, help="Also score the base model alone on --test.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--bf16/--no-bf16", default=False, show_default=True, help="bfloat16 autocast (faster on CPUs with AVX512-BF16).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              help="Base-model dtype + autocast; the prompt and optimizer stay fp32. [default: fp32]")
+@click.option("--bf16", is_flag=True, help="Alias of --precision bf16.")
+@click.option("--gradient-checkpointing", is_flag=True,
+              help="Recompute the frozen decoder's layers in backward (less memory; not with prefix tuning).")
+@click.option("--max-memory", help="Refuse a job estimated to need more than this (e.g. 24GiB) before loading.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:N.")
 @click.option("--output", type=click.Path(path_type=Path), help="Artifact folder (default: <home>/runs/<run>/artifact).")
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Checkpoints (keep encoders; enable --resume).")
@@ -91,6 +96,12 @@ def train_cmd(obj, **kw):
 
     if kw["resume"] and not kw["checkpoint_dir"]:
         raise click.UsageError("--resume needs --checkpoint-dir")
+    if kw["bf16"] and kw["precision"] not in (None, "bf16"):
+        raise click.UsageError(f"--bf16 contradicts --precision {kw['precision']}")
+    precision = "bf16" if kw["bf16"] else (kw["precision"] or "fp32")
+    from promptreg.training.memory import parse_size
+
+    max_memory = parse_size(kw["max_memory"]) if kw["max_memory"] else None
     method = kw["method"]
     options = {k: kw[k] for k in _METHOD_OPTIONS[method] if kw.get(k) is not None}
     config = TrainConfig(
@@ -98,8 +109,8 @@ def train_cmd(obj, **kw):
         max_steps=kw["max_steps"], batch_size=kw["batch_size"], grad_accum=kw["grad_accum"], lr=kw["lr"],
         weight_decay=kw["weight_decay"], warmup_ratio=kw["warmup_ratio"], schedule=kw["schedule"],
         eval_every=kw["eval_every"], eval_limit=kw["eval_limit"], patience=kw["patience"],
-        max_text_tokens=kw["max_text_tokens"], seed=kw["seed"], bf16=kw["bf16"],
-        stop_after_steps=kw["stop_after_steps"])
+        max_text_tokens=kw["max_text_tokens"], seed=kw["seed"], precision=precision,
+        gradient_checkpointing=kw["gradient_checkpointing"], stop_after_steps=kw["stop_after_steps"])
     spec = DataSpec(task=kw["task"], text_column=kw["text_column"], label_column=kw["label_column"],
                     target_column=kw["target_column"],
                     labels=[x.strip() for x in kw["labels"].split(",")] if kw["labels"] else None,
@@ -109,8 +120,16 @@ def train_cmd(obj, **kw):
                    train_limit=kw["train_limit"], test_limit=kw["test_limit"], zero_shot=kw["zero_shot"],
                    output=kw["output"], checkpoint_dir=kw["checkpoint_dir"], resume=kw["resume"],
                    push=kw["push_name"], description=kw["description"],
-                   progress=kw["progress"], device=kw["device"])
-    report = obj.get().train(job)
+                   progress=kw["progress"], device=kw["device"], max_memory=max_memory)
+    from promptreg.training.distributed import env_rank
+
+    if env_rank() == 0:
+        report = obj.get().train(job)
+    else:  # a non-zero rank under torchrun / accelerate trains its share and never opens the registry
+        from promptreg.services.train import run_training
+
+        run_training(None, job)
+        return 0
     for w in report.warnings:
         warn(w)
     if kw["as_json"]:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from alembic.config import Config
 
 #: The newest migration this promptreg knows; keep in step with migrations/versions/.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0005"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 

@@ -382,3 +382,7 @@ __all__ = [
     "json_type",
     "utcnow",
 ]
+
+# The outbox tables and the listener that publishes every audit event in its own transaction: imported
+# here (at the end: it builds on the classes above) so that they are registered wherever these are.
+from promptreg.registry import outbox as _outbox  # noqa: E402,F401

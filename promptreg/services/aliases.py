@@ -72,7 +72,8 @@ def _mirror_move(registry: Registry, info: AliasInfo, mlflow_version: str) -> No
         # The move is committed: the database holds the truth and `promptreg sync` re-applies the
         # alias. The caller is told (one warning line), the command still succeeds.
         info.warnings.append(f"{name}@{alias} moved to version {version} in the registry, but the MLflow "
-                             f"alias was not updated ({' '.join(str(exc).split())}); run `promptreg sync` to repair")
+                             f"alias was not updated ({' '.join(str(exc).split())}); the events worker retries it "
+                             "(`promptreg events run`), `promptreg sync` repairs it at once")
         return
     holders = {version} | ({previous} if previous is not None else set())
     # an alias move changes only the holders' promptreg.aliases tag (status moves on its own path)

@@ -47,7 +47,8 @@ def mirror_version(registry: Registry, version_id: int, folder: Path, run_id: st
         result = registry.mirror.mirror_version(rec)
     except PromptregError as exc:
         _set_mirror_state(registry, version_id, "failed", str(exc))
-        return [f"MLflow mirror failed ({exc}); the version is registered, run `promptreg sync` to repair"]
+        return [f"MLflow mirror failed ({exc}); the version is registered: the events worker retries the mirror "
+                "(`promptreg events run`), `promptreg sync` repairs it at once"]
     _set_mirror_state(registry, version_id, "ok", None, result.run_id, result.model_version)
     from promptreg.services.describe import refresh_descriptions
 
@@ -90,37 +91,29 @@ def mirror_state_tags(registry: Registry, name: str, numbers: set[int], keys: tu
 
 
 def sync(registry: Registry) -> SyncReport:
-    """Make MLflow match the database: mirror versions whose mirror is missing, aliases, the pyfunc
-    MLmodel of older mirrors, state tags and descriptions. Each failure is one line of the report."""
+    """Make MLflow match the database, prompt by prompt (:func:`sync_prompt`). Each failure is one
+    line of the report."""
     registry.mirror.check()  # MLflow down: one clear error now, not one retried timeout per item
     report = SyncReport()
-    _sync_versions(registry, report)
     with registry.session() as s:
-        rows = q.mlflow_aliases(s)
         names = q.prompt_names(s)
-    wanted: dict[str, dict[str, str]] = {n: {} for n in names}
-    for pname, alias, mv in rows:
-        if mv:
-            wanted[pname][alias] = mv
-    for pname, aliases in wanted.items():
-        _sync_aliases(registry, pname, aliases, report)
-    _sync_mlmodels(registry, report)
-    for pname in names:
-        _sync_tags(registry, pname, report)
-    from promptreg.services.describe import sync_descriptions
-
-    for pname in names:  # descriptions and the gate/drift tags derived from the database
-        try:
-            report.descriptions_set += sync_descriptions(registry, pname)
-        except PromptregError as exc:
-            report.failed.append(f"{pname} descriptions: {exc}")
+    for name in names:
+        sync_prompt(registry, name, report)
     return report
 
 
-def _sync_versions(registry: Registry, report: SyncReport) -> None:
+def sync_prompt(registry: Registry, name: str, report: SyncReport | None = None, *,
+                mlmodels: bool = True) -> SyncReport:
+    """Make MLflow match the database for one prompt: mirror its versions whose mirror is missing,
+    then its aliases, the pyfunc MLmodel of older mirrors (``mlmodels``), the alias/status tags and
+    the descriptions. Failures are collected in ``report.failed``. ``promptreg sync`` runs it for every
+    prompt; the outbox's MLflow consumer (promptreg.services.events.mirror) for each prompt with new
+    events, in order."""
+    report = report if report is not None else SyncReport()
     with registry.session() as s:
-        pending = [(v.id, p.name, v.number, v.sha256, v.artifact_uri) for v, p in q.versions_not_mirrored(s)]
-    for version_id, name, number, sha, uri in pending:
+        prompt = q.get_prompt(s, name)
+        pending = [(v.id, v.number, v.sha256, v.artifact_uri) for v, _ in q.versions_not_mirrored(s, prompt)]
+    for version_id, number, sha, uri in pending:
         with tempfile.TemporaryDirectory(prefix="promptreg-sync-") as tmp:
             try:
                 folder = registry.store.fetch(uri, Path(tmp) / "artifact", sha)
@@ -130,6 +123,21 @@ def _sync_versions(registry: Registry, report: SyncReport) -> None:
             warnings = mirror_version(registry, version_id, folder)
         (report.failed if warnings else report.mirrored).append(
             f"{name}:{number}" + (f": {warnings[0]}" if warnings else ""))
+    with registry.session() as s:
+        prompt = q.get_prompt(s, name)
+        aliases = {alias: mv for _, alias, mv in q.mlflow_aliases(s, prompt) if mv}
+        mirrored = [(v.number, v.mlflow_run_id, v.sha256, dict(v.manifest))
+                    for v, _ in q.versions_mirrored(s, prompt)] if mlmodels else []
+    _sync_aliases(registry, name, aliases, report)
+    _sync_mlmodels(registry, name, mirrored, report)
+    _sync_tags(registry, name, report)
+    from promptreg.services.describe import sync_descriptions
+
+    try:  # descriptions and the gate/drift tags derived from the database
+        report.descriptions_set += sync_descriptions(registry, name)
+    except PromptregError as exc:
+        report.failed.append(f"{name} descriptions: {exc}")
+    return report
 
 
 def _sync_aliases(registry: Registry, pname: str, aliases: dict[str, str], report: SyncReport) -> None:
@@ -146,11 +154,10 @@ def _sync_aliases(registry: Registry, pname: str, aliases: dict[str, str], repor
         report.failed.append(f"{pname} aliases: {exc}")
 
 
-def _sync_mlmodels(registry: Registry, report: SyncReport) -> None:
-    """Versions mirrored before the pyfunc flavour get their MLmodel."""
-    with registry.session() as s:
-        mirrored = [(p.name, v.number, v.mlflow_run_id, v.sha256, dict(v.manifest)) for v, p in q.versions_mirrored(s)]
-    for pname, number, run_id, sha, manifest in mirrored:
+def _sync_mlmodels(registry: Registry, pname: str, mirrored: list[tuple], report: SyncReport) -> None:
+    """Versions mirrored before the pyfunc flavour get their MLmodel: ``mirrored`` holds
+    (number, run id, sha256, manifest) rows."""
+    for number, run_id, sha, manifest in mirrored:
         try:
             if registry.mirror.ensure_mlmodel(run_id, sha, manifest):
                 report.models_added.append(f"{pname}:{number}")

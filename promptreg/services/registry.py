@@ -232,6 +232,13 @@ class Registry:
 
         return sync(self)
 
+    def sync_prompt(self, name: str, report: SyncReport | None = None, *, mlmodels: bool = True) -> SyncReport:
+        """Make MLflow match the database for the prompt ``name`` only (what :meth:`sync` does for
+        every prompt); the outbox's MLflow consumer calls it per prompt with new events."""
+        from promptreg.services.mirroring import sync_prompt
+
+        return sync_prompt(self, name, report, mlmodels=mlmodels)
+
     def set_alias(self, name: str, alias: str, version: int, *, expected_version: int | None | str = "any",
                   action: str = "alias.set", reason: str | None = None, details: dict | None = None,
                   in_transaction: Callable[[Session], None] | None = None) -> AliasInfo:

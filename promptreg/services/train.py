@@ -6,6 +6,11 @@ training configuration, package versions, dataset fingerprints of every split an
 fingerprint. The MLflow run (experiment ``promptreg/<name>/train``) gets params, per-step loss,
 eval metrics, the datasets as inputs with our sha256 digests, the GX result and a loss-curve PNG;
 ``--push`` then attaches the artifact and the model version to that same run.
+
+Under ``torchrun`` / ``accelerate launch`` (WORLD_SIZE > 1) every rank loads the data and the model
+and trains its share (training/distributed.py); rank 0 alone opens the MLflow run, writes
+checkpoints and the artifact and pushes, so N processes make one run and one version. A rank that
+dies mid-run leaves the last (atomic) checkpoint and no version: push happens only after training.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class TrainJob:
     description: str | None = None
     progress: bool = True
     device: str = "auto"                         # auto (cuda when available), cpu, cuda, cuda:N
+    max_memory: int | None = None                # bytes: refuse a job estimated to need more
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -100,8 +106,20 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run_training(registry: Registry, job: TrainJob) -> TrainReport:
-    """Run the job end to end; raises PromptregError (one line) on bad input."""
+def run_training(registry: Registry | None, job: TrainJob) -> TrainReport | None:
+    """Run the job end to end; raises PromptregError (one line) on bad input. Under a multi-process
+    launcher every rank calls this; rank 0 returns the report, the other ranks None (and never touch
+    ``registry``, which is then None: see ``distributed.env_rank``)."""
+    from promptreg.training import distributed as dist
+
+    ctx, job.device = dist.init_from_env(job.device)
+    try:
+        return _run_training(registry, job, ctx)
+    finally:
+        dist.shutdown(ctx)
+
+
+def _run_training(registry: Registry | None, job: TrainJob, ctx) -> TrainReport | None:
     from promptreg.data.examples import rows_for_fingerprint
     from promptreg.evaluation.data_validation import validate_splits
     from promptreg.fingerprints.dataset import dataset_fingerprint
@@ -121,6 +139,12 @@ def run_training(registry: Registry, job: TrainJob) -> TrainReport:
     info = model_fingerprint(model_dir)
     fps = {name: dataset_fingerprint(rows_for_fingerprint(rows)) for name, rows in splits.items()}
     warnings: list[str] = list(validation.warnings)
+    if job.max_memory is not None:
+        _check_memory(job, model_dir, splits)
+    if not ctx.is_main:  # workers train and score their share; rank 0 owns every side effect
+        _train_and_export(job, spec, splits, model_dir, info, fps, validation, None, lambda rows: None, warnings,
+                          None, ctx)
+        return None
 
     mirror = registry.mirror
     experiment = f"promptreg/{job.push}/train" if job.push else "promptreg/train"
@@ -156,7 +180,7 @@ def run_training(registry: Registry, job: TrainJob) -> TrainReport:
 
         report = _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_id,
                                    lambda rows: safe(mirror.log_metrics, run_id, rows), warnings,
-                                   registry.settings.user)
+                                   registry.settings.user, ctx)
         safe(mirror.log_metrics, run_id, [(k, v, report.steps) for k, v in report.metrics.items()])
         from promptreg.reporting.figures import loss_figure
 
@@ -174,21 +198,45 @@ def run_training(registry: Registry, job: TrainJob) -> TrainReport:
         raise
 
 
-def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_id, on_metrics, warnings, user):
-    import torch
+def _check_memory(job: TrainJob, model_dir, splits) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from promptreg.softprompt.collate import Encoder
+    from promptreg.softprompt.methods import METHODS
+    from promptreg.training.memory import check_budget
+
+    cfg = job.config
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    slots = int(cfg.method_options.get("num_virtual_tokens", 20))
+    enc = Encoder(tokenizer, cfg.template, slots=slots if METHODS[cfg.method].kind == "input" else 0,
+                  max_text_tokens=cfg.max_text_tokens)
+    encode = (lambda e: enc.generation(e.text, e.target)) if job.spec.task == "generation" else (
+        lambda e: enc.classification(e.text, 0))
+    longest = max(len(encode(e).ids) for e in splits["train"])
+    width = {"fp32": 4, "bf16": 2, "fp16": 2}[cfg.precision]
+    check_budget(AutoConfig.from_pretrained(model_dir), job.max_memory, dtype_bytes=width, batch=cfg.batch_size,
+                 seq=longest + (slots if METHODS[cfg.method].kind != "input" else 0),
+                 checkpointing=cfg.gradient_checkpointing)
+
+
+def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_id, on_metrics, warnings, user, ctx):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from promptreg.artifact.builder import write_artifact
     from promptreg.softprompt.collate import Encoder, label_token_ids
+    from promptreg.softprompt.precision import Precision
     from promptreg.softprompt.scoring import accuracy_metrics, classify
+    from promptreg.training import distributed as dist
     from promptreg.training.trainer import Trainer
 
-    device = job.device if job.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = job.device
+    precision = job.config.precision
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval().to(device)
+    # loaded directly in the training dtype (no float32 copy first), then moved to the device
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=Precision(precision).dtype).eval().to(device)
     checkpoint_dir = job.checkpoint_dir
     trainer = Trainer(base, tokenizer, job.config, spec, splits["train"], splits["eval"],
-                      checkpoint_dir=checkpoint_dir, on_metrics=on_metrics, progress=job.progress)
+                      checkpoint_dir=checkpoint_dir, on_metrics=on_metrics, progress=job.progress, dist_ctx=ctx)
     result = trainer.run(resume=job.resume)
     metrics = {f"eval_{k}": v for k, v in result.eval_metrics.items()}
     if result.interrupted:
@@ -203,19 +251,25 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
                             max_text_tokens=job.config.max_text_tokens)
         rows = [tuned_enc.classification(e.text, g) for e, g in zip(splits["test"], gold, strict=True)]
         t0 = time.perf_counter()
-        probs = classify(base, SoftPromptModel(base, result.soft_prompt), rows, label_ids, pad_id=tuned_enc.pad_id,
-                         autocast=job.config.bf16)
+
+        def scored(soft_model, all_rows, pad_id):  # data-parallel under a launcher, gathered on every rank
+            local = dist.shard(ctx, all_rows)
+            probs = classify(base, soft_model, local, label_ids, pad_id=pad_id, precision=precision)
+            return dist.gather_strided(ctx, probs, len(all_rows))
+
+        probs = scored(SoftPromptModel(base, result.soft_prompt), rows, tuned_enc.pad_id)
         metrics.update({f"test_{k}": v for k, v in accuracy_metrics(probs, gold, spec.labels).items()})
         metrics["test_seconds"] = time.perf_counter() - t0
         if job.zero_shot:
             zs_enc = Encoder(tokenizer, job.config.template, slots=0, max_text_tokens=job.config.max_text_tokens)
             zs_rows = [zs_enc.classification(e.text, g) for e, g in zip(splits["test"], gold, strict=True)]
-            zs = classify(base, None, zs_rows, label_ids, pad_id=zs_enc.pad_id, autocast=job.config.bf16)
+            zs = scored(None, zs_rows, zs_enc.pad_id)
             metrics.update({f"zero_shot_test_{k}": v for k, v in accuracy_metrics(zs, gold, spec.labels).items()})
     metrics["train_tokens_per_second"] = result.tokens_per_second
-    job.device = device
     metrics["train_seconds"] = result.seconds
     metrics["train_steps"] = float(result.steps)
+    if not ctx.is_main:
+        return None
 
     output = Path(job.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -232,7 +286,8 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
         created_by=user, validation={k: v for k, v in validation.to_dict().items() if k != "gx"},
         reproducibility={"command_line": job.command_line, "seed": job.config.seed, "config": asdict(job.config),
                          "data": {name: {"fingerprint": fps[name], "rows": len(rows)} for name, rows in splits.items()},
-                         "packages": _versions(), "device": device, "mlflow_run_id": run_id, "steps": result.steps,
+                         "packages": _versions(), "device": device, "world_size": ctx.world,
+                         "mlflow_run_id": run_id, "steps": result.steps,
                          "best_step": result.best_step, "stopped_early": result.stopped_early,
                          "resumed": job.resume, "interrupted": result.interrupted},
     )

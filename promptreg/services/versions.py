@@ -2,10 +2,11 @@
 
 The registry database is the source of truth. A push goes: validate the folder, upload the
 artifact to its content address and verify it, then ONE transaction creates the version row and
-its audit event; only then is the version mirrored into MLflow. Any failure before the commit
-leaves nothing visible (an uploaded but unreferenced artifact is an orphan for ``gc``); a failed
-mirror leaves the version marked ``mirror_status=failed`` (or ``pending`` after a crash) and
-``sync`` repairs it.
+its audit event (and, through the listener in promptreg.registry.outbox, its outbox event); only
+then is the version mirrored into MLflow. Any failure before the commit leaves nothing visible (an
+uploaded but unreferenced artifact is an orphan for ``gc``); a failed mirror leaves the version
+marked ``mirror_status=failed`` (or ``pending`` after a crash), and the outbox's MLflow consumer
+(``promptreg events run``) or ``sync`` repairs it.
 """
 
 from __future__ import annotations

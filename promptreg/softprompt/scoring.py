@@ -11,29 +11,22 @@ def device_of(model):
 
 
 def label_logits(base, soft_model, batch, label_ids):
-    """[B, K] logits of the label tokens at the last position."""
-    import torch
-
-    from promptreg.softprompt.soft_model import positions_from_mask
+    """[B, K] float32 logits of the label tokens at the last position (never lowered by autocast)."""
+    from promptreg.softprompt.soft_model import fp32_label_logits, positions_from_mask
 
     if soft_model is not None:
         return soft_model.label_logits(batch["input_ids"], batch["attention_mask"], batch["virtual_mask"], label_ids)
     out = base.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                      position_ids=positions_from_mask(batch["attention_mask"]), use_cache=False)
-    hidden = out.last_hidden_state[:, -1]
-    head = base.get_output_embeddings()
-    logits = hidden @ head.weight[label_ids].T
-    if getattr(head, "bias", None) is not None:
-        logits = logits + head.bias[label_ids]
-    return logits.to(torch.float32)
+    return fp32_label_logits(base, out.last_hidden_state[:, -1], label_ids)
 
 
-def generation_loss(base, soft_model, batch):
-    """Mean next-token cross-entropy over the target positions (full-vocabulary logits only there)."""
-    import torch
+def generation_loss(base, soft_model, batch, reduction: str = "mean"):
+    """Next-token cross-entropy over the target positions (full-vocabulary logits only there, in the
+    head's storage dtype, upcast): their mean, or their sum with ``reduction="sum"``."""
     import torch.nn.functional as F
 
-    from promptreg.softprompt.soft_model import positions_from_mask
+    from promptreg.softprompt.soft_model import head_logits, positions_from_mask
 
     mask = batch["target_mask"]
     if soft_model is not None:
@@ -44,19 +37,20 @@ def generation_loss(base, soft_model, batch):
                             position_ids=positions_from_mask(batch["attention_mask"]), use_cache=False).last_hidden_state
     picked = hidden[:, :-1][mask[:, :-1]]
     targets = batch["input_ids"][:, 1:][mask[:, :-1]]
-    logits = base.get_output_embeddings()(picked).to(torch.float32)
-    return F.cross_entropy(logits, targets)
+    return F.cross_entropy(head_logits(base, picked), targets, reduction=reduction)
 
 
 def classify(base, soft_model, rows: list[Encoded], label_ids, *, batch_size: int = 32, pad_id: int = 0,
-             autocast: bool = False):
+             precision: str = "fp32"):
     """Probabilities over the labels for every row (in input order): a float32 tensor [n, K]."""
     import torch
+
+    from promptreg.softprompt.precision import Precision
 
     device = device_of(base)
     label_ids_t = torch.tensor(label_ids, device=device)
     probs = torch.zeros(len(rows), len(label_ids))
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+    with torch.no_grad(), Precision(precision).autocast(device.type):
         for idx in length_batches([len(r.ids) for r in rows], batch_size, shuffle=False):
             batch = collate([rows[i] for i in idx], pad_id, device)
             probs[idx] = torch.softmax(label_logits(base, soft_model, batch, label_ids_t).float(), -1).cpu()

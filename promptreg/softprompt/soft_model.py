@@ -97,6 +97,28 @@ def cached_greedy(base_model: nn.Module, hidden: Tensor, cache, mask: Tensor, la
     return record.results
 
 
+def fp32_label_logits(base_model: nn.Module, hidden: Tensor, label_token_ids) -> Tensor:
+    """[B, K] float32 logits of the K label tokens from final hidden states [B, H], computed outside
+    autocast from the LM head's K rows only. ``label_token_ids``: [K] (shared) or [B, K] (per row)."""
+    head = base_model.get_output_embeddings()
+    with torch.autocast(hidden.device.type, enabled=False):
+        ids = torch.as_tensor(label_token_ids, device=head.weight.device).long()
+        rows = head.weight[ids].float()
+        hidden = hidden.float()
+        logits = hidden @ rows.T if ids.dim() == 1 else torch.einsum("bh,bkh->bk", hidden, rows)
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[ids].float()
+        return softcap(text_config_of(base_model), logits)
+
+
+def head_logits(base_model: nn.Module, hidden: Tensor) -> Tensor:
+    """Full-vocabulary float32 logits from hidden states, computed in the head's STORAGE dtype (not
+    lowered by autocast: an fp32 head gives fp32 logits) and upcast, as transformers does."""
+    head = base_model.get_output_embeddings()
+    with torch.autocast(hidden.device.type, enabled=False):
+        return head(hidden.to(head.weight.dtype)).float()
+
+
 def attention_masks(cfg, hidden: Tensor, mask2d: Tensor, positions: Tensor, cache=None) -> dict:
     """The 4D attention masks a decoder layer takes, by layer type ("full_attention" and, for models
     with sliding-window layers, "sliding_attention"), built by transformers from a 2D padding mask."""
@@ -299,18 +321,11 @@ class SoftPromptModel(nn.Module):
                      label_token_ids: Tensor) -> Tensor:
         """[B, K] logits of the K label tokens at the last position, from those LM-head rows only (no
         full-vocabulary logits). ``label_token_ids``: [K] (shared) or [B, K] (per row). Computed and
-        returned in float32 whatever the base dtype (cheap: K rows), for a precise loss."""
-        hidden = self.hidden_states(input_ids, attention_mask, virtual_mask).float()  # [B, H]
-        head = self._lm_head()
-        ids = torch.as_tensor(label_token_ids, device=head.weight.device).long()
-        rows = head.weight[ids].float()
-        if ids.dim() == 1:
-            logits = hidden @ rows.T
-        else:
-            logits = torch.einsum("bh,bkh->bk", hidden, rows)
-        if getattr(head, "bias", None) is not None:
-            logits = logits + head.bias[ids].float()
-        return self._softcap(logits)
+        returned in float32 whatever the base dtype (cheap: K rows), for a precise loss. Autocast is
+        switched off here: under bf16 autocast ``hidden.float() @ rows.float().T`` would still run in
+        bf16 and quantise the logits (see softprompt/precision.py)."""
+        hidden = self.hidden_states(input_ids, attention_mask, virtual_mask)  # [B, H]
+        return fp32_label_logits(self.base_model, hidden, label_token_ids)
 
     def token_logits(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None = None, *,
                      positions: Tensor | None = None) -> Tensor:

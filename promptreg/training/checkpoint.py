@@ -105,6 +105,7 @@ class LoopState:
     real_tokens: int = 0
     seconds: float = 0.0
     best: dict | None = None             # tensors of the best evaluation so far (best.safetensors)
+    grad_scale: float | None = None      # fp16: the gradient scaler's scale
 
     def record_eval(self, score: float, soft) -> bool:
         """Count an evaluation; keep the soft prompt's tensors when it is the best so far (True)."""
@@ -122,7 +123,7 @@ class LoopState:
             "batch_pos": 0 if epoch_done else self.batch_pos, "history": self.history,
             "best_metric": self.best_metric, "best_step": self.best_step, "bad_evals": self.bad_evals,
             "real_tokens": self.real_tokens, "seconds": self.seconds, "config": config,
-            "method_config": soft.method_config()})
+            "grad_scale": self.grad_scale, "method_config": soft.method_config()})
 
     @classmethod
     def load(cls, directory: Path) -> tuple[LoopState, dict, dict, dict[str, Any]]:
@@ -132,5 +133,6 @@ class LoopState:
         state = cls(step=saved.get("step", 0), epoch=saved.get("epoch", 0), batch_pos=saved.get("batch_pos", 0),
                     history=saved.get("history", _empty_history()), best_metric=saved.get("best_metric"),
                     best_step=saved.get("best_step"), bad_evals=saved.get("bad_evals", 0),
-                    real_tokens=saved.get("real_tokens", 0), seconds=saved.get("seconds", 0.0), best=best)
+                    real_tokens=saved.get("real_tokens", 0), seconds=saved.get("seconds", 0.0), best=best,
+                    grad_scale=saved.get("grad_scale"))
         return state, soft, opt, saved

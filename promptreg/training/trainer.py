@@ -4,6 +4,12 @@ and checkpoints that keep encoders/generators so ``resume`` continues exactly.
 
 Classification scores only the answer position and only the label tokens' rows of the LM head
 (no full-vocabulary logits); generation computes full logits only at target positions.
+
+Precision (softprompt/precision.py): the base runs in ``cfg.precision`` under autocast, the prompt and
+AdamW state stay float32, fp16 scales the loss. Several processes (training/distributed.py): every
+rank walks the same global batches and takes its strided share; losses are sums over local rows
+divided by the global count, prompt gradients are summed across ranks, so N processes compute the
+1-process update; evaluation is sharded and gathered; only rank 0 writes checkpoints and metrics.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from typing import Any
 from promptreg.data.examples import DataSpec, Example
 from promptreg.errors import InputError
 from promptreg.softprompt.collate import Encoded, Encoder, collate, label_token_ids, length_batches
+from promptreg.softprompt.precision import check_finite_grads
 from promptreg.softprompt.scoring import accuracy_metrics, classify, device_of, generation_loss, label_logits
 from promptreg.training import checkpoint as ckpt
+from promptreg.training import distributed as dist
 from promptreg.training.checkpoint import LoopState
 
 
@@ -44,7 +52,8 @@ class TrainConfig:
     patience: int = 3                    # early stopping: evaluations without improvement
     max_text_tokens: int = 128
     seed: int = 0
-    bf16: bool = False                   # bfloat16 autocast for the frozen model's matmuls
+    precision: str = "fp32"              # fp32 | bf16 | fp16: the frozen model's dtype + autocast
+    gradient_checkpointing: bool = False # recompute decoder layers in backward (not with prefix tuning)
     stop_after_steps: int | None = None  # stop early at this step, as if interrupted (checkpoint kept)
 
     def validate(self) -> None:
@@ -61,6 +70,9 @@ class TrainConfig:
             raise InputError("schedule must be linear, cosine or constant")
         if not 0 <= self.warmup_ratio < 1:
             raise InputError("warmup_ratio must be in [0, 1)")
+        from promptreg.softprompt.precision import Precision
+
+        Precision(self.precision)
 
 
 @dataclass
@@ -99,8 +111,11 @@ class Trainer:
     def __init__(self, base_model, tokenizer, config: TrainConfig, spec: DataSpec, train: list[Example],
                  eval_examples: list[Example] | None = None, *, checkpoint_dir: Path | None = None,
                  on_metrics: Callable[[list[tuple[str, float, int]]], None] | None = None,
-                 progress: bool = True):
+                 progress: bool = True, dist_ctx: dist.DistContext | None = None):
+        from promptreg.softprompt.precision import Precision
+
         config.validate()
+        self.precision = Precision(config.precision)
         if not train:
             raise InputError("the training set is empty")
         self.base, self.tokenizer, self.cfg, self.spec = base_model, tokenizer, config, spec
@@ -108,8 +123,9 @@ class Trainer:
         if config.eval_limit is not None:
             self.eval_examples = self.eval_examples[: config.eval_limit]
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.on_metrics = on_metrics or (lambda rows: None)
-        self.progress = progress
+        self.dist = dist_ctx or dist.current(str(device_of(base_model)))
+        self.on_metrics = (on_metrics or (lambda rows: None)) if self.dist.is_main else (lambda rows: None)
+        self.progress = progress and self.dist.is_main
         for p in self.base.parameters():
             p.requires_grad_(False)
         self.base.eval()
@@ -139,32 +155,48 @@ class Trainer:
             return [encoder.classification(e.text, index[e.label]) for e in examples]
         return [encoder.generation(e.text, e.target) for e in examples]
 
-    def _loss(self, soft_model, batch, label_ids):
+    def _denominator(self, rows: list[Encoded]) -> int:
+        """What the loss of a global batch is averaged over: its rows, or its target tokens."""
+        if self.spec.task == "classification":
+            return len(rows)
+        return sum(len(r.ids) - r.target_start for r in rows)
+
+    def _loss(self, soft_model, batch, label_ids, denominator: int):
+        """This rank's rows' summed loss over the GLOBAL batch's denominator (sums to the batch mean)."""
         import torch.nn.functional as F
 
         if self.spec.task == "classification":
-            return F.cross_entropy(label_logits(self.base, soft_model, batch, label_ids), batch["labels"])
-        return generation_loss(self.base, soft_model, batch)
+            total = F.cross_entropy(label_logits(self.base, soft_model, batch, label_ids), batch["labels"],
+                                    reduction="sum")
+        else:
+            total = generation_loss(self.base, soft_model, batch, reduction="sum")
+        return total / denominator
 
     def evaluate(self, soft_model, rows: list[Encoded], label_ids, pad_id: int) -> dict[str, float]:
         import torch
 
         if not rows:
             return {}
+        ctx = self.dist
         if self.spec.task == "classification":
-            probs = classify(self.base, soft_model, rows, label_ids.tolist(), batch_size=max(32, self.cfg.batch_size),
-                             pad_id=pad_id, autocast=self.cfg.bf16)
+            local = dist.shard(ctx, rows)
+            probs = classify(self.base, soft_model, local, label_ids.tolist(), batch_size=max(32, self.cfg.batch_size),
+                             pad_id=pad_id, precision=self.cfg.precision) if local else torch.zeros(0, len(label_ids))
+            probs = dist.gather_strided(ctx, probs, len(rows))
             gold = [r.label for r in rows]
             metrics = accuracy_metrics(probs, gold, self.spec.labels)
             metrics["loss"] = float(-torch.log(probs[torch.arange(len(gold)), torch.tensor(gold)].clamp_min(1e-12)).mean())
             return metrics
-        losses = []
+        local, total, count = dist.shard(ctx, rows), 0.0, 0
         device = device_of(self.base)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            for idx in length_batches([len(r.ids) for r in rows], 32, shuffle=False):
-                batch = collate([rows[i] for i in idx], pad_id, device)
-                losses.append((float(generation_loss(self.base, soft_model, batch)), len(idx)))
-        loss = sum(v * n for v, n in losses) / sum(n for _, n in losses)
+        with torch.no_grad(), self.precision.autocast(device.type):
+            for idx in length_batches([len(r.ids) for r in local], 32, shuffle=False):
+                part = [local[i] for i in idx]
+                batch = collate(part, pad_id, device)
+                total += float(generation_loss(self.base, soft_model, batch, reduction="sum"))
+                count += self._denominator(part)
+        total, count = dist.sum_floats(ctx, [total, float(count)])
+        loss = total / max(count, 1.0)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50))}
 
     def _score(self, metrics: dict[str, float]) -> float:
@@ -234,37 +266,62 @@ class Trainer:
         params = [p for p in soft.parameters() if p.requires_grad]
         if not params:
             raise InputError(f"method {cfg.method} has no trainable parameters")
+        if any(p.dtype != torch.float32 for p in params):
+            raise RuntimeError("soft-prompt parameters must be float32 master weights")  # a bug, never expected
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if opt_tensors is not None:
             ckpt.load_optimizer(optimizer, opt_tensors, saved["optimizer"])
+        scaler = self.precision.scaler(device.type)
+        if scaler is not None and saved.get("grad_scale") is not None:
+            scaler.load_state_dict({**scaler.state_dict(), "scale": float(saved["grad_scale"])})
+        from promptreg.training.memory import gradient_checkpointing
+
+        checkpointing = gradient_checkpointing(self.base, soft, enabled=cfg.gradient_checkpointing)
+        if cfg.gradient_checkpointing:
+            model.share_prefix = False  # the shared-prefix path runs through a cache, which checkpointing drops
         plan = _Plan.of(cfg, len(train_rows))
         return _Run(soft, model, encoder, train_rows, self._encode(encoder, self.eval_examples), device, label_ids,
-                    params, optimizer, plan, [len(row.ids) for row in train_rows])
+                    params, optimizer, plan, [len(row.ids) for row in train_rows], scaler, checkpointing)
 
     def _step(self, r: _Run, st: LoopState, order: list[list[int]], bar: _Progress) -> None:
         """One optimizer step over ``grad_accum`` batches."""
         import torch
 
-        cfg = self.cfg
+        cfg, ctx, precision, scaler = self.cfg, self.dist, self.precision, r.scaler
         t0 = time.perf_counter()
         r.optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for k in range(cfg.grad_accum):
-            batch = collate([r.train_rows[i] for i in order[st.batch_pos + k]], r.encoder.pad_id, r.device)
-            with torch.autocast(r.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = self._loss(r.model, batch, r.label_ids) / cfg.grad_accum
+            global_rows = [r.train_rows[i] for i in order[st.batch_pos + k]]
+            mine = dist.shard(ctx, global_rows)
+            st.real_tokens += sum(len(row.ids) for row in global_rows)
+            if not mine:  # a global batch smaller than the world: this rank adds zero gradient
+                continue
+            batch = collate(mine, r.encoder.pad_id, r.device)
+            with r.checkpointing, precision.autocast(r.device.type):
+                loss = self._loss(r.model, batch, r.label_ids, self._denominator(global_rows)) / cfg.grad_accum
             if not torch.isfinite(loss):
-                raise InputError(f"training diverged: non-finite loss at step {st.step + 1} "
-                                 f"(lower --lr{' or drop --bf16' if cfg.bf16 else ''})")
-            loss.backward()
+                raise InputError(f"training diverged: non-finite loss at step {st.step + 1} (lower --lr"
+                                 f"{' or use --precision fp32' if precision.mixed else ''})")
+            (scaler.scale(loss) if scaler is not None else loss).backward()
             loss_sum += float(loss.detach())
-            st.real_tokens += int(batch["attention_mask"].sum())
         st.batch_pos += cfg.grad_accum
+        if ctx.enabled:
+            dist.all_reduce_grads(ctx, r.params)
+            loss_sum = dist.sum_floats(ctx, [loss_sum])[0]
         for group in r.optimizer.param_groups:
             group["lr"] = cfg.lr * r.plan.lr_factor(st.step)
+        if scaler is not None:
+            scaler.unscale_(r.optimizer)
+        else:
+            check_finite_grads(r.params, st.step + 1, precision)
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(r.params, cfg.max_grad_norm)
-        r.optimizer.step()
+        if scaler is not None:
+            scaler.step(r.optimizer)  # skipped (and the scale lowered) when a gradient is inf/nan
+            scaler.update()
+        else:
+            r.optimizer.step()
         st.seconds += time.perf_counter() - t0
         st.step += 1
         lr_now = r.optimizer.param_groups[0]["lr"]
@@ -289,7 +346,9 @@ class Trainer:
         return st.bad_evals >= self.cfg.patience
 
     def _save(self, r: _Run, st: LoopState) -> None:
-        if self.checkpoint_dir is not None:
+        """Checkpoint (rank 0 only)."""
+        if self.checkpoint_dir is not None and self.dist.is_main:
+            st.grad_scale = float(r.scaler.get_scale()) if r.scaler is not None else None
             st.save(self.checkpoint_dir, soft=r.soft, optimizer=r.optimizer, config=asdict(self.cfg),
                     epoch_done=st.batch_pos >= r.plan.usable)
 
@@ -358,6 +417,8 @@ class _Run:
     optimizer: Any
     plan: _Plan
     lengths: list[int]
+    scaler: Any = None                    # fp16: the gradient scaler
+    checkpointing: Any = None             # context manager: gradient checkpointing on (or a no-op)
     pending: list[tuple[str, float, int]] = field(default_factory=list)   # metrics not yet handed on
 
     def flush_metrics(self, sink: Callable[[list[tuple[str, float, int]]], None], *, force: bool = False) -> None:

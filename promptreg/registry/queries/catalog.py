@@ -127,17 +127,23 @@ def next_number(s: Session, prompt: Prompt) -> int:
     return (latest or 0) + 1
 
 
-def versions_not_mirrored(s: Session) -> list[tuple[PromptVersion, Prompt]]:
-    """Every version whose MLflow mirror is pending or failed, oldest first."""
-    return list(s.exec(select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
-                       .where(PromptVersion.mirror_status != "ok").order_by(PromptVersion.id)).all())
+def versions_not_mirrored(s: Session, prompt: Prompt | None = None) -> list[tuple[PromptVersion, Prompt]]:
+    """Every version (of ``prompt``, else of every prompt) whose MLflow mirror is pending or failed,
+    oldest first."""
+    stmt = (select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
+            .where(PromptVersion.mirror_status != "ok"))
+    if prompt is not None:
+        stmt = stmt.where(PromptVersion.prompt_id == prompt.id)
+    return list(s.exec(stmt.order_by(PromptVersion.id)).all())
 
 
-def versions_mirrored(s: Session) -> list[tuple[PromptVersion, Prompt]]:
-    """Every version mirrored with an MLflow run, oldest first."""
-    return list(s.exec(select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
-                       .where(PromptVersion.mirror_status == "ok", PromptVersion.mlflow_run_id.is_not(None))
-                       .order_by(PromptVersion.id)).all())
+def versions_mirrored(s: Session, prompt: Prompt | None = None) -> list[tuple[PromptVersion, Prompt]]:
+    """Every version (of ``prompt``, else of every prompt) mirrored with an MLflow run, oldest first."""
+    stmt = (select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
+            .where(PromptVersion.mirror_status == "ok", PromptVersion.mlflow_run_id.is_not(None)))
+    if prompt is not None:
+        stmt = stmt.where(PromptVersion.prompt_id == prompt.id)
+    return list(s.exec(stmt.order_by(PromptVersion.id)).all())
 
 
 def any_mirrored(s: Session, prompt: Prompt, numbers: Iterable[int]) -> bool:
@@ -248,11 +254,13 @@ def alias_numbers(s: Session, prompt: Prompt | None = None) -> dict[int, dict[st
     return out
 
 
-def mlflow_aliases(s: Session) -> list[tuple[str, str, str | None]]:
-    """(prompt name, alias, MLflow model version of its target) for every alias."""
-    return list(s.exec(select(Prompt.name, Alias.name, PromptVersion.mlflow_model_version)
-                       .join(Alias, Alias.prompt_id == Prompt.id)
-                       .join(PromptVersion, PromptVersion.id == Alias.version_id)).all())
+def mlflow_aliases(s: Session, prompt: Prompt | None = None) -> list[tuple[str, str, str | None]]:
+    """(prompt name, alias, MLflow model version of its target) for every alias (of ``prompt``)."""
+    stmt = (select(Prompt.name, Alias.name, PromptVersion.mlflow_model_version)
+            .join(Alias, Alias.prompt_id == Prompt.id).join(PromptVersion, PromptVersion.id == Alias.version_id))
+    if prompt is not None:
+        stmt = stmt.where(Alias.prompt_id == prompt.id)
+    return list(s.exec(stmt).all())
 
 
 def add_alias(s: Session, prompt: Prompt, alias: str, version: PromptVersion, user: str) -> int:

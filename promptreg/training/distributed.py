@@ -1,0 +1,154 @@
+"""Data parallelism for soft-prompt training and scoring under ``torchrun`` / ``accelerate launch``.
+
+Invariants:
+- the process group comes from the launcher's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+  ``MASTER_ADDR``/``MASTER_PORT``): nccl when the device is CUDA, gloo otherwise. World size 1 means no
+  group, and every helper here is then the identity (one code path for 1 and N processes);
+- every rank builds the SAME global batch order (same seed, same data) and takes rows ``rank,
+  rank + W, ...`` of each global batch (:func:`shard`): deterministic, balanced in length (batches are
+  length-sorted), and the global batch is exactly the one a single process uses with the same
+  ``--batch-size``;
+- losses are SUMS over a rank's rows divided by the GLOBAL row (or target-token) count, which every
+  rank knows without communicating; the trainable prompt's gradients are then summed across ranks
+  in one flat all-reduce (DDP over the soft-prompt parameters only; the frozen base is never
+  synchronised), so every rank applies the single-process update and stays identical;
+- only rank 0 writes (checkpoints, MLflow, artifact, push); the checkpoint holds global state only
+  (step, position in global batches, the replicated optimizer), so ``--resume`` works with any world
+  size;
+- scoring shards rows the same way and re-interleaves the gathered results into input order
+  (:func:`gather_strided`); no object is pickled between ranks (tensors only).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: str = "cpu"   # where collectives run (cuda:N for nccl, cpu for gloo)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = DistContext()
+
+
+def launched() -> bool:
+    """True when a launcher started this process as one of several (torchrun, accelerate)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def env_rank() -> int:
+    """This process's global rank as the launcher set it (0 without a launcher)."""
+    return int(os.environ.get("RANK", "0")) if launched() else 0
+
+
+def init_from_env(device: str = "auto") -> tuple[DistContext, str]:
+    """Join the launcher's process group (once) and return the context and this rank's device."""
+    import torch
+    import torch.distributed as dist
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not launched():
+        return SINGLE, device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}" if device == "cuda" else device
+        torch.cuda.set_device(torch.device(device))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return current(device), device
+
+
+def current(device: str = "cpu") -> DistContext:
+    """The context of an already-initialised process group (SINGLE without one)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return SINGLE
+    return DistContext(rank=dist.get_rank(), world=dist.get_world_size(),
+                       local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                       device=device if str(device).startswith("cuda") else "cpu")
+
+
+def shutdown(ctx: DistContext) -> None:
+    import torch.distributed as dist
+
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(ctx: DistContext, items: list) -> list:
+    """This rank's part of a global batch (or of a scoring set): items rank, rank + W, ..."""
+    return items[ctx.rank::ctx.world] if ctx.enabled else items
+
+
+def all_reduce_grads(ctx: DistContext, params: list) -> None:
+    """Sum the gradients of ``params`` across ranks (one flat buffer; a missing grad counts as zero)."""
+    if not ctx.enabled:
+        return
+    import torch
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params]).to(ctx.device)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for p in params:
+        n = p.grad.numel()
+        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        offset += n
+
+
+def sum_floats(ctx: DistContext, values: list[float]) -> list[float]:
+    """Element-wise sum of a few floats across ranks (float64)."""
+    if not ctx.enabled:
+        return list(values)
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return [float(v) for v in t.cpu()]
+
+
+def gather_strided(ctx: DistContext, local: Any, total: int) -> Any:
+    """Reassemble per-rank results of :func:`shard` (a tensor [n_rank, ...] per rank, rows in shard
+    order) into one [total, ...] tensor in the original order, on every rank."""
+    if not ctx.enabled:
+        return local
+    import torch
+    import torch.distributed as dist
+
+    width = -(-total // ctx.world)
+    padded = torch.zeros((width, *local.shape[1:]), dtype=local.dtype, device=ctx.device)
+    padded[: local.shape[0]] = local.to(ctx.device)
+    parts = [torch.empty_like(padded) for _ in range(ctx.world)]
+    dist.all_gather(parts, padded)
+    out = torch.empty((total, *local.shape[1:]), dtype=local.dtype)
+    for r, part in enumerate(parts):
+        count = len(range(r, total, ctx.world))
+        out[r::ctx.world] = part[:count].cpu()
+    return out
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
