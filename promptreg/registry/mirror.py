@@ -13,6 +13,10 @@ promptreg's own database is the source of truth; this module only copies what it
 
 Every call is idempotent: mirroring the same record twice reuses the run and the model version.
 
+This module is longer than the house's ~450 lines on purpose: it is one thing, the single adapter
+between promptreg and MlflowClient (one class, every MLflow call behind one error translation and
+the same retry/timeout settings), and splitting the class would scatter MLflow's quirks it documents.
+
 MLflow facts this relies on (checked against mlflow 3.17 source):
 
 * ``MlflowClient(tracking_uri=..., registry_uri=...)`` is used explicitly; no global MLflow state

@@ -136,7 +136,25 @@ def attention_masks(cfg, hidden: Tensor, mask2d: Tensor, positions: Tensor, cach
     return masks
 
 
-class SoftPromptModel(nn.Module):
+class OnFrozenBase:
+    """The plumbing of everything that runs on a frozen ``*ForCausalLM`` held as ``self.base_model``
+    (SoftPromptModel here, runtime.mixed.MixedRunner): its decoder, text config and logit soft-cap."""
+
+    base_model: nn.Module
+
+    @property
+    def decoder(self) -> nn.Module:
+        return decoder_of(self.base_model)
+
+    @property
+    def _text_config(self):
+        return text_config_of(self.base_model)
+
+    def _softcap(self, logits: Tensor) -> Tensor:
+        return softcap(self._text_config, logits)
+
+
+class SoftPromptModel(OnFrozenBase, nn.Module):
     def __init__(self, base_model: nn.Module, soft_prompt: SoftPrompt, *, share_prefix: bool = True) -> None:
         super().__init__()
         self.base_model = base_model
@@ -161,19 +179,8 @@ class SoftPromptModel(nn.Module):
         self.base_model.eval()  # the base model never leaves eval mode (no dropout)
         return self
 
-    @property
-    def decoder(self) -> nn.Module:
-        return decoder_of(self.base_model)
-
-    @property
-    def _text_config(self):
-        return text_config_of(self.base_model)
-
     def _lm_head(self) -> nn.Module:
         return self.base_model.get_output_embeddings()
-
-    def _softcap(self, logits: Tensor) -> Tensor:
-        return softcap(self._text_config, logits)
 
     def _check(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None) -> Tensor | None:
         if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:

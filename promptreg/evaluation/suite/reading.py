@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from promptreg.errors import InputError
+from promptreg.fingerprints.dataset import read_utf8
 
 # --------------------------------------------------------------------------------------------------
 # errors
@@ -126,16 +127,9 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 
 def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"{path}: suite file not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not a suite file") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not valid UTF-8 (byte {e.start})") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the suite file: {e.strerror}") from None
+    text = read_utf8(path, missing="{path}: suite file not found", folder="{path}: is a folder, not a suite file",
+                     undecodable="{path}: not valid UTF-8 (byte {byte})",
+                     unreadable="{path}: cannot read the suite file: {reason}")
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
