@@ -12,7 +12,7 @@ VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.promptreg-vllm-deps
 VLLM_LOCK := requirements/vllm.txt
 
-.PHONY: setup demo test test-latest lock test-heavy test-fast vllm-venv test-vllm bench-engines services services-stop services-status browser lint bench clean
+.PHONY: setup imports demo test test-latest lock test-heavy test-fast vllm-venv test-vllm bench-engines services services-stop services-status browser lint bench clean
 
 setup: $(STAMP)
 
@@ -95,7 +95,7 @@ demo: setup
 
 # Afterwards, stops what its own `services` step started (KEEP_SERVICES=1 keeps them running).
 # PYTEST_ARGS: optional test selection, e.g. `make test PYTEST_ARGS=tests/test_store.py`.
-test: setup services browser
+test: setup imports services browser
 	@status=0; $(PY) -m pytest -q -p no:cacheprovider -m "not heavy" $(PYTEST_ARGS) || status=$$?; \
 	  if [ -z "$(KEEP_SERVICES)" ]; then bash scripts/services.sh stop-last; fi; exit $$status
 
@@ -106,8 +106,15 @@ test-heavy: setup
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not integration and not slow"
 
-lint: setup
+# ruff; the one direction of imports (import-linter, contract in pyproject.toml, docs/architecture.md);
+# every third-party package imported is declared in pyproject.toml (deptry).
+lint: setup imports
 	$(VENV)/bin/ruff check promptreg tests bench scripts
+	$(VENV)/bin/deptry promptreg
+
+# The layer contract alone (also the first step of `make test`).
+imports: setup
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) bench/cli_startup.py

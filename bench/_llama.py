@@ -21,7 +21,7 @@ def build(layers: int | None, dtype_name: str, device: str):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from promptreg.training.precision import Precision
+    from promptreg.softprompt.precision import Precision
 
     cfg = LlamaConfig(**{**LLAMA_1B, **({"num_hidden_layers": layers} if layers else {})})
     cfg._attn_implementation = "sdpa"
@@ -51,10 +51,10 @@ def ours_step(model, method: str, n_virtual: int, precision: str, *, gradient_ch
     import torch
     import torch.nn.functional as F
 
-    from promptreg.runtime.soft_model import SoftPromptModel
+    from promptreg.softprompt.methods import ModelDims, build_method
+    from promptreg.softprompt.precision import Precision
+    from promptreg.softprompt.soft_model import SoftPromptModel
     from promptreg.training.memory import gradient_checkpointing as gc
-    from promptreg.training.methods import ModelDims, build_method
-    from promptreg.training.precision import Precision
 
     dims = ModelDims.from_config(model.config)
     options = {"num_virtual_tokens": n_virtual}
@@ -92,7 +92,7 @@ def peft_step(model, n_virtual: int, precision: str, *, gradient_checkpointing: 
     import torch
     from peft import PromptTuningConfig, get_peft_model
 
-    from promptreg.training.precision import Precision
+    from promptreg.softprompt.precision import Precision
 
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

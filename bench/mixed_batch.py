@@ -107,11 +107,11 @@ def run(args, tmp: Path, model_dir: Path, device: str, tasks: list[str]) -> dict
 
     from promptreg import Registry
     from promptreg.artifact.builder import write_artifact
+    from promptreg.data.dataset_fetch import load_reviews
     from promptreg.fingerprints.model import model_fingerprint
     from promptreg.runtime.service import PromptRuntime
-    from promptreg.training.collate import Encoder, label_token_ids
-    from promptreg.training.data_fetch import load_reviews
-    from promptreg.training.methods import ModelDims, build_method
+    from promptreg.softprompt.collate import Encoder, label_token_ids
+    from promptreg.softprompt.methods import ModelDims, build_method
 
     v_count, per = args.versions, args.per_version
     total = v_count * per

@@ -152,7 +152,7 @@ def register(tmp: Path, model_dir: Path, versions: int, tokens: int):
     from promptreg.artifact.builder import write_artifact
     from promptreg.fingerprints.model import model_fingerprint
     from promptreg.runtime.prompt_embeds import embedding_matrix
-    from promptreg.training.methods import ModelDims, build_method
+    from promptreg.softprompt.methods import ModelDims, build_method
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     dims = ModelDims.from_config(AutoConfig.from_pretrained(model_dir))
@@ -178,7 +178,7 @@ def peft_engine(reg, model_dir: Path, tok, versions: int, device: str, task: str
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from promptreg.training.collate import Encoder, label_token_ids
+    from promptreg.softprompt.collate import Encoder, label_token_ids
 
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval().to(device)
     folders = {f"bench:{v}": str(reg.fetch_verified(f"bench:{v}")[1]) for v in range(1, versions + 1)}
@@ -273,8 +273,8 @@ def main() -> None:
 def run(args, tmp: Path, model_dir: Path, device: str, tasks: list[str], engines: list[str]) -> dict:
     import torch
 
-    from promptreg.training.collate import Encoder
-    from promptreg.training.data_fetch import load_reviews
+    from promptreg.data.dataset_fetch import load_reviews
+    from promptreg.softprompt.collate import Encoder
 
     reg, tok = register(tmp, model_dir, args.versions, args.tokens)
     reviews, _ = load_reviews()
@@ -316,7 +316,7 @@ def run(args, tmp: Path, model_dir: Path, device: str, tasks: list[str], engines
 
         from promptreg.runtime.vllm_backends import _greedy_params
         from promptreg.runtime.vllm_engine import InProcessVllm, VllmRuntime
-        from promptreg.training.collate import label_token_ids
+        from promptreg.softprompt.collate import label_token_ids
 
         t0 = time.perf_counter()
         gpu = torch.cuda.is_available()

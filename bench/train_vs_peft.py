@@ -45,12 +45,12 @@ def main() -> None:
     from peft import PromptTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from promptreg.data.examples import DataSpec, load_examples
     from promptreg.runtime.loader import resolve_model_path as resolve_model
-    from promptreg.runtime.soft_model import SoftPromptModel
-    from promptreg.training.collate import Encoder, label_token_ids
-    from promptreg.training.data import DataSpec, load_examples
-    from promptreg.training.methods import ModelDims, build_method
-    from promptreg.training.scoring import accuracy_metrics, classify
+    from promptreg.softprompt.collate import Encoder, label_token_ids
+    from promptreg.softprompt.methods import ModelDims, build_method
+    from promptreg.softprompt.scoring import accuracy_metrics, classify
+    from promptreg.softprompt.soft_model import SoftPromptModel
     from promptreg.training.trainer import TrainConfig, Trainer
 
     torch.manual_seed(0)
@@ -59,7 +59,7 @@ def main() -> None:
     if data is None:
         import tempfile
 
-        from promptreg.training.data_fetch import fetch_rotten_tomatoes
+        from promptreg.data.dataset_fetch import fetch_rotten_tomatoes
 
         data = Path(tempfile.mkdtemp()) / "rt"
         fetch_rotten_tomatoes(data)
@@ -142,7 +142,7 @@ def main() -> None:
         tps, peft_model = run_peft()
         peft_tps.append(tps)
     learned = peft_model.prompt_encoder["default"].embedding.weight.detach().clone()
-    from promptreg.training.methods import method_from_tensors
+    from promptreg.softprompt.methods import method_from_tensors
 
     soft = method_from_tensors("prompt_tuning", init.method_config(), {"prompt_embeddings": learned},
                                ModelDims.from_config(base.config))

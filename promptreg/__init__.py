@@ -4,7 +4,7 @@ The package import is kept light (no torch, transformers, mlflow) so the CLI sta
 ``promptreg.Registry`` is imported on first access.
 """
 
-__version__ = "0.1.0"
+from promptreg.version import __version__
 
 __all__ = ["Registry", "__version__"]
 

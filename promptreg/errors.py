@@ -166,10 +166,22 @@ def error_type(exc: BaseException) -> str:
     return "InternalError"
 
 
-def one_line(text: object) -> str:
+def one_line(text: object, limit: int | None = None) -> str:
     """A message on one line: a path or value quoted in it may hold line breaks (any that
-    ``str.splitlines()`` knows, e.g. '\\n', '\\r', '\\x0b', '\\u2028'); they become spaces."""
-    return " ".join(str(text).splitlines())
+    ``str.splitlines()`` knows, e.g. '\\n', '\\r', '\\x0b', '\\u2028'); they become spaces. Longer than
+    ``limit`` characters: cut, with "..." at the end."""
+    line = " ".join(str(text).splitlines())
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
+
+
+def exception_line(exc: BaseException, limit: int | None = None) -> str:
+    """The one line an exception is reported as: a promptreg error as it is (its first line), any other
+    prefixed by its type (``ValueError: ...``), the type alone when there is no message."""
+    msg = str(exc).strip()
+    first = msg.splitlines()[0].strip() if msg else ""
+    if isinstance(exc, PromptregError):
+        return one_line(first or type(exc).__name__, limit)
+    return one_line(f"{type(exc).__name__}: {first}".rstrip(": "), limit)
 
 
 def _subclasses(cls: type) -> list[type]:

@@ -75,7 +75,7 @@ def main() -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from promptreg.training.model_fetch import fetch_smollm2
+    from promptreg.data.model_fetch import fetch_smollm2
 
     model_dir = fetch_smollm2()
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -85,9 +85,9 @@ def main() -> None:
                  tok(" positive", add_special_tokens=False)["input_ids"][0]]
     from safetensors.torch import load_file
 
-    from promptreg.runtime.soft_model import SoftPromptModel
-    from promptreg.training.collate import Encoder, collate
-    from promptreg.training.methods import ModelDims, method_from_tensors
+    from promptreg.softprompt.collate import Encoder, collate
+    from promptreg.softprompt.methods import ModelDims, method_from_tensors
+    from promptreg.softprompt.soft_model import SoftPromptModel
 
     manifest = json.loads((pulled / "promptreg.json").read_text())
     soft = method_from_tensors("prompt_tuning", manifest["method_config"], load_file(str(pulled / "soft_prompt.safetensors")),

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from promptreg.errors import InputError
-from promptreg.evaluation.data_validation import ValidationResult, validate_splits
-from promptreg.fingerprints.dataset import dataset_fingerprint
-from promptreg.training.data import (
+from promptreg.data.dataset_fetch import fetch_rotten_tomatoes
+from promptreg.data.examples import (
     DataSpec,
     Example,
     load_examples,
@@ -22,7 +20,9 @@ from promptreg.training.data import (
     rows_for_fingerprint,
     seeded_split,
 )
-from promptreg.training.data_fetch import fetch_rotten_tomatoes
+from promptreg.errors import InputError
+from promptreg.evaluation.data_validation import ValidationResult, validate_splits
+from promptreg.fingerprints.dataset import dataset_fingerprint
 
 SENTIMENT = DataSpec(labels=["negative", "positive"])
 
@@ -202,7 +202,7 @@ def test_rows_for_fingerprint_match_fetched_dataset(rt):
 
 
 def test_modules_do_not_import_gx_or_pandas_at_import_time():
-    code = ("import sys, promptreg.training.data, promptreg.evaluation.data_validation; "
+    code = ("import sys, promptreg.data.examples, promptreg.evaluation.data_validation; "
             "print(sorted(m for m in ('great_expectations', 'pandas', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

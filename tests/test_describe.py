@@ -12,8 +12,9 @@ import pytest
 
 from promptreg import Registry
 from promptreg.errors import GateFailedError
+from promptreg.evaluation.results import CheckOutcome, GateReport
 from promptreg.evaluation.suite import load_suite
-from promptreg.services.describe import (
+from promptreg.reporting.descriptions import (
     MAX_DESCRIPTION,
     DriftFacts,
     EvalFacts,
@@ -32,16 +33,19 @@ from tests.helpers import make_model_artifact, sentiment_rows, write_suite
 FP = "f" * 64
 
 
-def _gate_report(passed: bool = False) -> dict:
-    acc = {"dataset": "toy", "metric": "accuracy", "id": "toy/accuracy", "candidate": 0.25, "baseline": 0.75,
-           "diff": -0.5, "ci_low": -0.62, "ci_high": -0.38, "margin": 0.02, "passed": passed,
-           "rules": [{"rule": "non_inferiority", "passed": passed, "explanation": "CI low -0.620 <= -margin -0.020"}]}
-    return {"suite_name": "rt", "suite_sha256": "c" * 64, "metrics": [acc],
-            "checks": [{"name": "mft-positive", "type": "mft", "cases": 3, "failures": 3, "max_failure_rate": 0.1,
-                        "passed": False}],
-            "mcnemar": [{"dataset": "toy", "b": 10, "c": 30, "p_value": 0.002}],
-            "failures": [] if passed else ["toy/accuracy non_inferiority: CI low -0.620 <= -margin -0.020",
-                                           "check mft-positive (mft) failure rate 1.000 (3/3) > max 0.100"]}
+def _gate_report(passed: bool = False, gate_id: int = 7, baseline: int = 2) -> GateReport:
+    """A stored gate report as the database holds it (GateReport.to_dict), read back."""
+    acc = {"dataset": "toy", "metric": "accuracy", "candidate": 0.25, "baseline": 0.75,
+           "diff": -0.5, "ci_low": -0.62, "ci_high": -0.38, "margin": 0.02,
+           "rules": [{"rule": "non_inferiority", "passed": passed, "explanation": "CI low -0.620 <= -margin -0.020",
+                      "bound": -0.02}]}
+    stored = {"prompt": "sentiment", "candidate": 3, "candidate_sha256": "a" * 64, "baseline": baseline,
+              "baseline_sha256": "b" * 64, "against": "production", "suite_name": "rt", "suite_sha256": "c" * 64,
+              "base_model_fingerprint": FP, "metrics": [acc],
+              "checks": [{"name": "mft-positive", "type": "mft", "cases": 3, "failures": 0 if passed else 3,
+                          "max_failure_rate": 0.1}],
+              "mcnemar": [{"dataset": "toy", "b": 10, "c": 30, "p_value": 0.002}], "gate_id": gate_id}
+    return GateReport.from_dict(stored)
 
 
 def _facts(**kw) -> VersionFacts:
@@ -53,7 +57,7 @@ def _facts(**kw) -> VersionFacts:
         metrics={"test_accuracy": 0.8512, "eval_accuracy": 0.84},
         validation={"success": True, "failures": [], "warnings": ["eval: 3 duplicate rows"],
                     "stats": {"splits": {"train": {"rows": 8530}}, "expectations": {"evaluated": 21, "failed": 1}}},
-        gate=GateFacts(7, "production", False, 2, "2025-01-03 10:00 UTC", _gate_report(False)),
+        gate=GateFacts(_gate_report(False), "2025-01-03 10:00 UTC"),
         evals=[EvalFacts(4, "rt", "c" * 64, {"toy": {"accuracy": 0.25, "macro_f1": 0.2}}, ["mft-positive"],
                          "2025-01-03 09:59 UTC", RunLink("eval run: rt", "e" * 32, "5"))],
         drift=DriftFacts(9, "drift", "flag", "s3://logs/sentiment/", "2025-01-04 03:00 UTC",
@@ -104,9 +108,9 @@ def test_a_fresh_version_says_what_is_missing():
 def test_descriptions_fit_mlflow_limit_and_cells_are_escaped():
     many = {f"metric_{i:04d}|x\nnext": i / 7 for i in range(3000)}
     report = _gate_report(False)
-    report["metrics"] = report["metrics"] * 200
-    report["failures"] = [f"failure {i} " + "x" * 200 for i in range(500)]
-    md = version_markdown(_facts(metrics=many, gate=GateFacts(7, "production", False, 2, "t", report),
+    report.metrics = report.metrics * 200
+    report.checks = [CheckOutcome(f"check {i} " + "x" * 200, "mft", 3, 3, 0.1) for i in range(500)]
+    md = version_markdown(_facts(metrics=many, gate=GateFacts(report, "t"),
                                  description="y" * 4000))
     assert len(md) <= MAX_DESCRIPTION
     assert "**FAILED** vs sentiment:2" in md and "[source run](#/experiments/3/runs/" in md

@@ -177,7 +177,7 @@ def test_scheduled_drift_check_runs_once_through_run_due(prod, tmp_path, tiny_mo
 
     import sqlalchemy as sa
 
-    from promptreg.services.schedule import add_schedule
+    from promptreg.scheduling import add_schedule
 
     reg, _, suite_path = prod
     fresh = _jsonl(tmp_path / "fresh.jsonl", sentiment_rows(60, seed=7, positive_share=0.75))

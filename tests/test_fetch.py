@@ -12,10 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from promptreg.cli.fetch_cmds import datasets_group, models_group
+from promptreg.data import dataset_fetch as data_fetch
+from promptreg.data import model_fetch
+from promptreg.data.dataset_fetch import fetch_rotten_tomatoes, load_reviews, split_reviews
 from promptreg.errors import InputError
 from promptreg.fingerprints.dataset import read_rows
-from promptreg.training import data_fetch, model_fetch
-from promptreg.training.data_fetch import fetch_rotten_tomatoes, load_reviews, split_reviews
 
 SPLITS = ("train", "eval", "test")
 

@@ -252,10 +252,10 @@ def test_smollm2_eval_and_gate_end_to_end(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from promptreg.artifact.builder import write_artifact
+    from promptreg.data.dataset_fetch import fetch_rotten_tomatoes
+    from promptreg.data.model_fetch import fetch_smollm2
     from promptreg.fingerprints.model import model_fingerprint
-    from promptreg.training.data_fetch import fetch_rotten_tomatoes
-    from promptreg.training.methods import ModelDims, build_method
-    from promptreg.training.model_fetch import fetch_smollm2
+    from promptreg.softprompt.methods import ModelDims, build_method
 
     model_dir = fetch_smollm2()
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -340,10 +340,10 @@ def test_evaluator_applies_every_method_like_the_runtime(tmp_path, tiny_model_di
 
     from promptreg.artifact.builder import write_artifact
     from promptreg.fingerprints.model import model_fingerprint
-    from promptreg.runtime.soft_model import SoftPromptModel
-    from promptreg.training.collate import Encoder, label_token_ids
-    from promptreg.training.methods import ModelDims, build_method
-    from promptreg.training.scoring import classify
+    from promptreg.softprompt.collate import Encoder, label_token_ids
+    from promptreg.softprompt.methods import ModelDims, build_method
+    from promptreg.softprompt.scoring import classify
+    from promptreg.softprompt.soft_model import SoftPromptModel
     from tests.helpers import TEMPLATE, sentiment_rows
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from promptreg.errors import InputError
-from promptreg.runtime.soft_model import SoftPromptModel
-from promptreg.training.methods import METHODS, ModelDims, build_method, make_config, method_from_tensors
+from promptreg.softprompt.methods import METHODS, ModelDims, build_method, make_config, method_from_tensors
+from promptreg.softprompt.soft_model import SoftPromptModel
 from tests.peft_reference import PEFT_GENERATE_BROKEN, PEFT_GENERATE_REASON, peft_forward_greedy
 
 METHOD_NAMES = ["prompt_tuning", "p_tuning", "prefix_tuning", "id_spam"]

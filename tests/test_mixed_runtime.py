@@ -11,9 +11,9 @@ import torch
 
 from promptreg.errors import InputError
 from promptreg.runtime.mixed import MixedRow, MixedRunner
-from promptreg.runtime.soft_model import SoftPromptModel
-from promptreg.training.collate import Encoder
-from promptreg.training.methods import ModelDims, build_method
+from promptreg.softprompt.collate import Encoder
+from promptreg.softprompt.methods import ModelDims, build_method
+from promptreg.softprompt.soft_model import SoftPromptModel
 
 TEMPLATE = "{virtual}Review: {text} Sentiment:"
 TEXTS = ["the movie was great", "bad", "a very long and really boring film with dull acting and poor writing",

@@ -35,7 +35,7 @@ def tiny(tiny_model_dir):
 
 
 def _soft(model, tok, method, seed):
-    from promptreg.training.methods import ModelDims, build_method
+    from promptreg.softprompt.methods import ModelDims, build_method
 
     sp = build_method(method, CONFIGS[method], ModelDims.from_config(model.config),
                       embedding_weight=model.get_input_embeddings().weight.detach(), tokenizer=tok, seed=seed)
@@ -49,8 +49,8 @@ def _soft(model, tok, method, seed):
 @pytest.mark.parametrize("template", TEMPLATES)
 @pytest.mark.parametrize("method", sorted(CONFIGS))
 def test_plain_forward_on_the_embeddings_equals_the_soft_prompt_model(tiny, method, template):
-    from promptreg.runtime.soft_model import SoftPromptModel
-    from promptreg.training.collate import Encoded, Encoder, collate
+    from promptreg.softprompt.collate import Encoded, Encoder, collate
+    from promptreg.softprompt.soft_model import SoftPromptModel
 
     model, tok = tiny
     sp = _soft(model, tok, method, seed=7)

@@ -6,17 +6,6 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from promptreg.evaluation.report import (
-    comparison_figure,
-    eval_markdown,
-    eval_table,
-    figure_png_bytes,
-    gate_junit_xml,
-    gate_markdown,
-    md_escape,
-    write_github_step_summary,
-    xml_safe,
-)
 from promptreg.evaluation.results import (
     CheckOutcome,
     DatasetEval,
@@ -26,6 +15,12 @@ from promptreg.evaluation.results import (
     MetricDecision,
     RuleResult,
 )
+from promptreg.reporting.figures import comparison_figure, figure_png_bytes
+from promptreg.reporting.junit import gate_error_junit_xml, gate_junit_xml
+from promptreg.reporting.markdown import md_escape, write_github_step_summary, xml_safe
+from promptreg.reporting.mlflow import eval_table, version_tags
+from promptreg.reporting.summaries import eval_markdown, gate_markdown
+from promptreg.reporting.text import gate_text
 
 NASTY = 'a<b & "c" \'d\' \x00\x07\x1b ] ]]> \ud800 \ufffe ünï 😀 | pipe\nnewline <script>x</script>'
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -47,7 +42,7 @@ def passing_report() -> GateReport:
         base_model_fingerprint="f" * 64,
         metrics=[
             MetricDecision("golden", "accuracy", 0.861, 0.850, 0.011, -0.012, 0.034, 0.95, "BCa", 0.02, True,
-                           [_ni(True, -0.012), RuleResult("min", True, "candidate 0.861 >= min 0.800")]),
+                           [_ni(True, -0.012), RuleResult("min", True, "candidate 0.861 >= min 0.800", bound=0.8)]),
             MetricDecision("golden", "ece", 0.041, 0.045, -0.004, -0.015, 0.008, 0.95, "BCa", 0.02, False,
                            [RuleResult("non_inferiority", True, "upper bound 0.008 < margin 0.020")]),
         ],
@@ -65,7 +60,7 @@ def failing_report() -> GateReport:
         base_model_fingerprint="f" * 64,
         metrics=[
             MetricDecision("golden", "accuracy", 0.780, 0.850, -0.070, -0.101, -0.041, 0.95, "BCa", 0.02, True,
-                           [_ni(False, -0.101), RuleResult("min", False, "candidate 0.780 < min 0.800")]),
+                           [_ni(False, -0.101), RuleResult("min", False, "candidate 0.780 < min 0.800", bound=0.8)]),
             MetricDecision("golden", "macro_f1", 0.830, 0.840, -0.010, -0.015, 0.004, 0.95, "BCa", 0.02, True,
                            [_ni(True, -0.015)]),
         ],
@@ -90,7 +85,7 @@ def no_baseline_report() -> GateReport:
                 RuleResult("non_inferiority", True, "no baseline: non-inferiority not tested", skipped=True)]),
             MetricDecision("golden", "macro_f1", 0.84, margin=0.02, rules=[
                 RuleResult("non_inferiority", True, "no baseline", skipped=True),
-                RuleResult("min", True, "candidate 0.840 >= min 0.700")]),
+                RuleResult("min", True, "candidate 0.840 >= min 0.700", bound=0.7)]),
         ],
         checks=[CheckOutcome(f"weird {NASTY}", "mft", 10, 0, 0.1)],
         notes=[f"note with {NASTY}"], cached=True,
@@ -354,9 +349,9 @@ def test_report_module_does_not_import_heavy_packages():
     import subprocess
     import sys
 
-    code = ("import sys, promptreg.evaluation.report as r; "
-            "r.gate_markdown; print(sorted(m for m in ('torch', 'mlflow', 'matplotlib', 'transformers') "
-            "if m in sys.modules))")
+    code = ("import sys, promptreg.reporting.summaries, promptreg.reporting.junit, promptreg.reporting.text, "
+            "promptreg.reporting.figures, promptreg.reporting.mlflow, promptreg.reporting.descriptions; "
+            "print(sorted(m for m in ('torch', 'mlflow', 'matplotlib', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -396,3 +391,33 @@ def test_reports_of_a_real_compare():
     suite = _check_schema(_parse(gate_junit_xml(no_base)))
     assert suite.get("skipped") == "0"  # accuracy still has its min rule
     assert "vs no baseline" in gate_markdown(no_base)
+    # the bound is carried by the rule (never parsed back out of its explanation)
+    acc = next(m for m in report.metrics if m.metric == "accuracy")
+    assert {r.rule: r.bound for r in acc.rules} == {"min": 0.8, "non_inferiority": -0.02}
+    roundtrip = GateReport.from_dict(report.to_dict())
+    assert gate_markdown(roundtrip) == gate_markdown(report)
+
+
+def test_gate_text_is_rendered_from_the_report():
+    lines = gate_text(failing_report())
+    assert lines[0] == "gate FAILED: sentiment:5 vs sentiment:3  suite sentiment-suite (555555555555)"
+    assert lines[1].split() == ["metric", "candidate", "baseline", "diff", "95%", "CI", "margin", "rules", "result"]
+    assert any(line.startswith("golden/accuracy") and "non_inferiority!, min!" in line and line.endswith("FAIL")
+               for line in lines)
+    assert "McNemar exact (golden): candidate-only correct 2, baseline-only correct 9, p = 0.065" in lines
+    assert lines[-len(failing_report().failures()):] == [f"failed: {f}" for f in failing_report().failures()]
+    assert gate_text(no_baseline_report())[0].startswith("gate PASSED: sentiment:1 vs no baseline (production)")
+
+
+def test_gate_error_junit_and_version_tags():
+    xml = gate_error_junit_xml("toy:2", "no prompt named 'toy'\x00")
+    root = _parse(xml.replace('encoding="utf-8"', 'encoding="UTF-8"'))
+    case = root.find("testsuite").find("testcase")
+    assert case.find("error").get("message") == "no prompt named 'toy'" and root.get("errors") == "1"
+    report = failing_report()
+    report.gate_id = 9
+    assert version_tags(gate=report) == {"promptreg.gate.production": "failed",
+                                         "promptreg.gate.production.baseline": "3", "promptreg.gate.production.id": "9"}
+    assert version_tags(aliases=["staging", "production"], status="active") == {
+        "promptreg.aliases": "production,staging", "promptreg.status": "active"}
+    assert version_tags(aliases=[], drift="none") == {"promptreg.aliases": "none", "promptreg.drift": "none"}

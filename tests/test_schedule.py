@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from promptreg import scheduling as sch
 from promptreg.errors import ConflictError, InputError, NotFoundError
 from promptreg.registry import migrate
 from promptreg.registry.db import dispose_engines, make_engine
@@ -29,8 +30,7 @@ from promptreg.registry.models import (
     Schedule,
     ScheduleRun,
 )
-from promptreg.services import schedule as sch
-from promptreg.services.cron import next_fire, parse_cron, prev_fire
+from promptreg.scheduling.cron import next_fire, parse_cron, prev_fire
 
 REPO = Path(__file__).resolve().parents[1]
 UTC = dt.UTC
@@ -363,7 +363,7 @@ RUN_DUE_SCRIPT = textwrap.dedent(
     import sys, time, os
     import sqlalchemy as sa
     from promptreg.services.registry import Registry
-    from promptreg.services.schedule import run_due
+    from promptreg.scheduling import run_due
     url, home, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
     reg = Registry(db_url=url, home=home, user="worker")
     engine = reg.engine
@@ -424,7 +424,7 @@ SCHEDULER_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from promptreg.registry.models import DriftReport
     from promptreg.services.registry import Registry
-    from promptreg.services.schedule import Scheduler
+    from promptreg.scheduling import Scheduler
     url, home, marker, sleep_s, grace_s = sys.argv[1], sys.argv[2], Path(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
     reg = Registry(db_url=url, home=home, user="scheduler")
 
@@ -697,7 +697,7 @@ def test_cli_add_list_run_due_remove_export(cli, sqlite_url, tmp_path, monkeypat
 
 
 def test_cli_modules_import_light():
-    code = ("import sys; import promptreg.cli.schedule_cmds, promptreg.services.schedule, promptreg.services.cron; "
+    code = ("import sys; import promptreg.cli.schedule_cmds, promptreg.scheduling.schedules, promptreg.scheduling.cron; "
             "print(sorted(m for m in ('torch', 'transformers', 'mlflow', 'alembic') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
                        env={**os.environ})

@@ -49,7 +49,7 @@ def _artifact(dest: Path, model_dir: Path, method: str, config: dict, *, seed: i
               fingerprint: str | None = None) -> Path:
     """A version of ``method`` for the tiny model, with random weights (randn * 0.5: outputs move)."""
     from promptreg.fingerprints.model import model_fingerprint
-    from promptreg.training.methods import ModelDims, build_method
+    from promptreg.softprompt.methods import ModelDims, build_method
 
     base, tok = _model(str(model_dir))
     sp = build_method(method, config, ModelDims.from_config(base.config),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from promptreg.runtime.soft_model import SoftPromptModel
-from promptreg.training.collate import Encoder, collate
-from promptreg.training.methods import ModelDims, build_method
+from promptreg.softprompt.collate import Encoder, collate
+from promptreg.softprompt.methods import ModelDims, build_method
+from promptreg.softprompt.soft_model import SoftPromptModel
 
 
 def _setup(tiny_model_dir, method="prompt_tuning", opts=None):

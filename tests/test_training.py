@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from promptreg import Registry
+from promptreg.data.examples import DataSpec, Example
 from promptreg.errors import InputError
-from promptreg.training.data import DataSpec, Example
 
 TEMPLATE = "{virtual}Review: {text} Sentiment:"
 POS = ["great", "good", "excellent", "amazing", "brilliant", "fun", "beautiful", "best"]
@@ -232,8 +232,8 @@ def test_import_peft_roundtrip(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 def test_real_smollm2_train_push_end_to_end(tmp_path):
+    from promptreg.data.dataset_fetch import fetch_rotten_tomatoes
     from promptreg.services.train import TrainJob, run_training
-    from promptreg.training.data_fetch import fetch_rotten_tomatoes
     from promptreg.training.trainer import TrainConfig
 
     splits = fetch_rotten_tomatoes(tmp_path / "rt")

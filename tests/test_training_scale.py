@@ -36,7 +36,7 @@ def ddp_job(method: str = "prompt_tuning"):
 def _base(model_dir, dtype="fp32"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from promptreg.training.precision import Precision
+    from promptreg.softprompt.precision import Precision
 
     return (AutoModelForCausalLM.from_pretrained(model_dir, dtype=Precision(dtype).dtype).eval(),
             AutoTokenizer.from_pretrained(model_dir))
@@ -58,7 +58,7 @@ def test_label_logits_are_float32_and_exact_under_bf16_autocast(tiny_model_dir):
     quantising label logits (ties -> argmax picks the first label). They must equal the fp32 product."""
     import torch
 
-    from promptreg.runtime.soft_model import fp32_label_logits
+    from promptreg.softprompt.soft_model import fp32_label_logits
 
     base, _ = _base(tiny_model_dir)
     with torch.no_grad():
@@ -78,7 +78,7 @@ def test_mixed_precision_keeps_fp32_master_weights(tmp_path, tiny_model_dir, pre
     import torch
     from safetensors.torch import load_file
 
-    from promptreg.training.precision import Precision
+    from promptreg.softprompt.precision import Precision
     from promptreg.training.trainer import TrainConfig, Trainer, params_digest
 
     base, tok = _base(tiny_model_dir, precision)

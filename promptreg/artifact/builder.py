@@ -62,7 +62,7 @@ def write_artifact(
     the PEFT methods. ``base_model`` is a ModelInfo.to_dict() (or the same keys)."""
     from safetensors.numpy import save_file
 
-    import promptreg
+    from promptreg.version import __version__
 
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
@@ -87,7 +87,7 @@ def write_artifact(
             metrics={k: float(v) for k, v in (metrics or {}).items()},
             created_by=created_by,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            promptreg_version=promptreg.__version__,
+            promptreg_version=__version__,
             reproducibility=dict(reproducibility or {}),
             validation=dict(validation) if validation else None,
             extra=dict(extra or {}),

@@ -48,8 +48,8 @@ def events_group():
 @click.pass_obj
 def run_cmd(obj, once, poll_s, lease_s, batch, concurrency, grace_s, quiet, as_json):
     """Deliver events (safe to run on several machines at once): until SIGTERM/SIGINT, or --once."""
+    from promptreg.scheduling import CheckInterrupted, GracefulStop
     from promptreg.services.events.worker import EventWorker
-    from promptreg.services.schedule import CheckInterrupted, GracefulStop
 
     registry = obj.get()
     worker = EventWorker(registry, lease_s=lease_s, batch=batch, concurrency=concurrency,

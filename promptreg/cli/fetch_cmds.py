@@ -42,7 +42,7 @@ def models_fetch_cmd(name, dest, force, as_json):
     """
     if name not in KNOWN_MODEL_NAMES:
         raise _unknown("model", name, KNOWN_MODEL_NAMES)
-    from promptreg.training.model_fetch import KNOWN_MODELS
+    from promptreg.data.model_fetch import KNOWN_MODELS
 
     result = KNOWN_MODELS[name](dest, force=force, log=lambda msg: None if quiet() else click.echo(msg, err=True))
     files = result.marker.get("files", {})
@@ -76,7 +76,7 @@ def datasets_fetch_cmd(name, dest, seed, eval_size, test_size, max_rows, force, 
         raise _unknown("dataset", name, KNOWN_DATASET_NAMES)
     import json
 
-    from promptreg.training.data_fetch import fetch_rotten_tomatoes
+    from promptreg.data.dataset_fetch import fetch_rotten_tomatoes
 
     paths = fetch_rotten_tomatoes(dest, seed=seed, eval_size=eval_size, test_size=test_size,
                                   max_rows=max_rows, force=force)

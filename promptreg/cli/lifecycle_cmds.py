@@ -17,35 +17,12 @@ from promptreg.cli.output import emit_json, table, warn
 _SUITE = click.Path(path_type=Path, dir_okay=False)
 
 
-def _fmt(x, digits: int = 3) -> str:
-    return "" if x is None else f"{x:.{digits}f}"
-
-
 def echo_gate(report) -> None:
     """The gate verdict as a table plus one line per failed rule."""
-    base = f"{report.prompt}:{report.baseline}" if report.baseline is not None else f"no baseline ({report.against})"
-    verdict = "PASSED" if report.passed else "FAILED"
-    click.echo(f"gate {verdict}: {report.prompt}:{report.candidate} vs {base}  suite {report.suite_name} "
-               f"({report.suite_sha256[:12]})" + ("  [cached]" if report.cached else ""))
-    rows = []
-    for m in report.metrics:
-        ci = f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]" if m.ci_low is not None else ""
-        rules = ", ".join(f"{r.rule}{'' if r.passed else '!'}" for r in m.rules if not r.skipped)
-        rows.append([m.id, _fmt(m.candidate), _fmt(m.baseline), _fmt(m.diff), ci, m.margin if m.margin is not None else "",
-                     rules, "pass" if m.passed else "FAIL"])
-    if rows:
-        table(["metric", "candidate", "baseline", "diff", "95% CI", "margin", "rules", "result"], rows)
-    if report.checks:
-        table(["check", "type", "failure rate", "max", "result"],
-              [[c.name, c.type, f"{c.failure_rate:.3f} ({c.failures}/{c.cases})", _fmt(c.max_failure_rate),
-                "pass" if c.passed else "FAIL"] for c in report.checks])
-    for mc in report.mcnemar:
-        click.echo(f"McNemar exact ({mc.dataset}): candidate-only correct {mc.b}, baseline-only correct {mc.c}, "
-                   f"p = {mc.p_value:.4g}")
-    for note in report.notes:
-        click.echo(f"note: {note}")
-    for failure in report.failures():
-        click.echo(f"failed: {failure}")
+    from promptreg.reporting.text import gate_text
+
+    for line in gate_text(report):
+        click.echo(line)
 
 
 @click.command("eval")
@@ -66,7 +43,7 @@ def eval_cmd(obj, ref, suite_path, model, against, device, no_cache, markdown_pa
     for w in result.warnings:
         warn(w)
     if markdown_path is not None:
-        from promptreg.evaluation.report import eval_markdown
+        from promptreg.reporting.summaries import eval_markdown
 
         markdown_path.write_text(eval_markdown(result), encoding="utf-8")
     if as_json:
@@ -75,29 +52,14 @@ def eval_cmd(obj, ref, suite_path, model, against, device, no_cache, markdown_pa
     click.echo(f"eval {result.prompt}:{result.version} on suite {result.suite_name} ({result.suite_sha256[:12]}), "
                f"base model {result.base_model_fingerprint[:12]}: eval run {result.eval_run_id}"
                + ("  [cached]" if result.cached else f"  ({result.seconds:.1f} s)"))
+    from promptreg.reporting.text import checks_table, fmt
+
     table(["golden set", "rows", "metric", "value"],
-          [[d.name, d.rows, m, _fmt(v, 4)] for d in result.datasets for m, v in sorted(d.metrics.items())])
+          [[d.name, d.rows, m, fmt(v, 4)] for d in result.datasets for m, v in sorted(d.metrics.items())])
     if result.checks:
-        table(["check", "type", "failure rate", "max", "result"],
-              [[c.name, c.type, f"{c.failure_rate:.3f} ({c.failures}/{c.cases})", _fmt(c.max_failure_rate),
-                "pass" if c.passed else "FAIL"] for c in result.checks])
+        for line in checks_table(result.checks):
+            click.echo(line)
     return 0
-
-
-def _junit_error(path: Path, ref: str, message: str) -> None:
-    """A JUnit file that says the gate could not run (so CI shows why, not an empty report)."""
-    import xml.etree.ElementTree as ET
-
-    from promptreg.evaluation.report import xml_safe
-
-    message = xml_safe(message)
-    root = ET.Element("testsuites", tests="1", failures="0", errors="1")
-    suite = ET.SubElement(root, "testsuite", name=f"promptreg gate {ref}", tests="1", failures="0", errors="1",
-                          skipped="0", time="0")
-    case = ET.SubElement(suite, "testcase", classname="promptreg.gate", name="gate")
-    ET.SubElement(case, "error", message=message[:1000], type="PromptregError").text = message
-    path.write_text('<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode"),
-                    encoding="utf-8")
 
 
 @click.command("gate")
@@ -122,11 +84,15 @@ def gate_cmd(obj, ref, against, suite_path, model, device, junit_path, markdown_
         report = obj.get().gate(ref, suite_path, against=against, model=model, device=device, use_cache=not no_cache)
     except PromptregError as exc:
         if junit_path is not None:
-            _junit_error(junit_path, ref, str(exc))
+            from promptreg.reporting.junit import gate_error_junit_xml
+
+            junit_path.write_text(gate_error_junit_xml(ref, str(exc)), encoding="utf-8")
         raise
     for w in report.warnings:
         warn(w)
-    from promptreg.evaluation.report import gate_junit_xml, gate_markdown, write_github_step_summary
+    from promptreg.reporting.junit import gate_junit_xml
+    from promptreg.reporting.markdown import write_github_step_summary
+    from promptreg.reporting.summaries import gate_markdown
 
     markdown = gate_markdown(report)
     if junit_path is not None:

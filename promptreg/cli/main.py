@@ -13,7 +13,6 @@ import traceback
 
 import click
 
-from promptreg import __version__
 from promptreg.cli.admin_cmds import db_group, doctor_cmd, init_cmd
 from promptreg.cli.completion import completion_cmd
 from promptreg.cli.drift_cmds import drift_cmd, env_group
@@ -31,6 +30,7 @@ from promptreg.cli.ui_cmds import ui_cmd
 from promptreg.cli.webhook_cmds import webhook_group
 from promptreg.errors import PromptregError, one_line
 from promptreg.quiet import quiet_libraries
+from promptreg.version import __version__
 
 
 class LazyRegistry:

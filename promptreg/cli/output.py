@@ -69,12 +69,10 @@ def emit_json(data: Any) -> None:
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> None:
-    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for i, r in enumerate(cells):
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-        if i == 0:
-            click.echo("  ".join("-" * w for w in widths))
+    from promptreg.reporting.text import text_table
+
+    for line in text_table(headers, rows):
+        click.echo(line)
 
 
 def warn(message: str) -> None:

@@ -120,7 +120,7 @@ def remove_cmd(obj, schedule_id, as_json):
 @click.pass_obj
 def run_due_cmd(obj, lease_s, grace_s, as_json):
     """Run every due check once (safe to start on several machines at once): for cron & co."""
-    from promptreg.services.schedule import GracefulStop
+    from promptreg.scheduling import GracefulStop
 
     registry = obj.get()
     with GracefulStop(grace_s) as guard:   # the check: the registry's drift check (run by the server in remote mode)

@@ -93,8 +93,8 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
 @click.pass_obj
 def train_cmd(obj, **kw):
     """Train a soft prompt against a frozen base model (and register it with --push)."""
+    from promptreg.data.examples import DataSpec
     from promptreg.services.train import TrainJob
-    from promptreg.training.data import DataSpec
     from promptreg.training.trainer import TrainConfig
 
     if kw["resume"] and not kw["checkpoint_dir"]:

@@ -274,7 +274,7 @@ class RemoteRegistry:
 
     # ----- schedules ----------------------------------------------------------------------------
     def add_schedule(self, ref, cron, data_uri, *, suite_path=None, policy=None, now=None):
-        from promptreg.services.schedule import ScheduleInfo
+        from promptreg.scheduling import ScheduleInfo
 
         if now is not None:
             raise InputError("in remote mode the server's clock is used")
@@ -282,17 +282,17 @@ class RemoteRegistry:
             "ref": ref, "cron": cron, "data_uri": data_uri, "suite_path": suite_path, "policy": policy}))
 
     def list_schedules(self, name=None):
-        from promptreg.services.schedule import ScheduleInfo
+        from promptreg.scheduling import ScheduleInfo
 
         return self._get(list[ScheduleInfo], f"{API}/schedules", name=name)
 
     def get_schedule(self, schedule_id: int):
-        from promptreg.services.schedule import ScheduleInfo
+        from promptreg.scheduling import ScheduleInfo
 
         return self._get(ScheduleInfo, f"{API}/schedules/{int(schedule_id)}")
 
     def remove_schedule(self, schedule_id: int):
-        from promptreg.services.schedule import ScheduleInfo
+        from promptreg.scheduling import ScheduleInfo
 
         return decode(ScheduleInfo, self.api.request("DELETE", f"{API}/schedules/{int(schedule_id)}"))
 
@@ -302,7 +302,7 @@ class RemoteRegistry:
         return self._get(list[ScheduleRunInfo], f"{API}/schedules/runs", schedule_id=schedule_id, limit=limit)
 
     def run_due(self, *, check=None, owner=None, lease_s=None, guard=None, on_result=None, now=None):
-        from promptreg.services.schedule import RunResult
+        from promptreg.scheduling import RunResult
 
         if check is not None or owner is not None or now is not None:
             raise InputError("in remote mode the server runs its own drift checks (no custom check, owner or clock)")

@@ -54,8 +54,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from promptreg.data.examples import DataSpec, Example
 from promptreg.errors import InputError
-from promptreg.training.data import DataSpec, Example
 
 _CONTEXT: Any = None
 _LOCK = threading.Lock()

@@ -71,10 +71,12 @@ def _bound_rules(value: float, th: dict[str, float | None]) -> list[RuleResult]:
     rules = []
     if th["min"] is not None:
         ok = value >= th["min"]
-        rules.append(RuleResult("min", ok, f"candidate {_num(value)} {'>=' if ok else '<'} min {_num(th['min'])}"))
+        rules.append(RuleResult("min", ok, f"candidate {_num(value)} {'>=' if ok else '<'} min {_num(th['min'])}",
+                                bound=float(th["min"])))
     if th["max"] is not None:
         ok = value <= th["max"]
-        rules.append(RuleResult("max", ok, f"candidate {_num(value)} {'<=' if ok else '>'} max {_num(th['max'])}"))
+        rules.append(RuleResult("max", ok, f"candidate {_num(value)} {'<=' if ok else '>'} max {_num(th['max'])}",
+                                bound=float(th["max"])))
     return rules
 
 
@@ -180,9 +182,11 @@ def _non_inferiority(decision: MetricDecision, candidate: EvalResult, baseline: 
                      confidence: float, n_resamples: int, seed: int, pct: str) -> RuleResult:
     ds_name, metric, margin = decision.dataset, decision.metric, decision.margin
     assert margin is not None
+    bound = -margin + 0.0 if decision.higher_is_better else margin
     if baseline is None:
         return RuleResult("non_inferiority", True,
-                          f"no baseline ({against} is not set): non-inferiority not tested", skipped=True)
+                          f"no baseline ({against} is not set): non-inferiority not tested", skipped=True,
+                          bound=bound)
     if ds_name not in paired_cache:
         try:
             baseline.dataset(ds_name)
@@ -210,4 +214,4 @@ def _non_inferiority(decision: MetricDecision, candidate: EvalResult, baseline: 
     else:
         ok = ci.high < margin
         tail = f"upper bound {ci.high:.3f} {'<' if ok else '>='} margin {margin:.3f}"
-    return RuleResult("non_inferiority", ok, f"{head}; {tail}")
+    return RuleResult("non_inferiority", ok, f"{head}; {tail}", bound=bound)

@@ -111,6 +111,7 @@ class RuleResult:
     passed: bool
     explanation: str               # one line with the numbers, e.g. "CI low -0.031 <= -margin -0.020"
     skipped: bool = False          # e.g. non_inferiority with no baseline
+    bound: float | None = None     # min/max: the floor/ceiling; non_inferiority: -margin (or +margin)
 
 
 @dataclass

@@ -90,17 +90,25 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name} is not allowed")
 
 
-def _read_text(path: Path) -> str:
+def read_utf8(path: Path, *, missing: str, folder: str, undecodable: str, unreadable: str) -> str:
+    """The UTF-8 text of ``path`` (a byte-order mark dropped); each failure is an InputError with the
+    given message (format fields: ``path``, ``byte`` for undecodable, ``reason`` for unreadable)."""
     try:
         return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise InputError(f"dataset file not found: {path}") from None
+        raise InputError(missing.format(path=path)) from None
     except IsADirectoryError:
-        raise InputError(f"dataset path is a folder, not a file: {path}") from None
+        raise InputError(folder.format(path=path)) from None
     except UnicodeDecodeError as e:
-        raise InputError(f"dataset file {path} is not valid UTF-8 (byte {e.start})") from None
+        raise InputError(undecodable.format(path=path, byte=e.start)) from None
     except OSError as e:
-        raise InputError(f"cannot read dataset file {path}: {e.strerror}") from None
+        raise InputError(unreadable.format(path=path, reason=e.strerror)) from None
+
+
+def _read_text(path: Path) -> str:
+    return read_utf8(path, missing="dataset file not found: {path}", folder="dataset path is a folder, not a file: {path}",
+                     undecodable="dataset file {path} is not valid UTF-8 (byte {byte})",
+                     unreadable="cannot read dataset file {path}: {reason}")
 
 
 def _read_jsonl(path: Path, text: str) -> list[dict]:

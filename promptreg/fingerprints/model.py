@@ -1,5 +1,8 @@
 """Fingerprint of a base model folder (Hugging Face layout), without importing torch.
 
+(One cohesive thing, a little over the house's ~450 lines: the canonical form below and the reader
+of every weight layout it covers belong together.)
+
 A soft prompt is only meaningful for the exact base model it was trained against, so every prompt
 version records the fingerprint of its base model folder. The fingerprint is independent of how the
 weights are laid out on disk (one ``model.safetensors`` or several shards + index) and of volatile

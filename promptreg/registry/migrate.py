@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-import promptreg
 from promptreg.errors import PromptregError, StoreUnavailableError
 from promptreg.registry.db import make_engine, mask_url, schema_lock, sqlite_file, translate_db_error
 from promptreg.registry.revision import HEAD_REVISION  # the newest migration this promptreg knows
@@ -27,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from alembic.config import Config
 
 
-MIGRATIONS_DIR = Path(promptreg.__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 VERSION_TABLE = "alembic_version"
 

@@ -13,6 +13,10 @@ promptreg's own database is the source of truth; this module only copies what it
 
 Every call is idempotent: mirroring the same record twice reuses the run and the model version.
 
+This module is longer than the house's ~450 lines on purpose: it is one thing, the single adapter
+between promptreg and MlflowClient (one class, every MLflow call behind one error translation and
+the same retry/timeout settings), and splitting the class would scatter MLflow's quirks it documents.
+
 MLflow facts this relies on (checked against mlflow 3.17 source):
 
 * ``MlflowClient(tracking_uri=..., registry_uri=...)`` is used explicitly (built by
@@ -592,7 +596,7 @@ class MlflowMirror:
             self._client.log_artifact(run_id, str(folder / rel), artifact_path=dest)
 
     def _log_mlmodel(self, run_id: str, sha256: str, folder: Path) -> None:
-        from promptreg.runtime.pyfunc import manifest_from_folder
+        from promptreg.artifact.mlmodel import manifest_from_folder
 
         manifest = manifest_from_folder(folder)
         if manifest is not None:  # a promptreg artifact (the registry validated it): make it an MLflow model
@@ -604,7 +608,7 @@ class MlflowMirror:
         the artifact in our store, and the files hashed into its sha256, are untouched."""
         import tempfile
 
-        from promptreg.runtime.pyfunc import MLMODEL_FILE, write_mlmodel
+        from promptreg.artifact.mlmodel import MLMODEL_FILE, write_mlmodel
 
         if any(fi.path == f"{ARTIFACT_PATH}/{MLMODEL_FILE}" for fi in self._client.list_artifacts(run_id, ARTIFACT_PATH)):
             return False

@@ -262,7 +262,7 @@ class Schedule(SQLModel, table=True):
 
     ``next_run_at`` is the next due fire time of ``cron`` (UTC). ``lease_owner``/``lease_until`` is
     the claim of the process that is running (or last ran) a check of this schedule; a claim is a
-    compare-and-swap on the lease (promptreg.services.schedule)."""
+    compare-and-swap on the lease (promptreg.scheduling.schedules)."""
 
     __tablename__ = "schedule"
     __table_args__ = (sa.UniqueConstraint("prompt_id", "alias", "data_uri"),)

@@ -1,1 +1,1 @@
-"""Runtime: a frozen causal LM + a soft prompt (``promptreg.runtime.soft_model.SoftPromptModel``)."""
+"""Runtime: a frozen causal LM + a soft prompt (``promptreg.softprompt.soft_model.SoftPromptModel``)."""

@@ -22,7 +22,7 @@ from promptreg.errors import InputError, IntegrityError
 def resolve_model_path(model: str | Path) -> Path:
     """A base-model folder from a path or the name ``smollm2`` (converted once, then cached)."""
     if str(model) in ("smollm2", "smollm2-135m-instruct"):
-        from promptreg.training.model_fetch import fetch_smollm2
+        from promptreg.data.model_fetch import fetch_smollm2
 
         return fetch_smollm2()
     path = Path(model)
@@ -44,7 +44,7 @@ def pick_device(device: str = "auto") -> str:
 
 
 @dataclass
-class BaseModel:
+class LoadedBaseModel:
     """A frozen causal LM, its tokenizer and its fingerprint (``info``: fingerprints.model.ModelInfo)."""
 
     folder: Path
@@ -58,7 +58,7 @@ class BaseModel:
         return self.info.fingerprint
 
 
-def load_base_model(model: str | Path, *, device: str = "auto") -> BaseModel:
+def load_base_model(model: str | Path, *, device: str = "auto") -> LoadedBaseModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -76,7 +76,7 @@ def load_base_model(model: str | Path, *, device: str = "auto") -> BaseModel:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot load base model {folder}: {first}") from None
     base.requires_grad_(False)
-    return BaseModel(folder, info, base, tokenizer, device)
+    return LoadedBaseModel(folder, info, base, tokenizer, device)
 
 
 @dataclass
@@ -86,16 +86,16 @@ class LoadedPrompt:
     label: str                        # "name:version" (for messages)
     sha256: str
     manifest: dict
-    base: BaseModel
-    soft_model: Any                   # runtime.soft_model.SoftPromptModel
-    encoder: Any                      # training.collate.Encoder
+    base: LoadedBaseModel
+    soft_model: Any                   # softprompt.soft_model.SoftPromptModel
+    encoder: Any                      # softprompt.collate.Encoder
     task: str
     labels: list[str] = field(default_factory=list)
     label_ids: list[int] = field(default_factory=list)
 
     def classify(self, texts: list[str], *, batch_size: int = 32):
         """Probabilities [n, K] (numpy float32) over ``self.labels``, in input order."""
-        from promptreg.training.scoring import classify
+        from promptreg.softprompt.scoring import classify
 
         if self.task != "classification":
             raise InputError(f"{self.label} is a {self.task} prompt: it has no labels to classify with")
@@ -108,7 +108,7 @@ class LoadedPrompt:
         """Greedy continuations (decoded, special tokens skipped), in input order."""
         import torch
 
-        from promptreg.training.collate import Encoded, collate, length_batches
+        from promptreg.softprompt.collate import Encoded, collate, length_batches
 
         tok = self.base.tokenizer
         rows = [Encoded(*self.encoder.prompt(t)) for t in texts]
@@ -124,7 +124,7 @@ class LoadedPrompt:
         return out
 
 
-def check_compatible(manifest: dict, base: BaseModel, label: str) -> None:
+def check_compatible(manifest: dict, base: LoadedBaseModel, label: str) -> None:
     """Refuse a version trained on another base model (fingerprint over weights, config, tokenizer)."""
     want = (manifest.get("base_model") or {}).get("fingerprint")
     if want != base.fingerprint:
@@ -135,12 +135,12 @@ def check_compatible(manifest: dict, base: BaseModel, label: str) -> None:
 
 def soft_prompt_from_folder(folder: Path, manifest: dict, dims, *, label: str):
     """The version's method rebuilt for inference from ``folder``'s ``soft_prompt.safetensors`` (safetensors
-    only) for a base model of ``dims`` (training.methods.ModelDims)."""
+    only) for a base model of ``dims`` (softprompt.methods.ModelDims)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from promptreg.artifact.manifest import TENSORS_FILE
-    from promptreg.training.methods import method_from_tensors
+    from promptreg.softprompt.methods import method_from_tensors
 
     try:
         tensors = load_file(str(Path(folder) / TENSORS_FILE))
@@ -153,7 +153,7 @@ def soft_prompt_from_folder(folder: Path, manifest: dict, dims, *, label: str):
 def task_parts(manifest: dict, tokenizer, slots: int, *, label: str, max_text_tokens: int = 256):
     """The version's prompt encoder (its template, ``slots`` virtual slots), task type, verbalizer labels
     and their first token ids (empty for generation)."""
-    from promptreg.training.collate import Encoder, label_token_ids
+    from promptreg.softprompt.collate import Encoder, label_token_ids
 
     task = manifest.get("task") or {}
     task_type = task.get("type") or "classification"
@@ -170,14 +170,14 @@ def task_parts(manifest: dict, tokenizer, slots: int, *, label: str, max_text_to
     return encoder, task_type, labels, ids
 
 
-def load_soft_prompt(folder: Path, manifest: dict, base: BaseModel, *, label: str, sha256: str,
+def load_soft_prompt(folder: Path, manifest: dict, base: LoadedBaseModel, *, label: str, sha256: str,
                      max_text_tokens: int = 256, check_base: bool = True) -> LoadedPrompt:
     """Build ``folder``'s soft prompt on ``base`` (``folder`` must already be sha256-verified).
 
     ``check_base=False`` is only for drift re-evaluation, which deliberately tries a version on a NEW
     base model (same dimensions required) to decide whether it may stay."""
-    from promptreg.runtime.soft_model import SoftPromptModel
-    from promptreg.training.methods import ModelDims
+    from promptreg.softprompt.methods import ModelDims
+    from promptreg.softprompt.soft_model import SoftPromptModel
 
     if check_base:
         check_compatible(manifest, base, label)

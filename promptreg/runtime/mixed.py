@@ -3,7 +3,7 @@
 PEFT runs one prompt adapter per batch (huggingface/peft#759). ``MixedRunner`` runs a batch whose rows
 may each carry a different soft prompt -- different methods, different numbers of virtual tokens, or
 none at all (zero-shot, the plain base model) -- and gives every row exactly what
-:class:`promptreg.runtime.soft_model.SoftPromptModel` gives that row run ALONE (batch of 1), up to
+:class:`promptreg.softprompt.soft_model.SoftPromptModel` gives that row run ALONE (batch of 1), up to
 float rounding.
 
 API::
@@ -67,16 +67,14 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.runtime.soft_model import (
+from promptreg.softprompt.methods.base import ModelDims, SoftPrompt
+from promptreg.softprompt.soft_model import (
     GreedyRecorder,
+    OnFrozenBase,
     attention_masks,
     cached_greedy,
-    decoder_of,
     positions_from_mask,
-    softcap,
-    text_config_of,
 )
-from promptreg.training.methods.base import ModelDims, SoftPrompt
 from promptreg.transformers_compat import cache_kwarg, output_cache
 
 
@@ -122,7 +120,7 @@ def _check_label_ids(label_token_ids, rows: int, vocab: int) -> list[list[int]]:
     return out
 
 
-class MixedRunner:
+class MixedRunner(OnFrozenBase):
     """Runs batches of rows with per-row soft prompts on one frozen ``*ForCausalLM`` (Llama family)."""
 
     def __init__(self, base_model: nn.Module, tokenizer=None) -> None:
@@ -141,19 +139,8 @@ class MixedRunner:
     # ---- plumbing --------------------------------------------------------------------------------
 
     @property
-    def decoder(self) -> nn.Module:
-        return decoder_of(self.base_model)
-
-    @property
-    def _text_config(self):
-        return text_config_of(self.base_model)
-
-    @property
     def _device(self) -> torch.device:
         return next(self.base_model.parameters()).device
-
-    def _softcap(self, logits: Tensor) -> Tensor:
-        return softcap(self._text_config, logits)
 
     def _check_rows(self, rows: Sequence[MixedRow]) -> None:
         d = self.dims

@@ -37,7 +37,7 @@ OWN_RUNTIME = "promptreg serve --engine promptreg"
 
 def method_kind(method: str) -> str:
     """``"input"``, ``"prefix"`` or ``"layer"`` for a registered method name (InputError if unknown)."""
-    from promptreg.training.methods import METHODS
+    from promptreg.softprompt.methods import METHODS
 
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
@@ -152,7 +152,7 @@ def load_embedding_base(model: str | Path) -> EmbeddingBase:
 
     from promptreg.fingerprints.model import model_fingerprint
     from promptreg.runtime.loader import resolve_model_path
-    from promptreg.training.methods import ModelDims
+    from promptreg.softprompt.methods import ModelDims
 
     folder = resolve_model_path(model)
     info = model_fingerprint(folder)

@@ -62,8 +62,8 @@ class _Entry:
     name: str
     version: int
     sha256: str
-    soft_prompt: Any          # training.methods.SoftPrompt on the base model's device
-    encoder: Any              # training.collate.Encoder
+    soft_prompt: Any          # softprompt.methods.SoftPrompt on the base model's device
+    encoder: Any              # softprompt.collate.Encoder
     task: str
     labels: list[str]
     label_ids: list[int]

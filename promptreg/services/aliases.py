@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from promptreg.errors import ConflictError, PromptregError
 from promptreg.refs import check_alias, check_text
 from promptreg.registry import queries as q
-from promptreg.services.mirroring import ALIASES_TAG, mirror_state_tags
+from promptreg.reporting.mlflow import ALIASES_TAG
+from promptreg.services.mirroring import mirror_state_tags
 from promptreg.services.views import AliasInfo
 
 if TYPE_CHECKING:

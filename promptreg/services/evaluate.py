@@ -299,7 +299,8 @@ class Evaluator:
             self.warnings.append(f"MLflow: could not {what}: {exc}")
 
     def _log_eval(self, info, result: EvalResult, baseline: EvalResult | None, prefix: str | None = None) -> None:
-        from promptreg.evaluation.report import comparison_figure, eval_table
+        from promptreg.reporting.figures import comparison_figure
+        from promptreg.reporting.mlflow import eval_table
 
         run_id = info.mlflow_run_id
         if not run_id:
@@ -322,7 +323,9 @@ class Evaluator:
         """The evaluation as a run of its own in ``promptreg/<name>/eval`` (the same metrics, table, summary
         and plot as on the version's run), tagged with the version and linked to the version's source run;
         it becomes the eval_run row's MLflow run (the version's description links it)."""
-        from promptreg.evaluation.report import comparison_figure, eval_markdown, eval_table
+        from promptreg.reporting.figures import comparison_figure
+        from promptreg.reporting.mlflow import eval_table
+        from promptreg.reporting.summaries import eval_markdown
 
         mirror = self.registry.mirror
         source = info.mlflow_run_id
@@ -367,7 +370,9 @@ class Evaluator:
         self.warnings += refresh_descriptions(self.registry, info.name, {info.version}, model=False)
 
     def _log_gate(self, cand, cand_eval: EvalResult, base_eval: EvalResult | None, report: GateReport) -> None:
-        from promptreg.evaluation.report import comparison_figure, gate_markdown
+        from promptreg.reporting.figures import comparison_figure
+        from promptreg.reporting.mlflow import version_tags
+        from promptreg.reporting.summaries import gate_markdown
 
         run_id = cand.mlflow_run_id
         if not run_id:
@@ -386,10 +391,8 @@ class Evaluator:
         figure = comparison_figure(cand_eval, base_eval, report.metrics)
         self._mlflow("log the comparison plot", mirror.log_figure, run_id, figure, f"{key}/comparison.png")
         if cand.mlflow_model_version:
-            tags = {f"promptreg.gate.{report.against}": "passed" if report.passed else "failed",
-                    f"promptreg.gate.{report.against}.baseline": str(report.baseline or "none"),
-                    f"promptreg.gate.{report.against}.id": str(report.gate_id)}
-            self._mlflow("tag the model version", mirror.set_version_tags, cand.name, cand.mlflow_model_version, tags)
+            self._mlflow("tag the model version", mirror.set_version_tags, cand.name, cand.mlflow_model_version,
+                         version_tags(gate=report))
 
 
 class _FingerprintOnly:
@@ -398,9 +401,4 @@ class _FingerprintOnly:
     def __init__(self, folder: Path, fingerprint: str):
         self.folder, self.fingerprint = folder, fingerprint
 
-
-def load_suite_file(path: str | Path):
-    from promptreg.evaluation.suite import load_suite
-
-    return load_suite(Path(path))
 

@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING
 
 from promptreg.errors import MirrorError, PromptregError
 from promptreg.registry import queries as q
+from promptreg.reporting.mlflow import version_tags
 from promptreg.services.views import SyncReport
 
 if TYPE_CHECKING:
     from promptreg.services.registry import Registry
-
-ALIASES_TAG = "promptreg.aliases"
-STATUS_TAG = "promptreg.status"
 
 
 def mirror_version(registry: Registry, version_id: int, folder: Path, run_id: str | None = None) -> list[str]:
@@ -75,7 +73,7 @@ def state_tags(registry: Registry, name: str,
         prompt = q.get_prompt(s, name)
         rows = q.state_rows(s, prompt, numbers)
         held = q.alias_holders(s, prompt)
-    return {str(mv): (number, {ALIASES_TAG: ",".join(sorted(held.get(vid, []))) or "none", STATUS_TAG: status})
+    return {str(mv): (number, version_tags(aliases=held.get(vid, []), status=status))
             for vid, number, status, mv in rows}
 
 

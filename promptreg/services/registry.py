@@ -38,16 +38,23 @@ if TYPE_CHECKING:
 
     from sqlmodel import Session
 
+    from promptreg.evaluation.drift import DriftOutcome
     from promptreg.evaluation.results import EvalResult, GateReport
     from promptreg.evaluation.suite import Suite
     from promptreg.registry.mlflow_db import RepairReport
-    from promptreg.services.drift import DriftOutcome
+    from promptreg.scheduling import (
+        Claim,
+        GracefulStop,
+        RunResult,
+        ScheduleInfo,
+        Scheduler,
+        ScheduleRunInfo,
+    )
     from promptreg.services.evaluate import Evaluator
     from promptreg.services.gc import GcReport
     from promptreg.services.lifecycle import MoveResult
-    from promptreg.services.schedule import Claim, GracefulStop, RunResult, ScheduleInfo, Scheduler
     from promptreg.services.train import TrainJob, TrainReport
-    from promptreg.services.views import EnvironmentInfo, ScheduleRunInfo
+    from promptreg.services.views import EnvironmentInfo
 
     SuiteArg = Suite | str | Path
 
@@ -358,13 +365,13 @@ class Registry:
     def set_environment_model(self, env: str, model: str) -> EnvironmentInfo:
         """Record that deployment environment ``env`` runs base model ``model`` (a folder or
         ``smollm2``): drift checks with ``env=`` compare its fingerprint with each version's."""
-        from promptreg.services.drift import set_environment_model
+        from promptreg.services.environments import set_environment_model
 
         return set_environment_model(self, env, model)
 
     def list_environments(self) -> list[EnvironmentInfo]:
         """Every environment and the base model recorded for it."""
-        from promptreg.services.drift import list_environments
+        from promptreg.services.environments import list_environments
 
         return list_environments(self)
 
@@ -373,31 +380,31 @@ class Registry:
                      policy: dict[str, Any] | None = None, now: dt.datetime | None = None) -> ScheduleInfo:
         """Check ``NAME@ALIAS`` for drift on ``data_uri`` at every fire time of the five-field ``cron``
         (UTC); ``policy`` overrides the drift policy (JSON object). ``now``: the clock (tests)."""
-        from promptreg.services.schedule import add_schedule
+        from promptreg.scheduling import add_schedule
 
         return add_schedule(self, ref, cron, data_uri, suite_path=suite_path, policy=policy, now=now)
 
     def list_schedules(self, name: str | None = None) -> list[ScheduleInfo]:
         """Every schedule (of prompt ``name`` only, if given), oldest first."""
-        from promptreg.services.schedule import list_schedules
+        from promptreg.scheduling import list_schedules
 
         return list_schedules(self, name)
 
     def get_schedule(self, schedule_id: int) -> ScheduleInfo:
         """One schedule by id (:class:`~promptreg.errors.ScheduleNotFoundError` if there is none)."""
-        from promptreg.services.schedule import get_schedule
+        from promptreg.scheduling import get_schedule
 
         return get_schedule(self, schedule_id)
 
     def remove_schedule(self, schedule_id: int) -> ScheduleInfo:
         """Delete a schedule and its run history (drift reports stay); returns what was removed."""
-        from promptreg.services.schedule import remove_schedule
+        from promptreg.scheduling import remove_schedule
 
         return remove_schedule(self, schedule_id)
 
     def schedule_runs(self, schedule_id: int | None = None, limit: int = 100) -> list[ScheduleRunInfo]:
         """The newest schedule runs (of one schedule, if given), newest slot first."""
-        from promptreg.services.schedule import list_runs
+        from promptreg.scheduling import list_runs
 
         return list_runs(self, schedule_id, limit)
 
@@ -407,8 +414,8 @@ class Registry:
                 now: dt.datetime | None = None) -> list[RunResult]:
         """Run every due check once (safe on several machines at once: each slot runs exactly once).
         ``check(claim)`` defaults to the drift check of the claimed schedule; ``guard``: stop handling
-        (:class:`~promptreg.services.schedule.GracefulStop`); ``on_result``: called after each run."""
-        from promptreg.services.schedule import DEFAULT_LEASE_S, drift_check, run_due
+        (:class:`~promptreg.scheduling.schedules.GracefulStop`); ``on_result``: called after each run."""
+        from promptreg.scheduling import DEFAULT_LEASE_S, run_due
 
         return run_due(self, check or drift_check(self), owner=owner, now=now,
                        lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s, guard=guard, on_result=on_result)
@@ -419,7 +426,7 @@ class Registry:
                   on_error: Callable[[PromptregError], None] | None = None) -> Scheduler:
         """A long-lived :meth:`run_due` loop (``.run_forever()`` until SIGTERM/SIGINT) polling every
         ``poll_s`` seconds."""
-        from promptreg.services.schedule import DEFAULT_GRACE_S, DEFAULT_LEASE_S, Scheduler, drift_check
+        from promptreg.scheduling import DEFAULT_GRACE_S, DEFAULT_LEASE_S, Scheduler
 
         return Scheduler(self, check or drift_check(self), poll_s=poll_s, owner=owner,
                          lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s,
@@ -431,7 +438,7 @@ class Registry:
         """A ready-made ``crontab`` line, Kubernetes CronJob (``k8s``) or GitHub Actions workflow
         (``github``) that calls ``promptreg schedule run-due`` every ``every`` (cron, UTC); secrets are
         referenced, never written out."""
-        from promptreg.services.schedule import export_snippet
+        from promptreg.scheduling import export_snippet
 
         return export_snippet(fmt, self.settings, every=every, workdir=workdir, image=image)
 
@@ -443,6 +450,18 @@ class Registry:
 
         return collect_garbage(self, min_age_s=DEFAULT_MIN_AGE_S if min_age_s is None else min_age_s,
                                delete=delete)
+
+
+def drift_check(registry: Registry) -> Callable[[Claim], Any]:
+    """The check ``run_due`` runs by default: the drift check of the claimed schedule (from the drift
+    service, imported here: it loads models lazily). The claim's run id goes into
+    ``drift_report.schedule_run_id`` (same transaction as the report), so a process that dies after
+    writing the report is never re-run for that slot."""
+    try:
+        from promptreg.services.drift import scheduled_check
+    except ImportError as exc:
+        raise PromptregError("drift checks are not available in this build") from exc
+    return lambda claim: scheduled_check(registry, claim, schedule_run_id=claim.run_id)
 
 
 def _suite(suite: SuiteArg) -> Suite:

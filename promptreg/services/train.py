@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promptreg.data.examples import DataSpec, Example
 from promptreg.errors import InputError, PromptregError
-from promptreg.training.data import DataSpec, Example
 
 if TYPE_CHECKING:
     from promptreg.services.registry import Registry
@@ -79,7 +79,7 @@ class TrainReport:
 def _load_splits(job: TrainJob) -> tuple[DataSpec, dict[str, list[Example]]]:
     import random
 
-    from promptreg.training.data import load_examples, resolve_labels, seeded_split
+    from promptreg.data.examples import load_examples, resolve_labels, seeded_split
 
     train = load_examples(job.train_path, job.spec)
     if job.eval_path is not None:
@@ -109,29 +109,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _loss_figure(history: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(history["step"], history["loss"], lw=1, label="train loss")
-    if history["eval_step"]:
-        ax2 = ax.twinx()
-        key = "accuracy" if "accuracy" in history["eval"][0] else "loss"
-        ax2.plot(history["eval_step"], [m[key] for m in history["eval"]], "o-", color="C1", label=f"eval {key}")
-        ax2.set_ylabel(f"eval {key}")
-        ax2.legend(loc="upper right")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.legend(loc="upper left")
-    ax.set_title("promptreg training")
-    fig.tight_layout()
-    plt.close(fig)  # detach from pyplot's registry; the Figure object stays usable for saving
-    return fig
-
-
 def run_training(registry: Registry | None, job: TrainJob) -> TrainReport | None:
     """Run the job end to end; raises PromptregError (one line) on bad input. Under a multi-process
     launcher every rank calls this; rank 0 returns the report, the other ranks None (and never touch
@@ -146,12 +123,12 @@ def run_training(registry: Registry | None, job: TrainJob) -> TrainReport | None
 
 
 def _run_training(registry: Registry | None, job: TrainJob, ctx) -> TrainReport | None:
+    from promptreg.data.examples import rows_for_fingerprint
     from promptreg.evaluation.data_validation import validate_splits
     from promptreg.fingerprints.dataset import dataset_fingerprint
     from promptreg.fingerprints.model import model_fingerprint
     from promptreg.refs import check_name
     from promptreg.runtime.loader import resolve_model_path
-    from promptreg.training.data import rows_for_fingerprint
 
     if job.push:
         check_name(job.push)
@@ -208,9 +185,11 @@ def _run_training(registry: Registry | None, job: TrainJob, ctx) -> TrainReport 
                                    lambda rows: safe(mirror.log_metrics, run_id, rows), warnings,
                                    registry.settings.user, ctx)
         safe(mirror.log_metrics, run_id, [(k, v, report.steps) for k, v in report.metrics.items()])
-        figure = _loss_figure(report.history)
+        from promptreg.reporting.figures import loss_figure
+
+        figure = loss_figure(report.history)
         safe(mirror.log_figure, run_id, figure, "plots/loss_curve.png")
-        figure.clear()  # free it; pyplot keeps no reference (closed in _loss_figure)
+        figure.clear()  # free it (an Agg figure: pyplot holds no reference)
         if job.push:
             report.pushed = registry.push(report.artifact, job.push, description=job.description, run_id=run_id)
             warnings.extend(report.pushed.warnings)
@@ -225,9 +204,9 @@ def _run_training(registry: Registry | None, job: TrainJob, ctx) -> TrainReport 
 def _check_memory(job: TrainJob, model_dir, splits) -> None:
     from transformers import AutoConfig, AutoTokenizer
 
-    from promptreg.training.collate import Encoder
+    from promptreg.softprompt.collate import Encoder
+    from promptreg.softprompt.methods import METHODS
     from promptreg.training.memory import check_budget
-    from promptreg.training.methods import METHODS
 
     cfg = job.config
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -248,9 +227,9 @@ def _generation_test(job, base, tokenizer, soft_prompt, test: list[Example]) -> 
     ROUGE-L, length ratio: evaluation.metrics, the suite's definitions) for the tuned prompt and, with
     ``zero_shot``, for the base model alone on the same template: ``test_*`` and ``zero_shot_test_*``."""
     from promptreg.evaluation.metrics import generation_metrics, generation_outcomes
-    from promptreg.runtime.soft_model import SoftPromptModel
-    from promptreg.training.collate import Encoded, Encoder
-    from promptreg.training.scoring import greedy_generate
+    from promptreg.softprompt.collate import Encoded, Encoder
+    from promptreg.softprompt.scoring import greedy_generate
+    from promptreg.softprompt.soft_model import SoftPromptModel
 
     refs = [e.target for e in test]
     # room for the longest reference (+ a few tokens), as a reader of the outputs would expect
@@ -276,10 +255,10 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from promptreg.artifact.builder import write_artifact
+    from promptreg.softprompt.collate import Encoder, label_token_ids
+    from promptreg.softprompt.precision import Precision
+    from promptreg.softprompt.scoring import accuracy_metrics, classify
     from promptreg.training import distributed as dist
-    from promptreg.training.collate import Encoder, label_token_ids
-    from promptreg.training.precision import Precision
-    from promptreg.training.scoring import accuracy_metrics, classify
     from promptreg.training.trainer import Trainer
 
     device = job.device
@@ -296,7 +275,7 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
     if result.interrupted:
         warnings.append(f"training stopped at step {result.steps} as requested (stop_after_steps); resume with --resume")
     if "test" in splits and spec.task == "classification":
-        from promptreg.runtime.soft_model import SoftPromptModel
+        from promptreg.softprompt.soft_model import SoftPromptModel
 
         label_ids = label_token_ids(tokenizer, [spec.answer(lab) for lab in spec.labels])
         index = {lab: i for i, lab in enumerate(spec.labels)}

@@ -155,22 +155,3 @@ class EnvironmentInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class ScheduleRunInfo:
-    """One slot of a schedule and what became of it (see promptreg.services.schedule)."""
-
-    id: int
-    schedule_id: int
-    slot_at: str | None
-    status: str  # running | ok | failed | abandoned
-    owner: str | None
-    attempts: int
-    started_at: str | None
-    finished_at: str | None
-    error: str | None
-    drift_report_id: int | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

@@ -5,7 +5,7 @@ and checkpoints that keep encoders/generators so ``resume`` continues exactly.
 Classification scores only the answer position and only the label tokens' rows of the LM head
 (no full-vocabulary logits); generation computes full logits only at target positions.
 
-Precision (training/precision.py): the base runs in ``cfg.precision`` under autocast, the prompt and
+Precision (softprompt/precision.py): the base runs in ``cfg.precision`` under autocast, the prompt and
 AdamW state stay float32, fp16 scales the loss. Several processes (training/distributed.py): every
 rank walks the same global batches and takes its strided share; losses are sums over local rows
 divided by the global count, prompt gradients are summed across ranks, so N processes compute the
@@ -23,13 +23,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promptreg.data.examples import DataSpec, Example
 from promptreg.errors import InputError
+from promptreg.softprompt.collate import Encoded, Encoder, collate, label_token_ids, length_batches
+from promptreg.softprompt.precision import check_finite_grads
+from promptreg.softprompt.scoring import accuracy_metrics, classify, device_of, generation_loss, label_logits
 from promptreg.training import checkpoint as ckpt
 from promptreg.training import distributed as dist
-from promptreg.training.collate import Encoded, Encoder, collate, label_token_ids, length_batches
-from promptreg.training.data import DataSpec, Example
-from promptreg.training.precision import check_finite_grads
-from promptreg.training.scoring import accuracy_metrics, classify, device_of, generation_loss, label_logits
+from promptreg.training.checkpoint import LoopState
 
 
 @dataclass
@@ -56,7 +57,7 @@ class TrainConfig:
     stop_after_steps: int | None = None  # stop early at this step, as if interrupted (checkpoint kept)
 
     def validate(self) -> None:
-        from promptreg.training.methods import METHODS
+        from promptreg.softprompt.methods import METHODS
 
         if self.method not in METHODS:
             raise InputError(f"unknown method {self.method!r} (known: {', '.join(sorted(METHODS))})")
@@ -69,7 +70,7 @@ class TrainConfig:
             raise InputError("schedule must be linear, cosine or constant")
         if not 0 <= self.warmup_ratio < 1:
             raise InputError("warmup_ratio must be in [0, 1)")
-        from promptreg.training.precision import Precision
+        from promptreg.softprompt.precision import Precision
 
         Precision(self.precision)
 
@@ -113,7 +114,7 @@ class Trainer:
                  progress: bool = True, notes: bool = False, dist_ctx: dist.DistContext | None = None):
         """``progress``: the live bar on stderr (a terminal only); ``notes``: the per-evaluation lines on
         stderr, shown with or without the bar (the bar prints them above itself); both on rank 0 only."""
-        from promptreg.training.precision import Precision
+        from promptreg.softprompt.precision import Precision
 
         config.validate()
         self.precision = Precision(config.precision)
@@ -135,8 +136,8 @@ class Trainer:
     def _build(self, resume_tensors: dict | None, method_config: dict | None):
         import torch
 
-        from promptreg.runtime.soft_model import SoftPromptModel
-        from promptreg.training.methods import ModelDims, build_method, method_from_tensors
+        from promptreg.softprompt.methods import ModelDims, build_method, method_from_tensors
+        from promptreg.softprompt.soft_model import SoftPromptModel
 
         dims = ModelDims.from_config(self.base.config)
         if resume_tensors is not None:
@@ -211,21 +212,56 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         before = params_digest(self.base)
-        state: dict[str, Any] = {}
-        resume_tensors = best_tensors = opt_tensors = None
-        if resume:
-            if self.checkpoint_dir is None:
-                raise InputError("--resume needs a checkpoint directory")
-            resume_tensors, best_tensors, opt_tensors, state = ckpt.load(self.checkpoint_dir)
-            saved = state.get("config", {})
-            for key in ("method", "method_options", "template", "batch_size", "grad_accum", "seed", "lr", "schedule"):
-                if saved.get(key) != asdict(cfg)[key]:
-                    raise InputError(f"cannot resume: {key} differs from the checkpoint ({saved.get(key)!r})")
-        soft, model = self._build(resume_tensors, state.get("method_config"))
-        slots = soft.input_slots
-        encoder = Encoder(self.tokenizer, cfg.template, slots=slots, max_text_tokens=cfg.max_text_tokens)
+        st, resume_tensors, opt_tensors, saved = self._resume(resume)
+        soft, model = self._build(resume_tensors, saved.get("method_config"))
+        r = self._setup(soft, model, opt_tensors, saved)
+        bar = _Progress(r.plan.total_steps, enabled=self.progress, notes=self.notes)
+        bar.advance(st.step)
+        soft.train()
+        stopped_early = interrupted = False
+        done = st.step >= r.plan.total_steps
+        while not done and st.epoch < r.plan.max_epochs:
+            order = length_batches(r.lengths, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + st.epoch)
+            while st.batch_pos < r.plan.usable and not done:
+                self._step(r, st, order, bar)
+                done = st.step >= r.plan.total_steps
+                epoch_done = st.batch_pos >= r.plan.usable
+                if r.eval_rows and (st.step % r.plan.eval_every == 0 or done or epoch_done):
+                    if self._evaluate_step(r, st, bar):
+                        stopped_early = done = True
+                    self._save(r, st)
+                if not done and cfg.stop_after_steps is not None and st.step >= cfg.stop_after_steps:
+                    self._save(r, st)
+                    interrupted = done = True
+            if st.batch_pos >= r.plan.usable:
+                st.epoch, st.batch_pos = st.epoch + 1, 0
+        bar.close()
+        r.flush_metrics(self.on_metrics, force=True)
+        if not interrupted:
+            self._save(r, st)
+        if params_digest(self.base) != before:
+            raise RuntimeError("the base model's parameters changed during training")  # a bug, never expected
+        return self._result(r, st, stopped_early, interrupted)
+
+    def _resume(self, resume: bool) -> tuple[LoopState, dict | None, dict | None, dict]:
+        """The loop state to start from (a fresh one, or the checkpoint's after checking it was made with
+        the same settings), with the soft prompt's and optimizer's tensors and the raw saved state."""
+        if not resume:
+            return LoopState(), None, None, {}
+        if self.checkpoint_dir is None:
+            raise InputError("--resume needs a checkpoint directory")
+        st, soft_tensors, opt_tensors, saved = LoopState.load(self.checkpoint_dir)
+        for key in ("method", "method_options", "template", "batch_size", "grad_accum", "seed", "lr", "schedule"):
+            if saved.get("config", {}).get(key) != asdict(self.cfg)[key]:
+                raise InputError(f"cannot resume: {key} differs from the checkpoint ({saved.get('config', {}).get(key)!r})")
+        return st, soft_tensors, opt_tensors, saved
+
+    def _setup(self, soft, model, opt_tensors: dict | None, saved: dict) -> _Run:
+        import torch
+
+        cfg = self.cfg
+        encoder = Encoder(self.tokenizer, cfg.template, slots=soft.input_slots, max_text_tokens=cfg.max_text_tokens)
         train_rows = self._encode(encoder, self.train_examples)
-        eval_rows = self._encode(encoder, self.eval_examples)
         device = device_of(self.base)
         label_ids = torch.tensor(label_token_ids(self.tokenizer, [self.spec.answer(lab) for lab in self.spec.labels])
                                  if self.spec.task == "classification" else [], dtype=torch.long, device=device)
@@ -236,154 +272,161 @@ class Trainer:
             raise RuntimeError("soft-prompt parameters must be float32 master weights")  # a bug, never expected
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if opt_tensors is not None:
-            ckpt.load_optimizer(optimizer, opt_tensors, state["optimizer"])
-        ctx, precision = self.dist, self.precision
-        scaler = precision.scaler(device.type)
-        if scaler is not None and state.get("grad_scale") is not None:
-            scaler.load_state_dict({**scaler.state_dict(), "scale": float(state["grad_scale"])})
+            ckpt.load_optimizer(optimizer, opt_tensors, saved["optimizer"])
+        scaler = self.precision.scaler(device.type)
+        if scaler is not None and saved.get("grad_scale") is not None:
+            scaler.load_state_dict({**scaler.state_dict(), "scale": float(saved["grad_scale"])})
         from promptreg.training.memory import gradient_checkpointing
 
         checkpointing = gradient_checkpointing(self.base, soft, enabled=cfg.gradient_checkpointing)
         if cfg.gradient_checkpointing:
             model.share_prefix = False  # the shared-prefix path runs through a cache, which checkpointing drops
+        plan = _Plan.of(cfg, len(train_rows))
+        return _Run(soft, model, encoder, train_rows, self._encode(encoder, self.eval_examples), device, label_ids,
+                    params, optimizer, plan, [len(row.ids) for row in train_rows], scaler, checkpointing)
 
-        lengths = [len(r.ids) for r in train_rows]
-        batches_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
-        steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
-        total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-        warmup = int(total_steps * cfg.warmup_ratio)
+    def _step(self, r: _Run, st: LoopState, order: list[list[int]], bar: _Progress) -> None:
+        """One optimizer step over ``grad_accum`` batches."""
+        import torch
 
-        def lr_factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            if cfg.schedule == "constant":
-                return 1.0
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return max(0.0, 1 - progress) if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        cfg, ctx, precision, scaler = self.cfg, self.dist, self.precision, r.scaler
+        t0 = time.perf_counter()
+        r.optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for k in range(cfg.grad_accum):
+            global_rows = [r.train_rows[i] for i in order[st.batch_pos + k]]
+            mine = dist.shard(ctx, global_rows)
+            st.real_tokens += sum(len(row.ids) for row in global_rows)
+            if not mine:  # a global batch smaller than the world: this rank adds zero gradient
+                continue
+            batch = collate(mine, r.encoder.pad_id, r.device)
+            with r.checkpointing, precision.autocast(r.device.type):
+                loss = self._loss(r.model, batch, r.label_ids, self._denominator(global_rows)) / cfg.grad_accum
+            if not torch.isfinite(loss):
+                raise InputError(f"training diverged: non-finite loss at step {st.step + 1} (lower --lr"
+                                 f"{' or use --precision fp32' if precision.mixed else ''})")
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            loss_sum += float(loss.detach())
+        st.batch_pos += cfg.grad_accum
+        if ctx.enabled:
+            dist.all_reduce_grads(ctx, r.params)
+            loss_sum = dist.sum_floats(ctx, [loss_sum])[0]
+        for group in r.optimizer.param_groups:
+            group["lr"] = cfg.lr * r.plan.lr_factor(st.step)
+        if scaler is not None:
+            scaler.unscale_(r.optimizer)
+        else:
+            check_finite_grads(r.params, st.step + 1, precision)
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(r.params, cfg.max_grad_norm)
+        if scaler is not None:
+            scaler.step(r.optimizer)  # skipped (and the scale lowered) when a gradient is inf/nan
+            scaler.update()
+        else:
+            r.optimizer.step()
+        st.seconds += time.perf_counter() - t0
+        st.step += 1
+        lr_now = r.optimizer.param_groups[0]["lr"]
+        st.history["step"].append(st.step)
+        st.history["loss"].append(loss_sum)
+        st.history["lr"].append(lr_now)
+        r.pending += [("train_loss", loss_sum, st.step), ("lr", lr_now, st.step)]
+        bar.update(st.step, loss_sum, st.real_tokens / st.seconds if st.seconds else 0.0)
+        r.flush_metrics(self.on_metrics)
 
-        step = state.get("step", 0)
-        epoch = state.get("epoch", 0)
-        batch_pos = state.get("batch_pos", 0)
-        history = state.get("history", {"step": [], "loss": [], "lr": [], "eval_step": [], "eval": []})
-        best_metric, best_step = state.get("best_metric"), state.get("best_step")
-        bad_evals = state.get("bad_evals", 0)
-        real_tokens = state.get("real_tokens", 0)
-        seconds = state.get("seconds", 0.0)
-        best = best_tensors
-        if batches_per_epoch < cfg.grad_accum:
-            raise InputError(f"grad_accum {cfg.grad_accum} exceeds the {batches_per_epoch} batches of an epoch")
-        stopped_early = interrupted = False
-        eval_every = cfg.eval_every or steps_per_epoch
-        pending: list[tuple[str, float, int]] = []
+    def _evaluate_step(self, r: _Run, st: LoopState, bar: _Progress) -> bool:
+        """Evaluate, keep the best tensors; True when early stopping says stop."""
+        r.soft.eval()
+        metrics = self.evaluate(r.model, r.eval_rows, r.label_ids, r.encoder.pad_id)
+        r.soft.train()
+        st.history["eval_step"].append(st.step)
+        st.history["eval"].append(metrics)
+        r.pending += [(f"eval_{k}", v, st.step) for k, v in metrics.items()]
+        st.record_eval(self._score(metrics), r.soft)
+        bar.note(f"step {st.step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()
+                                                 if k in ("accuracy", "loss", "macro_f1")))
+        return st.bad_evals >= self.cfg.patience
 
-        def save_checkpoint():
-            if self.checkpoint_dir is None or not ctx.is_main:
-                return
-            at_end = batch_pos >= usable  # the next step starts the next epoch
-            ckpt.save(self.checkpoint_dir, soft_prompt=soft.export_tensors(), best=best, optimizer=optimizer, state={
-                "step": step, "epoch": epoch + 1 if at_end else epoch, "batch_pos": 0 if at_end else batch_pos,
-                "history": history,
-                "best_metric": best_metric, "best_step": best_step, "bad_evals": bad_evals,
-                "real_tokens": real_tokens, "seconds": seconds, "config": asdict(cfg),
-                "grad_scale": float(scaler.get_scale()) if scaler is not None else None,
-                "method_config": soft.method_config()})
+    def _save(self, r: _Run, st: LoopState) -> None:
+        """Checkpoint (rank 0 only)."""
+        if self.checkpoint_dir is not None and self.dist.is_main:
+            st.grad_scale = float(r.scaler.get_scale()) if r.scaler is not None else None
+            st.save(self.checkpoint_dir, soft=r.soft, optimizer=r.optimizer, config=asdict(self.cfg),
+                    epoch_done=st.batch_pos >= r.plan.usable)
 
-        bar = _Progress(total_steps, enabled=self.progress, notes=self.notes)
-        bar.advance(step)
-        soft.train()
-        max_epochs = cfg.epochs if cfg.max_steps is None else math.ceil(total_steps / steps_per_epoch)
-        usable = batches_per_epoch - batches_per_epoch % cfg.grad_accum  # whole accumulation groups only
-        done = step >= total_steps
-        while not done and epoch < max_epochs:
-            order = length_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)
-            while batch_pos < usable and not done:
-                t0 = time.perf_counter()
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum = 0.0
-                for k in range(cfg.grad_accum):
-                    global_rows = [train_rows[i] for i in order[batch_pos + k]]
-                    mine = dist.shard(ctx, global_rows)
-                    real_tokens += sum(len(r.ids) for r in global_rows)
-                    if not mine:  # a global batch smaller than the world: this rank adds zero gradient
-                        continue
-                    batch = collate(mine, encoder.pad_id, device)
-                    with checkpointing, precision.autocast(device.type):
-                        loss = self._loss(model, batch, label_ids, self._denominator(global_rows)) / cfg.grad_accum
-                    if not torch.isfinite(loss):
-                        raise InputError(f"training diverged: non-finite loss at step {step + 1} (lower --lr"
-                                         f"{' or use --precision fp32' if precision.mixed else ''})")
-                    (scaler.scale(loss) if scaler is not None else loss).backward()
-                    loss_sum += float(loss.detach())
-                batch_pos += cfg.grad_accum
-                if ctx.enabled:
-                    dist.all_reduce_grads(ctx, params)
-                    loss_sum = dist.sum_floats(ctx, [loss_sum])[0]
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * lr_factor(step)
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                else:
-                    check_finite_grads(params, step + 1, precision)
-                if cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                if scaler is not None:
-                    scaler.step(optimizer)  # skipped (and the scale lowered) when a gradient is inf/nan
-                    scaler.update()
-                else:
-                    optimizer.step()
-                seconds += time.perf_counter() - t0
-                step += 1
-                lr_now = optimizer.param_groups[0]["lr"]
-                history["step"].append(step)
-                history["loss"].append(loss_sum)
-                history["lr"].append(lr_now)
-                pending += [("train_loss", loss_sum, step), ("lr", lr_now, step)]
-                bar.update(step, loss_sum, real_tokens / seconds if seconds else 0.0)
-                if len(pending) >= 100:
-                    self.on_metrics(pending)
-                    pending = []
-                done = step >= total_steps
-                if eval_rows and (step % eval_every == 0 or done or batch_pos >= usable):
-                    soft.eval()
-                    metrics = self.evaluate(model, eval_rows, label_ids, encoder.pad_id)
-                    soft.train()
-                    history["eval_step"].append(step)
-                    history["eval"].append(metrics)
-                    pending += [(f"eval_{k}", v, step) for k, v in metrics.items()]
-                    score = self._score(metrics)
-                    if best_metric is None or score > best_metric:
-                        best_metric, best_step, bad_evals = score, step, 0
-                        best = {k: v.clone() for k, v in soft.export_tensors().items()}
-                    else:
-                        bad_evals += 1
-                    bar.note(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()
-                                                         if k in ("accuracy", "loss", "macro_f1")))
-                    if bad_evals >= cfg.patience:
-                        stopped_early = done = True
-                    save_checkpoint()
-                if not done and cfg.stop_after_steps is not None and step >= cfg.stop_after_steps:
-                    save_checkpoint()
-                    interrupted = done = True
-            if batch_pos >= usable:
-                epoch, batch_pos = epoch + 1, 0
-        bar.close()
-        if pending:
-            self.on_metrics(pending)
-        if not interrupted:
-            save_checkpoint()
-        after = params_digest(self.base)
-        if after != before:
-            raise RuntimeError("the base model's parameters changed during training")  # a bug, never expected
-        from promptreg.training.methods import ModelDims, method_from_tensors
+    def _result(self, r: _Run, st: LoopState, stopped_early: bool, interrupted: bool) -> TrainResult:
+        from promptreg.softprompt.methods import ModelDims, method_from_tensors
 
-        final_tensors = best if best is not None else soft.export_tensors()
-        best_soft = method_from_tensors(cfg.method, soft.method_config(), final_tensors,
+        final_tensors = st.best if st.best is not None else r.soft.export_tensors()
+        best_soft = method_from_tensors(self.cfg.method, r.soft.method_config(), final_tensors,
                                         ModelDims.from_config(self.base.config), trainable=False)
         best_soft.eval()
-        eval_metrics = history["eval"][history["eval_step"].index(best_step)] if best_step in history["eval_step"] else {}
-        return TrainResult(best_soft, step, epoch, best_metric, best_step, stopped_early,
-                           interrupted, eval_metrics, history, real_tokens, seconds, list(self.spec.labels or []),
-                           label_ids.tolist())
+        history = st.history
+        eval_metrics = (history["eval"][history["eval_step"].index(st.best_step)]
+                        if st.best_step in history["eval_step"] else {})
+        return TrainResult(best_soft, st.step, st.epoch, st.best_metric, st.best_step, stopped_early, interrupted,
+                           eval_metrics, history, st.real_tokens, st.seconds, list(self.spec.labels or []),
+                           r.label_ids.tolist())
+
+
+@dataclass
+class _Plan:
+    """The step schedule of a run: how many optimizer steps, warmup, evaluation cadence, learning rate."""
+
+    cfg: TrainConfig
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int
+    usable: int          # batches of an epoch used: whole accumulation groups only
+    eval_every: int
+    max_epochs: int
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, rows: int) -> _Plan:
+        batches_per_epoch = math.ceil(rows / cfg.batch_size)
+        if batches_per_epoch < cfg.grad_accum:
+            raise InputError(f"grad_accum {cfg.grad_accum} exceeds the {batches_per_epoch} batches of an epoch")
+        steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
+        total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+        return cls(cfg, batches_per_epoch, steps_per_epoch, total_steps, int(total_steps * cfg.warmup_ratio),
+                   batches_per_epoch - batches_per_epoch % cfg.grad_accum, cfg.eval_every or steps_per_epoch,
+                   cfg.epochs if cfg.max_steps is None else math.ceil(total_steps / steps_per_epoch))
+
+    def lr_factor(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        if self.cfg.schedule == "constant":
+            return 1.0
+        progress = (step - self.warmup) / max(1, self.total_steps - self.warmup)
+        if self.cfg.schedule == "linear":
+            return max(0.0, 1 - progress)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class _Run:
+    """What the loop works with (built once by Trainer._setup)."""
+
+    soft: Any
+    model: Any
+    encoder: Encoder
+    train_rows: list[Encoded]
+    eval_rows: list[Encoded]
+    device: Any
+    label_ids: Any
+    params: list
+    optimizer: Any
+    plan: _Plan
+    lengths: list[int]
+    scaler: Any = None                    # fp16: the gradient scaler
+    checkpointing: Any = None             # context manager: gradient checkpointing on (or a no-op)
+    pending: list[tuple[str, float, int]] = field(default_factory=list)   # metrics not yet handed on
+
+    def flush_metrics(self, sink: Callable[[list[tuple[str, float, int]]], None], *, force: bool = False) -> None:
+        if self.pending and (force or len(self.pending) >= 100):
+            sink(self.pending)
+            self.pending = []
 
 
 class _Progress:

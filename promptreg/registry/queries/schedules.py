@@ -126,10 +126,10 @@ def add_run(s: Session, **fields: Any) -> ScheduleRun:
     return run
 
 
-def update_running(s: Session, run_id: int, owner: str, **values: Any) -> bool:
-    """Compare-and-swap on a run still ``running`` under ``owner``."""
+def update_running(s: Session, run_id: int, held_by: str, /, **values: Any) -> bool:
+    """Compare-and-swap on a run still ``running`` under ``held_by`` (``values`` may set a new ``owner``)."""
     res = s.execute(sa.update(ScheduleRun)
-                    .where(ScheduleRun.id == run_id, ScheduleRun.status == "running", ScheduleRun.owner == owner)
+                    .where(ScheduleRun.id == run_id, ScheduleRun.status == "running", ScheduleRun.owner == held_by)
                     .values(**values).execution_options(synchronize_session=False))
     return res.rowcount == 1
 

@@ -26,10 +26,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from promptreg.errors import PromptregError
+from promptreg.errors import PromptregError, exception_line, one_line
+from promptreg.scheduling import default_owner
 from promptreg.services.events.config import EventSettings
 from promptreg.services.events.policy import mirrored, next_step, subscribed
-from promptreg.services.schedule import default_owner, one_line
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class EventWorker:
             reconcile(self.registry, group[0].prompt_name)
             res = {"ok": True}
         except Exception as exc:  # noqa: BLE001 - any failure is a failed try, retried later
-            res = {"ok": False, "error": one_line(exc)}
+            res = {"ok": False, "error": exception_line(exc, 500)}
         res["seconds"] = time.perf_counter() - t0
         step = None if res["ok"] else self._step(group[0], _utcnow())  # the group waits as one, behind its head
         return self.record_all([(c, res, step) for c in group])
@@ -244,7 +244,7 @@ class EventWorker:
                     try:
                         busy = bool(self.fan_out()) | bool(self.deliver_due(stop))
                     except Exception as exc:  # noqa: BLE001 - database down for a while: try again later
-                        log.warning("event delivery round failed: %s", one_line(exc))
+                        log.warning("event delivery round failed: %s", exception_line(exc, 500))
                         if on_error is not None:
                             on_error(exc)
                     if not busy:
@@ -286,7 +286,7 @@ class _Heartbeat(threading.Thread):
                 with self.worker.registry.session() as s:
                     dq.renew(s, self.worker.owner, _utcnow(), self.worker.lease_s)
             except Exception as exc:  # noqa: BLE001 - keep trying until the leases expire
-                log.warning("cannot renew the event delivery leases: %s", one_line(exc))
+                log.warning("cannot renew the event delivery leases: %s", exception_line(exc, 500))
 
 
 class BackgroundWorker:

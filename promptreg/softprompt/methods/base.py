@@ -2,7 +2,7 @@
 parsing and the Lester-style initialisations of virtual-token embeddings.
 
 Every method is a ``torch.nn.Module`` holding only its own (trainable) weights; the frozen base model
-lives in :class:`promptreg.runtime.soft_model.SoftPromptModel`. Three kinds exist:
+lives in :class:`promptreg.softprompt.soft_model.SoftPromptModel`. Three kinds exist:
 
 - ``"input"`` (prompt tuning, P-tuning): ``prompt()`` is ``[N, H]``, written into the N virtual slots
   of every row (``virtual_mask``);
@@ -213,10 +213,19 @@ def check_shape(method: str, name: str, t: Tensor, shape: Sequence[int]) -> None
 
 
 class SoftPrompt(nn.Module):
-    """A trainable soft prompt. Subclasses set ``method`` and ``kind`` and implement ``prompt``."""
+    """A trainable soft prompt: one method, one file, one :func:`register_method` call.
+
+    The contract a method implements: class attributes ``method`` (its name in manifests), ``kind``
+    (``input``: virtual tokens before the text; ``prefix``: per-layer key/value prefixes; ``layer``: a
+    prompt inserted at one layer) and ``config_class`` (a frozen dataclass: its fields are the method's
+    options); ``create(config, dims, *, embedding_weight, tokenizer=None, label_words=None, generator,
+    base_model=None)`` a fresh trainable module (``base_model``: the frozen model, for methods whose
+    initialisation runs it; ignored by the others); ``from_tensors(config, tensors, dims, trainable)``
+    the module rebuilt from exported tensors; ``prompt(...)`` and ``export_tensors()``."""
 
     method: ClassVar[str]
     kind: ClassVar[str]  # "input" | "prefix" | "layer"
+    config_class: ClassVar[type]
 
     def __init__(self, config: Any, dims: ModelDims) -> None:
         super().__init__()
@@ -249,3 +258,20 @@ class SoftPrompt(nn.Module):
 # keys method_config() adds on top of the config dataclass fields (ignored when rebuilding)
 DERIVED_KEYS = ("hidden_size", "num_layers", "num_kv_heads", "head_dim", "init_effective", "init_std",
                 "init_token_ids", "label_token_ids", "label_words", "seed")
+
+
+#: method name -> its SoftPrompt class (filled by register_method; the one registry of methods)
+METHODS: dict[str, type[SoftPrompt]] = {}
+
+
+def register_method(cls: type[SoftPrompt]) -> type[SoftPrompt]:
+    """Make a method known by its ``method`` name (once per method, at the end of its module)."""
+    for attr in ("method", "kind", "config_class"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"{cls.__name__} does not set {attr}")
+    if cls.kind not in ("input", "prefix", "layer"):
+        raise TypeError(f"{cls.__name__}.kind must be input, prefix or layer, not {cls.kind!r}")
+    if METHODS.get(cls.method, cls) is not cls:
+        raise TypeError(f"method {cls.method!r} is already registered by {METHODS[cls.method].__name__}")
+    METHODS[cls.method] = cls
+    return cls

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.training.methods.base import (
+from promptreg.softprompt.methods.base import (
     ModelDims,
     SoftPrompt,
     check_init,
@@ -21,6 +21,7 @@ from promptreg.training.methods.base import (
     frozen_tensor,
     initial_embeddings,
     load_module,
+    register_method,
     require,
 )
 
@@ -76,6 +77,7 @@ class PTuning(SoftPrompt):
     returns the stored encoder output ``prompt_embeddings`` (what PEFT consumes), bit for bit."""
 
     method = "p_tuning"
+    config_class = PTuningConfig
     kind = "input"
 
     def __init__(self, config: PTuningConfig, dims: ModelDims, *, with_encoder: bool = True,
@@ -88,7 +90,8 @@ class PTuning(SoftPrompt):
 
     @classmethod
     def create(cls, config: PTuningConfig, dims: ModelDims, *, embedding_weight: Tensor, tokenizer=None,
-               label_words: Sequence[str] | None = None, generator: torch.Generator) -> PTuning:
+               label_words: Sequence[str] | None = None, generator: torch.Generator,
+               base_model: nn.Module | None = None) -> PTuning:
         module = cls(config, dims)
         weight, record = initial_embeddings(cls.method, config.init, config.num_virtual_tokens, embedding_weight,
                                             tokenizer=tokenizer, label_words=label_words,
@@ -131,3 +134,6 @@ class PTuning(SoftPrompt):
         out.update(encoder_type=self.config.encoder.upper(), encoder_hidden_size=self.encoder_hidden,
                    encoder_num_layers=LSTM_LAYERS, encoder_dropout=0.0)
         return out
+
+
+register_method(PTuning)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.training.methods.base import (
+from promptreg.softprompt.methods.base import (
     ModelDims,
     SoftPrompt,
     _sample_vocab_ids,
@@ -44,6 +44,7 @@ from promptreg.training.methods.base import (
     export_with_encoder,
     frozen_tensor,
     load_module,
+    register_method,
     require,
 )
 from promptreg.transformers_compat import cache_kwarg, output_cache
@@ -158,6 +159,7 @@ def prefix_activations(base_model: nn.Module, token_ids: Sequence[int], dims: Mo
 
 class PrefixTuning(SoftPrompt):
     method = "prefix_tuning"
+    config_class = PrefixTuningConfig
     kind = "prefix"
 
     def __init__(self, config: PrefixTuningConfig, dims: ModelDims, *, with_encoder: bool,
@@ -232,3 +234,6 @@ class PrefixTuning(SoftPrompt):
         out = super().method_config()
         out["kv_dim"] = self.dims.kv_dim
         return out
+
+
+register_method(PrefixTuning)

@@ -24,12 +24,13 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.training.methods.base import (
+from promptreg.softprompt.methods.base import (
     ModelDims,
     SoftPrompt,
     check_positive,
     frozen_tensor,
     load_module,
+    register_method,
 )
 
 
@@ -83,6 +84,7 @@ class IdSpamGenerator(nn.Module):
 
 class IdSpam(SoftPrompt):
     method = "id_spam"
+    config_class = IdSpamConfig
     kind = "layer"
 
     def __init__(self, config: IdSpamConfig, dims: ModelDims, trainable: bool = True) -> None:
@@ -97,7 +99,8 @@ class IdSpam(SoftPrompt):
 
     @classmethod
     def create(cls, config: IdSpamConfig, dims: ModelDims, *, embedding_weight: Tensor, tokenizer=None,
-               label_words: Sequence[str] | None = None, generator: torch.Generator) -> IdSpam:
+               label_words: Sequence[str] | None = None, generator: torch.Generator,
+               base_model: nn.Module | None = None) -> IdSpam:
         return cls(config, dims)
 
     @classmethod
@@ -119,3 +122,6 @@ class IdSpam(SoftPrompt):
         out = super().method_config()
         out["layer"] = self.layer
         return out
+
+
+register_method(IdSpam)

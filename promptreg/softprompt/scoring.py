@@ -3,7 +3,7 @@ with or without a soft prompt (zero-shot uses the same template without ``{virtu
 
 from __future__ import annotations
 
-from promptreg.training.collate import Encoded, collate, length_batches
+from promptreg.softprompt.collate import Encoded, collate, length_batches
 
 
 def device_of(model):
@@ -12,7 +12,7 @@ def device_of(model):
 
 def label_logits(base, soft_model, batch, label_ids):
     """[B, K] float32 logits of the label tokens at the last position (never lowered by autocast)."""
-    from promptreg.runtime.soft_model import fp32_label_logits, positions_from_mask
+    from promptreg.softprompt.soft_model import fp32_label_logits, positions_from_mask
 
     if soft_model is not None:
         return soft_model.label_logits(batch["input_ids"], batch["attention_mask"], batch["virtual_mask"], label_ids)
@@ -26,7 +26,7 @@ def generation_loss(base, soft_model, batch, reduction: str = "mean"):
     head's storage dtype, upcast): their mean, or their sum with ``reduction="sum"``."""
     import torch.nn.functional as F
 
-    from promptreg.runtime.soft_model import head_logits, positions_from_mask
+    from promptreg.softprompt.soft_model import head_logits, positions_from_mask
 
     mask = batch["target_mask"]
     if soft_model is not None:
@@ -45,7 +45,7 @@ def classify(base, soft_model, rows: list[Encoded], label_ids, *, batch_size: in
     """Probabilities over the labels for every row (in input order): a float32 tensor [n, K]."""
     import torch
 
-    from promptreg.training.precision import Precision
+    from promptreg.softprompt.precision import Precision
 
     device = device_of(base)
     label_ids_t = torch.tensor(label_ids, device=device)
@@ -83,8 +83,8 @@ def greedy_generate(base, soft_model, rows: list[Encoded], *, max_new_tokens: in
     virtual tokens) through the same cached greedy loop as the soft prompt's."""
     import torch
 
-    from promptreg.runtime.soft_model import GreedyRecorder, cached_greedy, decoder_of, positions_from_mask
-    from promptreg.training.precision import Precision
+    from promptreg.softprompt.precision import Precision
+    from promptreg.softprompt.soft_model import GreedyRecorder, cached_greedy, decoder_of, positions_from_mask
     from promptreg.transformers_compat import output_cache
 
     device = device_of(base)

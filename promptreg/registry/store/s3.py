@@ -1,430 +1,41 @@
-"""Content-addressed artifact store: a local folder or an S3 bucket (AWS S3, MinIO, ...).
-
-Layout (both backends)::
-
-    <root>/sha256/<sha[:2]>/<sha>/<artifact files, nested paths kept>
-
-An artifact's address is the folder sha256 of promptreg.artifact.hashing. Stored artifacts are
-immutable: nothing half-written is ever visible at a final local path, a correct S3 object is never
-overwritten, and every upload and download is verified against the sha256 before it counts.
-
-boto3/botocore are imported lazily (CLI start-up speed).
-"""
+"""The S3 artifact store (AWS S3, MinIO, ...): objects are uploaded, verified and only then marked
+complete by a hidden marker object; a correct object is never overwritten. boto3 is imported lazily."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import re
-import shutil
-import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import urlparse
 
-from promptreg.artifact.hashing import CHUNK, digest_entries, file_sha256, list_artifact_files
+from promptreg.artifact.hashing import CHUNK, digest_entries
 from promptreg.errors import (
     ArtifactNotFoundError,
     InputError,
     IntegrityError,
     PromptregError,
     StoreUnavailableError,
+    one_line,
 )
-
-SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-READ_ONLY = 0o444
-# Hidden object written last by S3Store.put_folder once the stored copy is verified. Hidden names are
-# ignored by the folder hash, so the marker never changes the content address.
-S3_COMPLETE_MARKER = ".promptreg-complete"
-S3_MAX_SINGLE_PUT = 5 * 1024**3
-FAULT_ENV = "PROMPTREG_FAULT_PAUSE"
-
-
-def fault_point(stage: str) -> None:
-    """Crash-test checkpoint (tests/test_gc_crash.py): when the environment variable
-    PROMPTREG_FAULT_PAUSE equals ``stage``, print ``PAUSE <stage>`` on stderr and sleep, so that the
-    test can kill -9 the process at exactly this point. Otherwise a single dict lookup.
-    Stages: before_upload, mid_upload (here, between two files), after_upload, after_commit."""
-    if os.environ.get(FAULT_ENV) == stage:
-        import time
-
-        sys.stderr.write(f"PAUSE {stage}\n")
-        sys.stderr.flush()
-        time.sleep(3600)
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def _check_sha(sha256: str) -> str:
-    if not isinstance(sha256, str) or not SHA_RE.match(sha256):
-        raise InputError(f"not a sha256 content address (64 lowercase hex digits): {sha256!r}")
-    return sha256
-
-
-def _mismatch(uri: str, expected: str, got: str) -> IntegrityError:
-    return IntegrityError(
-        f"sha256 mismatch for {uri}: expected {expected}, got {got} (artifact tampered or corrupt)"
-    )
-
-
-def _digest_of_folder(folder: Path) -> str:
-    """Folder sha256 of a stored/downloaded copy; '<empty>' / '<invalid: ...>' instead of raising."""
-    try:
-        files = list_artifact_files(folder)
-        entries = [(rel, file_sha256(folder / rel), (folder / rel).stat().st_size) for rel in files]
-    except InputError as e:
-        return f"<invalid: {_one_line(e)}>"
-    except OSError as e:
-        return f"<unreadable: {_one_line(e.strerror or e)}>"
-    if not entries:
-        return "<empty>"
-    return digest_entries(entries)
-
-
-def _source_entries(src: Path, sha256: str) -> list[tuple[str, str, int]]:
-    """Entries of the source folder, checked against the announced sha256 (InputError otherwise)."""
-    src = Path(src)
-    try:
-        files = list_artifact_files(src)
-        entries = [(rel, file_sha256(src / rel), (src / rel).stat().st_size) for rel in files]
-    except OSError as e:
-        raise InputError(f"cannot read artifact folder {src}: {_one_line(e.strerror or e)}") from None
-    if not entries:
-        raise InputError(f"artifact folder is empty: {src}")
-    got = digest_entries(entries)
-    if got != sha256:
-        raise InputError(f"artifact folder {src} has sha256 {got}, not the expected {sha256}")
-    return entries
-
-
-def _safe_rel(rel: str) -> str | None:
-    """A relative POSIX path that cannot escape its folder, or None."""
-    if not rel or rel.startswith("/") or "\\" in rel or "\0" in rel:
-        return None
-    parts = rel.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        return None
-    return rel
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a tree even if files/folders were made read-only (a no-op if it is gone)."""
-
-    def fix(func, p, _exc):
-        try:
-            os.chmod(os.path.dirname(p), 0o755)
-            if not os.path.islink(p):
-                os.chmod(p, 0o755 if os.path.isdir(p) else 0o644)
-            func(p)
-        except FileNotFoundError:
-            pass
-
-    if not os.path.lexists(path):
-        return
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=fix)
-    else:
-        shutil.rmtree(path, onerror=fix)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _prepare_dest(dest: Path) -> Path:
-    dest = Path(dest)
-    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        raise InputError(f"destination exists and is not an empty folder: {dest}")
-    if dest.is_dir() and any(dest.iterdir()):
-        raise InputError(f"destination folder is not empty: {dest}")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create {dest.parent}: {_one_line(e.strerror or e)}") from None
-    return dest
-
-
-def _temp_sibling(dest: Path) -> Path:
-    return dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:12]}"
-
-
-def _install_fetched(tmp: Path, dest: Path) -> None:
-    """Atomically rename the verified temp folder to dest (an absent or empty folder)."""
-    try:
-        os.rename(tmp, dest)
-    except OSError as e:
-        if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
-            raise InputError(f"destination appeared meanwhile and is not empty: {dest}") from None
-        raise InputError(
-            f"cannot move the fetched artifact to {dest}: {_one_line(e.strerror or e)}"
-        ) from None
-    _fsync_dir(dest.parent)
-
-
-@dataclass
-class ContentStat:
-    """What an S3 store holds at one content address (see :meth:`S3Store.content_stats`)."""
-
-    complete: bool = False   # the completion marker exists: the upload finished and was verified
-    newest: float = 0.0      # epoch seconds of the newest object
-    size_bytes: int = 0      # artifact bytes (the marker excluded)
-
-
-class ArtifactStore:
-    """Base class of the content-addressed stores. Use :func:`open_store`."""
-
-    root_uri: str
-
-    def uri_for(self, sha256: str) -> str:
-        sha = _check_sha(sha256)
-        return f"{self.root_uri}/sha256/{sha[:2]}/{sha}"
-
-    def put_folder(self, src: Path, sha256: str) -> str:
-        raise NotImplementedError
-
-    def fetch(self, uri: str, dest: Path, expected_sha256: str) -> Path:
-        raise NotImplementedError
-
-    def exists(self, sha256: str) -> bool:
-        raise NotImplementedError
-
-    def has_files(self, sha256: str, files: list[str]) -> bool:
-        """Cheap post-commit check (no hashing) that the stored copy still holds ``files``; push uses it
-        to re-upload content that ``gc`` deleted concurrently (promptreg.services.gc)."""
-        raise NotImplementedError
-
-    def list_shas(self) -> list[str]:
-        raise NotImplementedError
-
-    def delete(self, sha256: str) -> None:
-        raise NotImplementedError
-
-    def check(self) -> None:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.root_uri!r})"
-
-
-# --------------------------------------------------------------------------------------------------
-# Local folder
-# --------------------------------------------------------------------------------------------------
-
-
-class LocalStore(ArtifactStore):
-    """``<root>/sha256/<ab>/<sha>/``; writes go through ``<root>/.tmp/<uuid>/`` and an atomic rename."""
-
-    def __init__(self, root: Path):
-        self.root = Path(root).expanduser().absolute()
-        self.root_uri = "file://" + quote(self.root.as_posix())
-
-    # -- paths ----------------------------------------------------------------------------------
-    def path_for(self, sha256: str) -> Path:
-        sha = _check_sha(sha256)
-        return self.root / "sha256" / sha[:2] / sha
-
-    def _path_from_uri(self, uri: str) -> Path:
-        if uri.startswith("file://"):
-            parsed = urlparse(uri)
-            if parsed.netloc not in ("", "localhost"):
-                raise InputError(f"not a local file URI: {uri}")
-            return Path(unquote(parsed.path))
-        if "://" in uri:
-            raise InputError(f"a local artifact store cannot fetch {uri}")
-        return Path(uri).expanduser().absolute()
-
-    def _tmp_dir(self) -> Path:
-        tmp_root = self.root / ".tmp"
-        try:
-            tmp_root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise self._unavailable(e) from None
-        return tmp_root / uuid.uuid4().hex
-
-    def _unavailable(self, e: OSError) -> StoreUnavailableError:
-        return StoreUnavailableError(
-            f"artifact store folder {self.root} is not usable: {_one_line(e.strerror or e)}"
-        )
-
-    def _is_valid(self, folder: Path, sha256: str) -> bool:
-        return folder.is_dir() and not folder.is_symlink() and _digest_of_folder(folder) == sha256
-
-    # -- API ------------------------------------------------------------------------------------
-    def put_folder(self, src: Path, sha256: str) -> str:
-        sha = _check_sha(sha256)
-        entries = _source_entries(Path(src), sha)
-        uri = self.uri_for(sha)
-        final = self.path_for(sha)
-        if self._is_valid(final, sha):
-            return uri
-        tmp: Path | None = self._tmp_dir()
-        try:
-            try:
-                tmp.mkdir()
-                for i, (rel, _sha, _size) in enumerate(entries):
-                    if i == 1:
-                        fault_point("mid_upload")
-                    target = tmp / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with open(Path(src) / rel, "rb") as fin, open(target, "xb") as fout:
-                        shutil.copyfileobj(fin, fout, CHUNK)
-                        fout.flush()
-                        os.fsync(fout.fileno())
-                    os.chmod(target, READ_ONLY)
-                for d in sorted({(tmp / rel).parent for rel, _s, _n in entries}, reverse=True):
-                    _fsync_dir(d)
-            except FileNotFoundError as e:
-                raise InputError(f"artifact file vanished during upload: {e.filename}") from None
-            except OSError as e:
-                raise self._unavailable(e) from None
-            got = _digest_of_folder(tmp)
-            if got != sha:
-                raise IntegrityError(
-                    f"stored copy of {src} hashes to {got}, expected {sha} (source changed during upload?)"
-                )
-            self._install(tmp, final, sha)
-            tmp = None
-        finally:
-            if tmp is not None:
-                remove_tree(tmp)
-        return uri
-
-    def _install(self, tmp: Path, final: Path, sha: str) -> None:
-        """Rename the verified tmp folder to final; repair a corrupt final folder."""
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise self._unavailable(e) from None
-        for _ in range(8):
-            try:
-                os.rename(tmp, final)
-                _fsync_dir(final.parent)
-                return
-            except OSError as e:
-                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
-                    raise self._unavailable(e) from None
-            # Something is at the final path (a concurrent writer, or a corrupt earlier copy).
-            if self._is_valid(final, sha):
-                remove_tree(tmp)
-                return
-            aside = self._tmp_dir().with_name(f"corrupt-{uuid.uuid4().hex}")
-            try:
-                os.rename(final, aside)
-            except FileNotFoundError:
-                continue  # someone else moved it meanwhile; retry the rename
-            except OSError as e:
-                raise self._unavailable(e) from None
-            remove_tree(aside)
-        raise StoreUnavailableError(f"could not install artifact {sha} in {self.root} (concurrent writers?)")
-
-    def fetch(self, uri: str, dest: Path, expected_sha256: str) -> Path:
-        expected = _check_sha(expected_sha256)
-        src = self._path_from_uri(uri)
-        if not src.is_dir():
-            raise ArtifactNotFoundError(f"artifact not found: {uri}")
-        dest = _prepare_dest(Path(dest))
-        tmp: Path | None = _temp_sibling(dest)
-        try:
-            try:
-                files = list_artifact_files(src)
-            except InputError as e:
-                raise IntegrityError(f"stored artifact {uri} is invalid: {_one_line(e)}") from None
-            try:
-                tmp.mkdir()
-                for rel in files:
-                    target = tmp / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src / rel, target)  # a real copy, never a link into the store
-            except OSError as e:
-                raise StoreUnavailableError(
-                    f"cannot copy artifact {uri} to {dest}: {_one_line(e.strerror or e)}"
-                ) from None
-            got = _digest_of_folder(tmp)
-            if got != expected:
-                raise _mismatch(uri, expected, got)
-            _install_fetched(tmp, dest)
-            tmp = None
-        finally:
-            if tmp is not None:
-                remove_tree(tmp)
-        return dest
-
-    def exists(self, sha256: str) -> bool:
-        return self.path_for(sha256).is_dir()
-
-    def has_files(self, sha256: str, files: list[str]) -> bool:
-        final = self.path_for(sha256)
-        return all((final / rel).is_file() for rel in files)
-
-    def list_shas(self) -> list[str]:
-        base = self.root / "sha256"
-        if not base.is_dir():
-            return []
-        out = []
-        try:
-            for sub in base.iterdir():
-                if not sub.is_dir() or len(sub.name) != 2:
-                    continue
-                for d in sub.iterdir():
-                    if d.is_dir() and SHA_RE.match(d.name) and d.name[:2] == sub.name:
-                        out.append(d.name)
-        except OSError as e:
-            raise self._unavailable(e) from None
-        return sorted(out)
-
-    def delete(self, sha256: str) -> None:
-        """Remove one artifact; a no-op if it is not there."""
-        final = self.path_for(sha256)
-        if not os.path.lexists(final):
-            return
-        aside = self._tmp_dir().with_name(f"deleting-{uuid.uuid4().hex}")
-        try:
-            os.rename(final, aside)
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            raise self._unavailable(e) from None
-        remove_tree(aside)
-
-    def check(self) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe_dir = self.root / ".tmp"
-            probe_dir.mkdir(exist_ok=True)
-            probe = probe_dir / f"probe-{uuid.uuid4().hex}"
-            with open(probe, "xb") as f:
-                f.write(b"ok")
-                f.flush()
-                os.fsync(f.fileno())
-            probe.unlink()
-        except OSError as e:
-            raise self._unavailable(e) from None
-
-    def describe(self) -> str:
-        return f"local folder {self.root}"
-
-
-# --------------------------------------------------------------------------------------------------
-# S3 (AWS, MinIO, any S3-compatible endpoint)
-# --------------------------------------------------------------------------------------------------
+from promptreg.registry.store.base import (
+    S3_COMPLETE_MARKER,
+    S3_MAX_SINGLE_PUT,
+    SHA_RE,
+    ArtifactStore,
+    ContentStat,
+    _check_sha,
+    _digest_of_folder,
+    _install_fetched,
+    _mismatch,
+    _prepare_dest,
+    _safe_rel,
+    _source_entries,
+    _temp_sibling,
+    fault_point,
+    remove_tree,
+)
 
 S3_CLIENT_CONFIG = dict(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=5, read_timeout=60)
 # The reachability probe retries little so that an unreachable endpoint fails in seconds.
@@ -460,10 +71,10 @@ class S3Store(ArtifactStore):
         except PromptregError:
             raise
         except ValueError as e:
-            raise InputError(f"invalid S3 endpoint {self._endpoint_display()}: {_one_line(e)}") from None
+            raise InputError(f"invalid S3 endpoint {self._endpoint_display()}: {one_line(e)}") from None
         except Exception as e:  # botocore errors at client creation (profile, region, ...)
             raise StoreUnavailableError(
-                f"cannot create an S3 client for {self.root_uri} ({self._endpoint_display()}): {_one_line(e)}"
+                f"cannot create an S3 client for {self.root_uri} ({self._endpoint_display()}): {one_line(e)}"
             ) from None
 
     def _client(self):
@@ -507,9 +118,9 @@ class S3Store(ArtifactStore):
                 "(set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)"
             ) from None
         except BotoConnectionError as e:  # EndpointConnectionError, ConnectTimeout, ReadTimeout, ...
-            raise StoreUnavailableError(f"cannot reach {where} to {action}: {_one_line(e)}") from None
+            raise StoreUnavailableError(f"cannot reach {where} to {action}: {one_line(e)}") from None
         except ParamValidationError as e:
-            raise InputError(f"invalid S3 request to {action} in {where}: {_one_line(e)}") from None
+            raise InputError(f"invalid S3 request to {action} in {where}: {one_line(e)}") from None
         except ClientError as e:
             err = e.response.get("Error", {}) or {}
             code = str(err.get("Code", ""))
@@ -522,13 +133,13 @@ class S3Store(ArtifactStore):
                 raise StoreUnavailableError(
                     f"access denied to {where} while trying to {action} ({code}; check credentials and permissions)"
                 ) from None
-            msg = _one_line(err.get("Message") or e)
+            msg = one_line(err.get("Message") or e)
             raise StoreUnavailableError(
                 f"S3 error {code or status} while trying to {action} in {where}: {msg}"
             ) from None
         except BotoCoreError as e:
             raise StoreUnavailableError(
-                f"S3 failure while trying to {action} in {where}: {_one_line(e)}"
+                f"S3 failure while trying to {action} in {where}: {one_line(e)}"
             ) from None
 
     def _head_bucket(self, bucket: str, *, strict: bool) -> None:
@@ -619,7 +230,7 @@ class S3Store(ArtifactStore):
         except FileNotFoundError:
             raise InputError(f"artifact file vanished during upload: {path}") from None
         except OSError as e:
-            raise InputError(f"cannot read artifact file {path}: {_one_line(e.strerror or e)}") from None
+            raise InputError(f"cannot read artifact file {path}: {one_line(e.strerror or e)}") from None
         with f:
             self._client().put_object(
                 Bucket=self.bucket,
@@ -709,7 +320,7 @@ class S3Store(ArtifactStore):
                 raise
             except OSError as e:
                 raise StoreUnavailableError(
-                    f"cannot write the fetched artifact to {dest}: {_one_line(e.strerror or e)}"
+                    f"cannot write the fetched artifact to {dest}: {one_line(e.strerror or e)}"
                 ) from None
             finally:
                 if tmp is not None:
@@ -791,7 +402,7 @@ class S3Store(ArtifactStore):
                 first = errors[0]
                 raise StoreUnavailableError(
                     f"could not delete s3://{self.bucket}/{first.get('Key')}: "
-                    f"{first.get('Code')} {_one_line(first.get('Message', ''))} ({len(errors)} failed)"
+                    f"{first.get('Code')} {one_line(first.get('Message', ''))} ({len(errors)} failed)"
                 )
 
     def delete(self, sha256: str) -> None:
@@ -817,35 +428,3 @@ class S3Store(ArtifactStore):
 
 
 # --------------------------------------------------------------------------------------------------
-
-
-def open_store(uri: str, *, s3_endpoint_url: str | None = None) -> ArtifactStore:
-    """A local path or ``file:///abs/path`` -> LocalStore; ``s3://bucket[/prefix]`` -> S3Store."""
-    if not isinstance(uri, str) or not uri.strip():
-        raise InputError("artifact store URI is empty")
-    uri = uri.strip()
-    if uri.startswith("s3://"):
-        parsed = urlparse(uri)
-        if not parsed.netloc:
-            raise InputError(f"S3 store URI has no bucket: {uri}")
-        if parsed.query or parsed.fragment:
-            raise InputError(f"S3 store URI must not have a query or fragment: {uri}")
-        return S3Store(parsed.netloc, parsed.path, endpoint_url=s3_endpoint_url)
-    if uri.startswith("file:"):
-        parsed = urlparse(uri)
-        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
-            raise InputError(f"file store URI must be file:///absolute/path: {uri}")
-        return LocalStore(Path(unquote(parsed.path)))
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", uri):
-        raise InputError(
-            f"unsupported artifact store URI (use a path, file:///path or s3://bucket/prefix): {uri}"
-        )
-    return LocalStore(Path(uri))
-
-
-__all__ = [
-    "ArtifactStore",
-    "LocalStore",
-    "S3Store",
-    "open_store",
-]

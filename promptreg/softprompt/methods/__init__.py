@@ -1,4 +1,5 @@
-"""Soft-prompt methods: registry, construction and rebuilding from stored tensors.
+"""Soft-prompt methods (one file each, registered by one ``register_method`` call): construction and
+rebuilding from stored tensors.
 
 ``build_method(name, config, dims, embedding_weight=..., base_model=..., ...)`` makes a fresh, trainable
 method (``base_model``: only prefix tuning's activation init runs it);
@@ -9,7 +10,6 @@ artifact (``soft_prompt.safetensors`` + ``promptreg.json``'s ``method_config``) 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,30 +17,19 @@ import torch
 from torch import Tensor
 
 from promptreg.errors import InputError
-from promptreg.training.methods.base import DERIVED_KEYS, ModelDims, SoftPrompt, parse_config
-from promptreg.training.methods.id_spam import IdSpam, IdSpamConfig
-from promptreg.training.methods.p_tuning import PEFT_KEYS, PTuning, PTuningConfig
-from promptreg.training.methods.prefix_tuning import PrefixTuning, PrefixTuningConfig
-from promptreg.training.methods.prompt_tuning import PromptTuning, PromptTuningConfig
+from promptreg.softprompt.methods import id_spam, p_tuning, prefix_tuning, prompt_tuning  # noqa: F401 - registers them
+from promptreg.softprompt.methods.base import DERIVED_KEYS, METHODS, ModelDims, SoftPrompt, parse_config
+from promptreg.softprompt.methods.id_spam import IdSpam, IdSpamConfig
+from promptreg.softprompt.methods.p_tuning import PEFT_KEYS, PTuning, PTuningConfig
+from promptreg.softprompt.methods.prefix_tuning import PrefixTuning, PrefixTuningConfig
+from promptreg.softprompt.methods.prompt_tuning import PromptTuning, PromptTuningConfig
 
-METHODS: dict[str, type[SoftPrompt]] = {
-    "prompt_tuning": PromptTuning,
-    "prefix_tuning": PrefixTuning,
-    "p_tuning": PTuning,
-    "id_spam": IdSpam,
-}
-CONFIGS: dict[str, type] = {
-    "prompt_tuning": PromptTuningConfig,
-    "prefix_tuning": PrefixTuningConfig,
-    "p_tuning": PTuningConfig,
-    "id_spam": IdSpamConfig,
-}
 _DERIVED = (*DERIVED_KEYS, *PEFT_KEYS, "kv_dim", "init_source")
 _INIT_FIELDS = ("init", "init_text")
 _DIM_KEYS = ("hidden_size", "num_layers", "num_kv_heads", "head_dim", "kv_dim", *PEFT_KEYS)
 
 __all__ = [
-    "CONFIGS", "METHODS", "IdSpam", "IdSpamConfig", "ModelDims", "PTuning", "PTuningConfig", "PrefixTuning",
+    "METHODS", "IdSpam", "IdSpamConfig", "ModelDims", "PTuning", "PTuningConfig", "PrefixTuning",
     "PrefixTuningConfig", "PromptTuning", "PromptTuningConfig", "SoftPrompt", "build_method", "make_config",
     "method_from_tensors",
 ]
@@ -54,8 +43,7 @@ def _lookup(name: str) -> type[SoftPrompt]:
 
 def make_config(name: str, config: Mapping[str, Any] | None = None) -> Any:
     """The method's config dataclass from a dict (unknown keys refused; method_config() extras ignored)."""
-    _lookup(name)
-    return parse_config(CONFIGS[name], config, name, derived=_DERIVED)
+    return parse_config(_lookup(name).config_class, config, name, derived=_DERIVED)
 
 
 def build_method(name: str, config: Mapping[str, Any] | None, dims: ModelDims, *, embedding_weight: Tensor,
@@ -69,11 +57,10 @@ def build_method(name: str, config: Mapping[str, Any] | None, dims: ModelDims, *
     cls = _lookup(name)
     cfg = make_config(name, config)
     generator = torch.Generator().manual_seed(int(seed))
-    extra = {"base_model": base_model} if "base_model" in inspect.signature(cls.create).parameters else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         module = cls.create(cfg, dims, embedding_weight=embedding_weight, tokenizer=tokenizer,
-                            label_words=label_words, generator=generator, **extra)
+                            label_words=label_words, generator=generator, base_model=base_model)
     module.provenance["seed"] = int(seed)
     if label_words:
         module.provenance["label_words"] = list(label_words)
@@ -88,7 +75,7 @@ def method_from_tensors(name: str, method_config: Mapping[str, Any] | None, tens
     ``method_config`` is read leniently: unknown keys (provenance) are kept, not refused."""
     cls = _lookup(name)
     mc = dict(method_config or {})
-    fields = {f.name for f in dataclasses.fields(CONFIGS[name])}
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
     # Stored configs carry provenance (seed, init record, "imported_from", PEFT's init names...): only the
     # structural fields shape the module; the initialisation fields are irrelevant once tensors exist.
     structural = {k: v for k, v in mc.items() if k in fields and k not in _INIT_FIELDS}

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.training.methods.base import ModelDims, SoftPrompt
+from promptreg.softprompt.methods.base import ModelDims, SoftPrompt
 from promptreg.transformers_compat import cache_kwarg, output_cache
 
 
@@ -136,7 +136,25 @@ def attention_masks(cfg, hidden: Tensor, mask2d: Tensor, positions: Tensor, cach
     return masks
 
 
-class SoftPromptModel(nn.Module):
+class OnFrozenBase:
+    """The plumbing of everything that runs on a frozen ``*ForCausalLM`` held as ``self.base_model``
+    (SoftPromptModel here, runtime.mixed.MixedRunner): its decoder, text config and logit soft-cap."""
+
+    base_model: nn.Module
+
+    @property
+    def decoder(self) -> nn.Module:
+        return decoder_of(self.base_model)
+
+    @property
+    def _text_config(self):
+        return text_config_of(self.base_model)
+
+    def _softcap(self, logits: Tensor) -> Tensor:
+        return softcap(self._text_config, logits)
+
+
+class SoftPromptModel(OnFrozenBase, nn.Module):
     def __init__(self, base_model: nn.Module, soft_prompt: SoftPrompt, *, share_prefix: bool = True) -> None:
         super().__init__()
         self.base_model = base_model
@@ -161,19 +179,8 @@ class SoftPromptModel(nn.Module):
         self.base_model.eval()  # the base model never leaves eval mode (no dropout)
         return self
 
-    @property
-    def decoder(self) -> nn.Module:
-        return decoder_of(self.base_model)
-
-    @property
-    def _text_config(self):
-        return text_config_of(self.base_model)
-
     def _lm_head(self) -> nn.Module:
         return self.base_model.get_output_embeddings()
-
-    def _softcap(self, logits: Tensor) -> Tensor:
-        return softcap(self._text_config, logits)
 
     def _check(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None) -> Tensor | None:
         if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
@@ -323,7 +330,7 @@ class SoftPromptModel(nn.Module):
         full-vocabulary logits). ``label_token_ids``: [K] (shared) or [B, K] (per row). Computed and
         returned in float32 whatever the base dtype (cheap: K rows), for a precise loss. Autocast is
         switched off here: under bf16 autocast ``hidden.float() @ rows.float().T`` would still run in
-        bf16 and quantise the logits (see training/precision.py)."""
+        bf16 and quantise the logits (see softprompt/precision.py)."""
         hidden = self.hidden_states(input_ids, attention_mask, virtual_mask)  # [B, H]
         return fp32_label_logits(self.base_model, hidden, label_token_ids)
 

