@@ -34,6 +34,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from promptreg.errors import NotFoundError
 from promptreg.registry.outbox import MLFLOW_TARGET, OutboxAttempt, OutboxDelivery, OutboxEvent, Webhook
 
 D = OutboxDelivery.__table__.c
@@ -201,6 +202,59 @@ def release(s, owner: str, now: dt.datetime, reason: str) -> int:
     s.execute(sa.update(OutboxDelivery.__table__).where(D.lease_owner == owner, D.status == "pending")
               .values(lease_owner=None, lease_until=None))
     return len(held)
+
+
+# ----------------------------------------------------------------------------------------- webhooks
+
+
+def get_webhook(s, webhook_id: int, *, live: bool = True) -> Webhook:
+    """One webhook (``live``: not removed); NotFoundError otherwise."""
+    hook = s.get(Webhook, webhook_id)
+    if hook is None or (live and hook.removed_at is not None):
+        raise NotFoundError(f"no webhook {webhook_id}" + (" (it was removed)" if hook is not None else ""))
+    return hook
+
+
+def add_webhook(s, **fields: Any) -> Webhook:
+    hook = Webhook(**fields)
+    s.add(hook)
+    s.flush()
+    return hook
+
+
+def webhooks(s, *, include_removed: bool = False) -> list[Webhook]:
+    q = sa.select(Webhook).order_by(Webhook.id)
+    if not include_removed:
+        q = q.where(Webhook.removed_at.is_(None))
+    return list(s.execute(q).scalars())
+
+
+def delivery_counts_by_webhook(s) -> dict[int, dict[str, int]]:
+    """webhook id -> {delivery status: count}."""
+    counts: dict[int, dict[str, int]] = {}
+    for hid, status, n in s.execute(sa.select(D.webhook_id, D.status, sa.func.count())
+                                    .where(D.webhook_id.is_not(None)).group_by(D.webhook_id, D.status)):
+        counts.setdefault(hid, {})[status] = int(n)
+    return counts
+
+
+def mark_removed(s, hook: Webhook, user: str, now: dt.datetime) -> None:
+    hook.removed_at, hook.removed_by = now, user
+    s.add(hook)
+
+
+def add_test_delivery(s, hook: Webhook, event_id: str, payload: dict[str, Any], now: dt.datetime) -> int:
+    """A ``webhook.test`` event for this webhook only, with its delivery row (already fanned out): its id."""
+    target = f"webhook:{hook.id}"
+    ev = OutboxEvent(event_id=event_id, type="webhook.test", payload=payload, target=target, created_at=now,
+                     fanned_out_at=now)
+    s.add(ev)
+    s.flush()
+    delivery = OutboxDelivery(outbox_event_id=ev.id, target=target, webhook_id=hook.id, status="pending",
+                              next_attempt_at=now, created_at=now)
+    s.add(delivery)
+    s.flush()
+    return int(delivery.id)
 
 
 def cancel_webhook_deliveries(s, webhook_id: int, now: dt.datetime) -> int:
