@@ -15,6 +15,8 @@
     auth_window_s = 60
     sync_interval_s = 300        # periodic MLflow sync (0: off)
     sync_grace_s = 60            # ... leaves alone what changed less than this ago (its writer mirrors it)
+    mirror = "outbox"            # MLflow written by the events worker after the answer; "inline": before it
+    events_worker = true         # run the outbox delivery worker (MLflow mirror, webhooks) in each process
     cors_origins = []            # CORS stays off unless origins are listed
     forwarded_allow_ips = ""     # trust X-Forwarded-For only from these proxies
 
@@ -79,6 +81,8 @@ class ServerConfig:
     auth_window_s: float = 60.0
     sync_interval_s: float = 300.0
     sync_grace_s: float = 60.0
+    mirror: str = "outbox"
+    events_worker: bool = True
     cors_origins: tuple[str, ...] = ()
     forwarded_allow_ips: str = ""
     oidc: OidcConfig | None = None
@@ -111,6 +115,8 @@ class ServerConfig:
                 or self.long_request_timeout_s <= 0 or self.auth_failures < 1 or self.auth_window_s <= 0 \
                 or self.sync_interval_s < 0 or self.sync_grace_s < 0:
             raise InputError("server limits must be positive (sync_interval_s may be 0: off)")
+        if self.mirror not in ("outbox", "inline"):
+            raise InputError(f"[server] mirror must be 'outbox' or 'inline', not {self.mirror!r}")
         if self.oidc is not None:
             self.oidc.grants(self.protected_aliases)
         return self
