@@ -225,7 +225,7 @@ def create_app(registry, config: ServerConfig | None = None, *, tokens: TokenSto
         from promptreg.server.oidc import OidcVerifier
 
         oidc = OidcVerifier(config.oidc, config.protected_aliases)
-    ctx = ServerContext(registry, config, tokens, Authenticator(tokens, oidc),
+    ctx = ServerContext(registry, config, tokens, Authenticator(tokens, oidc, cache_s=config.auth_cache_s),
                         FailureLimiter(config.auth_failures, config.auth_window_s), metrics)
 
     @contextlib.asynccontextmanager
