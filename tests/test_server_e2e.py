@@ -24,7 +24,9 @@ VOLATILE = {"at", "created_at", "updated_at", "artifact_uri", "mlflow_run_id", "
             "id", "eval_run_id", "gate_id", "candidate_eval_id", "baseline_eval_id", "report_id", "data_uri",
             "actor", "created_by", "run_id", "schedule_id", "slot_at", "drift_report_id", "report_sha256",
             "outcomes_uri", "path", "token_id", "cached", "next_run_at", "last_run_at", "started_at",
-            "finished_at", "lease_owner", "lease_until", "owner", "details", "action_detail", "mlflow"}
+            "finished_at", "lease_owner", "lease_until", "owner", "details", "action_detail", "mlflow",
+            # the server mirrors into MLflow after answering (mirror = "outbox"): checked below, not compared
+            "mirror_status", "mirror_error"}
 OUTPUTS: dict[str, list] = {}
 
 
@@ -143,6 +145,12 @@ def test_lifecycle_end_to_end(project, inputs, tmp_path):
     assert shown["version"] == 1 and shown["aliases"] == ["production"]
     p = cli("pull", "toy@staging", tmp_path / "pulled")
     assert p.returncode == 0 and "sha256 verified" in p.stdout
+    import time
+
+    deadline = time.time() + 120          # remote: the server's events worker mirrors after answering
+    while {v["mirror_status"] for v in json.loads(cli("list", "toy", "--json").stdout)} != {"ok"}:
+        assert time.time() < deadline, "the versions were not mirrored into MLflow"
+        time.sleep(1)
     OUTPUTS[mode] = out
 
 

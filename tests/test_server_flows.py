@@ -115,10 +115,17 @@ def test_alias_changed_by_hand_in_mlflow_is_restored_and_audited(service, tmp_pa
         make_model_artifact(tmp_path / f"art{i}", tiny_model_dir, **(SAYS_POSITIVE if i == 1 else SAYS_NEGATIVE))
         assert cli("contributor", "push", tmp_path / f"art{i}", "--name", name).code == 0
     assert cli("contributor", "promote", f"{name}:1", "--to", "staging").code == 0
-    shown = json.loads(cli("contributor", "show", f"{name}@staging", "--json").out)
-    v2 = json.loads(cli("contributor", "show", f"{name}:2", "--json").out)
     mc = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
-    assert mc.get_model_version_by_alias(name, "staging").version == shown["mlflow_model_version"]
+    deadline = time.time() + 60           # the server's events worker mirrors after answering
+    while True:
+        shown = json.loads(cli("contributor", "show", f"{name}@staging", "--json").out)
+        v2 = json.loads(cli("contributor", "show", f"{name}:2", "--json").out)
+        if shown["mlflow_model_version"] and v2["mlflow_model_version"] and \
+                name in {m.name for m in mc.search_registered_models(f"name='{name}'")} and \
+                mc.get_registered_model(name).aliases.get("staging") == shown["mlflow_model_version"]:
+            break
+        assert time.time() < deadline, "the events worker did not mirror the versions and the alias"
+        time.sleep(0.5)
     mc.set_registered_model_alias(name, "staging", v2["mlflow_model_version"])       # by hand, in MLflow
     deadline = time.time() + 60
     while time.time() < deadline:

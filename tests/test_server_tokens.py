@@ -130,3 +130,28 @@ def test_invalid_names_roles_and_expiry(store):
             parse_expiry(bad)
     assert parse_expiry("never") is None and parse_expiry("2w") == dt.timedelta(weeks=2)
     assert tokens.list() == []
+
+
+def test_authenticator_caches_verified_tokens_briefly_and_forgets_revoked_ones(store):
+    from promptreg.server.auth import Authenticator
+
+    tokens, _ = store
+    now = [100.0]
+    auth = Authenticator(tokens, cache_s=2.0, clock=lambda: now[0])
+    created = tokens.create("ci", "contributor", actor="root")
+    header = f"Bearer {created.token}"
+    assert auth.cached(header) is None                       # not verified yet
+    assert auth.authenticate(header).name == "ci"
+    assert auth.cached(header).name == "ci"                  # no database read within cache_s
+    tokens.revoke("ci", actor="root")
+    assert auth.cached(header) is not None                   # another process revoked it: up to cache_s
+    now[0] += 2.5
+    assert auth.cached(header) is None
+    with pytest.raises(AuthenticationError):
+        auth.authenticate(header)
+    other = tokens.create("cd", "viewer", actor="root")
+    auth.authenticate(f"Bearer {other.token}")
+    auth.forget(other.info.token_id)                          # revoked through this process: at once
+    assert auth.cached(f"Bearer {other.token}") is None
+    assert auth.cached("Bearer prt_" + "x" * 12 + "_" + "y" * 40) is None
+    assert auth.cached(None) is None and auth.cached("Basic abc") is None

@@ -328,6 +328,15 @@ def attempts(s, delivery_ids: list[int]) -> dict[int, list[OutboxAttempt]]:
     return out
 
 
+def mlflow_work_pending(s, prompt_id: int) -> bool:
+    """Whether the MLflow consumer still has work for this prompt: an event of it not yet fanned out,
+    or a pending MLflow delivery (a background sync leaves such a prompt to the consumer)."""
+    unfanned = sa.select(E.id).where(E.prompt_id == prompt_id, E.fanned_out_at.is_(None), E.target.is_(None)).limit(1)
+    pending = sa.select(D.id).where(D.target == MLFLOW_TARGET, D.prompt_id == prompt_id,
+                                    D.status == "pending").limit(1)
+    return s.execute(unfanned).first() is not None or s.execute(pending).first() is not None
+
+
 def counts(s) -> dict[str, int]:
     """Deliveries by status, plus ``unfanned`` events not yet split into deliveries."""
     out = {st: 0 for st in ("pending", "delivered", "dead", "cancelled")}
@@ -339,6 +348,7 @@ def counts(s) -> dict[str, int]:
 
 __all__ = [
     "Claimed",
+    "mlflow_work_pending",
     "attempts",
     "cancel_webhook_deliveries",
     "claim_delivery",

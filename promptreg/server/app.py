@@ -218,19 +218,25 @@ def create_app(registry, config: ServerConfig | None = None, *, tokens: TokenSto
     config = (config or ServerConfig()).check()
     metrics = ServerMetrics()
     registry.engine, registry.store, registry.mirror  # noqa: B018 - created once, shared by every request's view
+    registry.mirror_inline = config.mirror == "inline"   # views made by acting_as copy it
     tokens = tokens or TokenStore(registry.engine, protected=config.protected_aliases)
     oidc = None
     if config.oidc is not None:
         from promptreg.server.oidc import OidcVerifier
 
         oidc = OidcVerifier(config.oidc, config.protected_aliases)
-    ctx = ServerContext(registry, config, tokens, Authenticator(tokens, oidc),
+    ctx = ServerContext(registry, config, tokens, Authenticator(tokens, oidc, cache_s=config.auth_cache_s),
                         FailureLimiter(config.auth_failures, config.auth_window_s), metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         ctx.probe_mlflow_soon()      # warms MLflow up in the background; /readyz reports it
         task = asyncio.create_task(_sync_loop(ctx)) if config.sync_interval_s > 0 else None
+        worker = None
+        if config.events_worker:     # delivers the outbox: the MLflow mirror (mirror = "outbox") and webhooks
+            from promptreg.services.events.worker import start_background
+
+            worker = start_background(registry.settings)
         try:
             yield
         finally:
@@ -238,6 +244,10 @@ def create_app(registry, config: ServerConfig | None = None, *, tokens: TokenSto
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if worker is not None:
+                from starlette.concurrency import run_in_threadpool
+
+                await run_in_threadpool(worker.stop)
 
     app = FastAPI(title="promptreg registry", version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None, redirect_slashes=False,

@@ -4,6 +4,8 @@ per-client limit on failed attempts.
 Invariants:
 - The identity is only ever what a verified credential says; nothing the client asserts (a user name,
   ``X-Forwarded-For`` unless uvicorn is told to trust a proxy) is used.
+- A verified API token is remembered for ``auth_cache_s`` (default 2 s) in its process: revoking a
+  token takes effect within that time.
 - Every failed attempt with a credential (malformed, invalid, expired, revoked) counts against the
   client address; at ``limit`` failures within ``window_s`` that address gets 429 for every request
   until the oldest failure leaves the window, while other addresses are unaffected. A missing
@@ -65,13 +67,23 @@ class FailureLimiter:
 
 
 class Authenticator:
-    """``Authorization: Bearer <credential>`` -> :class:`Principal` (or AuthenticationError)."""
+    """``Authorization: Bearer <credential>`` -> :class:`Principal` (or AuthenticationError).
 
-    def __init__(self, tokens: TokenStore, oidc=None):
+    A verified ``prt_`` token is remembered for ``cache_s`` seconds (keyed by its SHA-256, in this
+    process), so a busy client costs one database read per ``cache_s``, not one per request: a revoked or
+    expired token is refused at most ``cache_s`` later. Failures are never cached."""
+
+    def __init__(self, tokens: TokenStore, oidc=None, *, cache_s: float = 2.0, max_cached: int = 10_000,
+                 clock=time.monotonic):
         self.tokens = tokens
         self.oidc = oidc
+        self.cache_s, self.max_cached, self.clock = cache_s, max_cached, clock
+        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def authenticate(self, header: str | None) -> Principal:
+    @staticmethod
+    def credential(header: str | None) -> str:
+        """The bearer credential of an Authorization header (AuthenticationError when there is none)."""
         if not header:
             raise AuthenticationError("missing credential: send 'Authorization: Bearer <token>' "
                                       "(promptreg login, or PROMPTREG_TOKEN)", "missing")
@@ -79,8 +91,45 @@ class Authenticator:
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
             raise AuthenticationError("malformed Authorization header: expected 'Bearer <token>'", "malformed")
+        return credential
+
+    def cached(self, header: str | None) -> Principal | None:
+        """The principal of a token verified less than ``cache_s`` ago, else None (no I/O)."""
+        if self.cache_s <= 0:
+            return None
+        try:
+            credential = self.credential(header)
+        except AuthenticationError:
+            return None
+        if not credential.startswith(PREFIX + "_"):
+            return None
+        from promptreg.server.tokens import token_hash
+
+        key = token_hash(credential)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > self.clock():
+                return hit[1]
+        return None
+
+    def forget(self, token_id: str) -> None:
+        """Drop the cached verifications of a token (its revocation, in this process: at once)."""
+        with self._lock:
+            for key in [k for k, (_, p) in self._cache.items() if p.token_id == token_id]:
+                del self._cache[key]
+
+    def authenticate(self, header: str | None) -> Principal:
+        credential = self.credential(header)
         if credential.startswith(PREFIX + "_") or self.oidc is None:
-            return self.tokens.authenticate(credential)
+            principal = self.tokens.authenticate(credential)
+            if self.cache_s > 0:
+                from promptreg.server.tokens import token_hash
+
+                with self._lock:
+                    self._cache[token_hash(credential)] = (self.clock() + self.cache_s, principal)
+                    while len(self._cache) > self.max_cached:
+                        self._cache.popitem(last=False)
+            return principal
         from promptreg.server.oidc import looks_like_jwt
 
         if not looks_like_jwt(credential):

@@ -13,8 +13,11 @@
     long_request_timeout_s = 3600  # eval, gate, drift, gc, sync, run-due
     auth_failures = 20           # failed authentications per client and window before 429
     auth_window_s = 60
+    auth_cache_s = 2             # a verified token is re-checked in the database after this (revocation delay)
     sync_interval_s = 300        # periodic MLflow sync (0: off)
     sync_grace_s = 60            # ... leaves alone what changed less than this ago (its writer mirrors it)
+    mirror = "outbox"            # MLflow written by the events worker after the answer; "inline": before it
+    events_worker = true         # run the outbox delivery worker (MLflow mirror, webhooks) in each process
     cors_origins = []            # CORS stays off unless origins are listed
     forwarded_allow_ips = ""     # trust X-Forwarded-For only from these proxies
 
@@ -77,8 +80,11 @@ class ServerConfig:
     long_request_timeout_s: float = 3600.0
     auth_failures: int = 20
     auth_window_s: float = 60.0
+    auth_cache_s: float = 2.0
     sync_interval_s: float = 300.0
     sync_grace_s: float = 60.0
+    mirror: str = "outbox"
+    events_worker: bool = True
     cors_origins: tuple[str, ...] = ()
     forwarded_allow_ips: str = ""
     oidc: OidcConfig | None = None
@@ -109,8 +115,11 @@ class ServerConfig:
                              "clear text; pass --ssl-certfile/--ssl-keyfile (or --insecure behind a TLS proxy)")
         if self.max_upload_mb <= 0 or self.max_body_kb <= 0 or self.request_timeout_s <= 0 \
                 or self.long_request_timeout_s <= 0 or self.auth_failures < 1 or self.auth_window_s <= 0 \
+                or self.auth_cache_s < 0 \
                 or self.sync_interval_s < 0 or self.sync_grace_s < 0:
             raise InputError("server limits must be positive (sync_interval_s may be 0: off)")
+        if self.mirror not in ("outbox", "inline"):
+            raise InputError(f"[server] mirror must be 'outbox' or 'inline', not {self.mirror!r}")
         if self.oidc is not None:
             self.oidc.grants(self.protected_aliases)
         return self

@@ -92,9 +92,10 @@ class Guard:
         except RateLimitedError:
             server.metrics.rate_limited.inc()
             raise
+        header = request.headers.get("authorization")
         try:
-            principal = await run_in_threadpool(server.authenticator.authenticate,
-                                                request.headers.get("authorization"))
+            principal = server.authenticator.cached(header) or \
+                await run_in_threadpool(server.authenticator.authenticate, header)
         except AuthenticationError as exc:
             server.metrics.auth_failures.labels(exc.reason).inc()
             if exc.reason != "missing":

@@ -59,7 +59,7 @@ def set_alias(registry: Registry, name: str, alias: str, version: int, *, expect
     except q.DuplicateRowError:
         raise ConflictError(f"{name}@{alias} was created concurrently; retry") from None
     info = AliasInfo(name, alias, version, previous, row_version)
-    if mlflow_version:
+    if mlflow_version and registry.mirror_inline:   # else the outbox's MLflow consumer moves it
         _mirror_move(registry, info, mlflow_version)
     return info
 

@@ -111,17 +111,21 @@ def sync_prompt(registry: Registry, name: str, report: SyncReport | None = None,
     prompt; the outbox's MLflow consumer (promptreg.services.events.mirror) for each prompt with new
     events, in order.
 
-    ``grace_s``: leave alone versions pushed and aliases moved less than that many seconds ago (their
-    writer is still mirroring them: a background sync beside live writers, as in ``promptreg server``,
-    must not race it). ``audit_restores``: record each MLflow alias it overwrites (``alias.restore``)."""
+    ``grace_s``: leave alone versions pushed and aliases moved less than that many seconds ago, and a
+    prompt whose outbox events the MLflow consumer has not delivered yet (their writer is still
+    mirroring them: a background sync beside live writers, as in ``promptreg server``, must not race
+    it). ``audit_restores``: record each MLflow alias it overwrites (``alias.restore``)."""
     import datetime as dt
 
+    from promptreg.registry import delivery_queue as dq
     from promptreg.registry.models import utcnow
 
     report = report if report is not None else SyncReport()
     settled = utcnow() - dt.timedelta(seconds=grace_s)
     with registry.session() as s:
         prompt = q.get_prompt(s, name)
+        if grace_s > 0 and dq.mlflow_work_pending(s, prompt.id):
+            return report       # the outbox's MLflow consumer is on it (a background sync must not race it)
         pending = [(v.id, v.number, v.sha256, v.artifact_uri) for v, _ in q.versions_not_mirrored(s, prompt)
                    if v.created_at <= settled]
     for version_id, number, sha, uri in pending:

@@ -70,6 +70,10 @@ class Registry:
 
     #: The API token the acting principal authenticated with (``promptreg server``), recorded on audit events.
     token_id: str | None = None
+    #: Mirror pushes and alias moves into MLflow before returning (True), or leave them to the outbox's
+    #: MLflow consumer (``promptreg events run``, or the worker in ``promptreg server``): ``mirror_status``
+    #: is then ``pending`` until it has run.
+    mirror_inline: bool = True
 
     def __init__(self, settings: Settings | None = None, **overrides: str | None):
         self.settings = settings or Settings.load(**{k: v for k, v in overrides.items() if v})

@@ -66,8 +66,9 @@ def push(registry: Registry, folder: Path | str, name: str, description: str | N
 
 def _mirrored(registry: Registry, result: PushResult, version_id: int, folder: Path,
               run_id: str | None) -> PushResult:
-    """Mirror the version into MLflow unless it already is; the result as it is then."""
-    if result.version.mirror_status != "ok":
+    """Mirror the version into MLflow unless it already is (or ``registry.mirror_inline`` is off: the
+    outbox's MLflow consumer does it); the result as it is then."""
+    if result.version.mirror_status != "ok" and registry.mirror_inline:
         from promptreg.services.mirroring import mirror_version
 
         result.warnings += mirror_version(registry, version_id, folder, run_id)

@@ -45,5 +45,6 @@ def register(router) -> None:
     @api_route(router, "DELETE", f"{API}/tokens/{{token}}", action=Action.ADMIN, what="revoke tokens",
                summary="Revoke a token (by id, or by a name one active token carries)")
     def revoke_token(token: str, call: Call = Depends(current_call)):
-        return call.server.tokens.revoke(token, actor=call.principal.name,
-                                         actor_token_id=call.principal.token_id).to_dict()
+        info = call.server.tokens.revoke(token, actor=call.principal.name, actor_token_id=call.principal.token_id)
+        call.server.authenticator.forget(info.token_id)     # other processes: within auth_cache_s
+        return info.to_dict()
