@@ -195,9 +195,11 @@ class InProcessVllm:
         self._closed = True
         self._inbox.put(self._STOP)
         self._thread.join(timeout=60)
-        shutdown = getattr(self.llm, "shutdown", None) or getattr(self.llm.llm_engine, "shutdown", None)
-        if callable(shutdown):
-            shutdown()
+        # the engine core runs in child processes: stop them now (LLM has no shutdown of its own; left to
+        # interpreter exit, multiprocessing would wait for them before vLLM's finalizers stop them)
+        core = getattr(self.llm.llm_engine, "engine_core", None)
+        if callable(getattr(core, "shutdown", None)):
+            core.shutdown()
 
 
 class OpenAIVllm:

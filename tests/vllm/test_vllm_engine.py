@@ -288,7 +288,9 @@ def vllm_server(model_dirs):
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        import signal
+
+        os.killpg(proc.pid, signal.SIGKILL)
     log.close()
 
 
@@ -331,7 +333,8 @@ def test_serve_command_with_the_vllm_engine(project, ours, model_dirs, tmp_path)
                              "--tracking-uri", settings.tracking_uri, "serve", "--engine", "vllm", "--port", str(port),
                              "--model", str(model_dirs[0]), "--max-model-len", str(MAX_LEN), "--vllm-kv-cache-mb", "64"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+                            start_new_session=True)  # its own group: a failed test kills vLLM's children too
     try:
         deadline = time.monotonic() + 600
         while True:
@@ -352,7 +355,7 @@ def test_serve_command_with_the_vllm_engine(project, ours, model_dirs, tmp_path)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     assert _max_prob_diff(results[0], ours.classify([{"ref": "pt:2", "text": "great"}])[0]) < PROB_ATOL
     assert "--engine promptreg" in results[1]["error"]
