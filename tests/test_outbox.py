@@ -60,7 +60,7 @@ def _rows(reg, model) -> list:
 def test_every_audited_change_publishes_exactly_one_event(db_url, tmp_path, monkeypatch):
     from promptreg.registry.models import AuditEvent
     from promptreg.services import lifecycle
-    from promptreg.services.drift import _set_status
+    from promptreg.services.drift.record import set_status as _set_status
     from promptreg.services.events.webhooks import add_webhook, remove_webhook
     from promptreg.services.schedule import add_schedule, remove_schedule
 

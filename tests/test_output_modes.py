@@ -14,7 +14,7 @@ from tests.cli_utils import assert_one_line_error, run_cli
 from tests.helpers import make_artifact
 
 # commands whose stdout is not a result: servers and daemons, a generated file, a shell script, a secret
-NO_JSON = {"serve", "ui", "scheduler", "events run", "schedule export", "completion", "webhook keygen"}
+NO_JSON = {"serve", "server", "ui", "scheduler", "events run", "schedule export", "completion", "webhook keygen"}
 
 
 def _commands(group: click.Group, prefix: str = ""):

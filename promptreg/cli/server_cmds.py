@@ -164,8 +164,9 @@ def token_revoke(obj, token, as_json):
 @click.command("login")
 @click.option("--url", "login_url", help="The server (default: --url / PROMPTREG_URL / url in promptreg.toml).")
 @click.option("--token-stdin", is_flag=True, help="Read the token from standard input (for scripts).")
+@click.option("--json", "as_json", is_flag=True, help="Print the principal and the token file as JSON.")
 @click.pass_obj
-def login_cmd(obj, login_url, token_stdin):
+def login_cmd(obj, login_url, token_stdin, as_json):
     """Check a token against the server and keep it in a 0600 file in your config folder."""
     import sys
 
@@ -186,14 +187,18 @@ def login_cmd(obj, login_url, token_stdin):
     finally:
         api.close()
     path = save_token(url, token)
-    click.echo(f"logged in to {api.url} as {me['name']} ({me['role']}); token kept in {path}")
+    if as_json:
+        emit_json({"url": api.url, "name": me["name"], "role": me["role"], "token_file": str(path)})
+    else:
+        click.echo(f"logged in to {api.url} as {me['name']} ({me['role']}); token kept in {path}")
     return 0
 
 
 @click.command("logout")
 @click.option("--url", "logout_url", help="The server (default: --url / PROMPTREG_URL / url in promptreg.toml).")
+@click.option("--json", "as_json", is_flag=True, help="Print whether a token was forgotten as JSON.")
 @click.pass_obj
-def logout_cmd(obj, logout_url):
+def logout_cmd(obj, logout_url, as_json):
     """Forget the token kept for a server."""
     from promptreg.client.credentials import remove_token
     from promptreg.errors import InputError
@@ -201,5 +206,9 @@ def logout_cmd(obj, logout_url):
     url = logout_url or obj.settings.url
     if not url:
         raise InputError("logout needs a server: --url URL, PROMPTREG_URL or url in promptreg.toml")
-    click.echo(f"logged out of {url}" if remove_token(url) else f"no token kept for {url}")
+    removed = remove_token(url)
+    if as_json:
+        emit_json({"url": url, "removed": removed})
+    else:
+        click.echo(f"logged out of {url}" if removed else f"no token kept for {url}")
     return 0

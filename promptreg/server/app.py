@@ -207,6 +207,15 @@ class _MetricsMiddleware:
             observe()
 
 
+def _worker_settings(config: ServerConfig):
+    """The events worker's settings. With ``mirror = "outbox"`` no command mirrors before the worker,
+    so its MLflow deliveries start at once (the 10 s default lets a direct-mode command's own mirror go
+    first); PROMPTREG_EVENTS_MLFLOW_DELAY_S / promptreg.toml [events] still win."""
+    from promptreg.services.events.config import EventSettings
+
+    return EventSettings.load(defaults={"mlflow_delay_s": 0.0} if config.mirror == "outbox" else None)
+
+
 def create_app(registry, config: ServerConfig | None = None, *, tokens: TokenStore | None = None):
     """The application over ``registry`` (a ``promptreg.Registry``), configured by ``config``."""
     from fastapi import FastAPI
@@ -236,7 +245,7 @@ def create_app(registry, config: ServerConfig | None = None, *, tokens: TokenSto
         if config.events_worker:     # delivers the outbox: the MLflow mirror (mirror = "outbox") and webhooks
             from promptreg.services.events.worker import start_background
 
-            worker = start_background(registry.settings)
+            worker = start_background(registry.settings, settings=_worker_settings(config))
         try:
             yield
         finally:

@@ -302,7 +302,7 @@ class Evaluator:
         from promptreg.reporting.figures import comparison_figure
         from promptreg.reporting.mlflow import eval_table
 
-        run_id = info.mlflow_run_id
+        run_id = awaited_run_id(self.registry, info.name, info.version, info.mlflow_run_id)
         if not run_id:
             self.warnings.append(f"{info.name}:{info.version} has no MLflow run yet (run `promptreg sync`): "
                                  "evaluation not logged there")
@@ -374,7 +374,7 @@ class Evaluator:
         from promptreg.reporting.mlflow import version_tags
         from promptreg.reporting.summaries import gate_markdown
 
-        run_id = cand.mlflow_run_id
+        run_id = awaited_run_id(self.registry, cand.name, cand.version, cand.mlflow_run_id)
         if not run_id:
             self.warnings.append(f"{cand.name}:{cand.version} has no MLflow run yet (run `promptreg sync`): "
                                  "gate not logged there")

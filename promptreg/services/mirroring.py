@@ -90,6 +90,31 @@ def mirror_state_tags(registry: Registry, name: str, numbers: set[int], keys: tu
 # ----------------------------------------------------------------------------------------- sync
 
 
+def awaited_run_id(registry: Registry, name: str, number: int, run_id: str | None, *,
+                   timeout_s: float = 60.0, poll_s: float = 0.25) -> str | None:
+    """The version's MLflow run id. When the outbox's consumer does the mirroring
+    (``registry.mirror_inline`` is False, as in ``promptreg server``) and has not mirrored this version
+    yet, wait for it, at most ``timeout_s``: an evaluation sent right after its push is then logged on
+    the version's run as in direct mode, instead of only in the database. ``None`` when there is no run
+    (the mirror failed, or did not come in time): the caller says so in a warning."""
+    import time
+
+    if run_id or registry.mirror_inline:
+        return run_id
+    from promptreg.registry import delivery_queue as dq
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with registry.session() as s:
+            prompt = q.get_prompt(s, name)
+            version = q.get_version(s, prompt, number)
+            if version.mlflow_run_id or not dq.mlflow_work_pending(s, prompt.id):
+                return version.mlflow_run_id
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll_s)
+
+
 def sync(registry: Registry, *, grace_s: float = 0.0) -> SyncReport:
     """Make MLflow match the database, prompt by prompt (:func:`sync_prompt`). Each failure is one
     line of the report. An alias MLflow holds otherwise (changed there by hand) is restored, and each

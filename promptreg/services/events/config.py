@@ -63,10 +63,13 @@ class EventSettings:
                            self.mlflow_max_attempts)
 
     @classmethod
-    def load(cls, cwd: Path | None = None, env: dict[str, str] | None = None) -> EventSettings:
+    def load(cls, cwd: Path | None = None, env: dict[str, str] | None = None,
+             defaults: dict | None = None) -> EventSettings:
+        """Environment, then promptreg.toml's [events], then ``defaults`` (a caller's own defaults,
+        e.g. the server's), then the class defaults."""
         env = os.environ if env is None else env
         table = _read_table(Path(cwd or os.getcwd()) / CONFIG_FILE)
-        values = {}
+        values = dict(defaults or {})
         for f in fields(cls):
             raw = env.get(_ENV[f.name])
             where = f"environment variable {_ENV[f.name]}"
