@@ -23,10 +23,14 @@ SAYS_NEGATIVE = dict(method="prefix_tuning", seed=0, scale=5.0)
 @pytest.fixture
 def service(request, tmp_path, tiny_model_dir, pg_url, moto_s3, mlflow_server):
     """A server; ``request.param``: its [server] table (default: no periodic sync)."""
+    from promptreg.services.events.signing import new_key
+
     bucket = moto_s3.new_bucket()
     stores = {**moto_s3.env(), "PROMPTREG_DB_URL": pg_url, "PROMPTREG_ARTIFACT_URI": f"s3://{bucket}/reg",
               "MLFLOW_TRACKING_URI": mlflow_server.url, "PROMPTREG_BASE_MODEL": str(tiny_model_dir),
-              "PROMPTREG_HOME": str(tmp_path / "server-home")}
+              "PROMPTREG_HOME": str(tmp_path / "server-home"),
+              # webhooks: secrets encrypted at rest; the test's receiver is on loopback
+              "PROMPTREG_WEBHOOK_KEY": new_key(), "PROMPTREG_WEBHOOK_ALLOW_PRIVATE": "1"}
     srv_dir = tmp_path / "srv"
     srv_dir.mkdir()
     (srv_dir / "promptreg.toml").write_text(getattr(request, "param", "[server]\nsync_interval_s = 0\n"))
@@ -141,3 +145,53 @@ def test_alias_changed_by_hand_in_mlflow_is_restored_and_audited(service, tmp_pa
     assert (restore[0]["from_version"], restore[0]["to_version"]) == (2, 1)
     assert restore[0]["details"]["mlflow_had"] == v2["mlflow_model_version"]
     assert mc.get_model_version_by_alias(name, "staging").version == shown["mlflow_model_version"]
+
+
+@pytest.mark.integration
+def test_events_and_webhooks_in_remote_mode(service, tmp_path):
+    """events list/show/retry and webhook add/list/test/deliveries/remove work through the server with
+    the same --json as direct mode; only an admin manages webhooks or retries; a contributor reads the
+    events of its prompts; the daemons stay on the server's host; schedule export names the server."""
+    from tests.helpers import make_artifact
+    from tests.webhook_receiver import Receiver
+
+    cli, server, _ = service
+    assert cli("contributor", "push", make_artifact(tmp_path / "a1", seed=1), "--name", "toy").code == 0
+    receiver = Receiver().start()
+    try:
+        denied = cli("contributor", "webhook", "add", receiver.url, "--events", "*")
+        assert_one_line_error(denied, 2, "permission denied: token ci-bot may not add webhooks")
+        added = cli("admin", "webhook", "add", receiver.url, "--events", "push,webhook.test", "--json")
+        assert added.code == 0, added.err
+        hook = added.json()
+        assert hook["secret"].startswith("whsec_") and hook["events"] == ["push", "webhook.test"]
+        receiver.secret = hook["secret"]
+        tested = cli("admin", "webhook", "test", str(hook["id"]), "--json")
+        assert tested.code == 0 and tested.json()["status"] == "delivered", tested.out + tested.err
+        assert receiver.received[-1].valid and receiver.received[-1].payload["type"] == "webhook.test"
+        listed = cli("admin", "webhook", "list", "--json").json()
+        assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]
+        deliveries = cli("admin", "webhook", "deliveries", str(hook["id"]), "--json").json()
+        assert deliveries[0]["status"] == "delivered" and deliveries[0]["log"][0]["status_code"] == 200
+
+        events = cli("contributor", "events", "list", "--prompt", "toy", "--json")
+        assert events.code == 0 and [e["type"] for e in events.json()] == ["push"], events.out + events.err
+        shown = cli("contributor", "events", "show", events.json()[0]["event_id"], "--json").json()
+        assert shown["payload"]["data"]["prompt"] == "toy" and shown["payload"]["data"]["actor"] == "ci-bot"
+        # webhook.add has no prompt: an admin sees it, a contributor does not
+        assert "webhook.add" in {e["type"] for e in cli("admin", "events", "list", "--json").json()}
+        assert "webhook.add" not in {e["type"] for e in cli("contributor", "events", "list", "--json").json()}
+        assert cli("admin", "events", "list", "--dead", "--json").json() == []
+        assert_one_line_error(cli("contributor", "events", "retry", "--all-dead"), 2,
+                              "permission denied: token ci-bot may not retry deliveries")
+        assert cli("admin", "events", "retry", "--all-dead", "--json").json() == []
+        assert_one_line_error(cli("admin", "events", "run", "--once"), 2, "the server's own worker delivers")
+
+        removed = cli("admin", "webhook", "remove", str(hook["id"]), "--json")
+        assert removed.code == 0 and removed.json()["removed_at"]
+        assert_one_line_error(cli("admin", "webhook", "test", str(hook["id"])), 2, "no webhook")
+    finally:
+        receiver.stop()
+    snippet = cli("admin", "schedule", "export", "--format", "crontab")
+    assert snippet.code == 0 and f"PROMPTREG_URL={server.url}" in snippet.out
+    assert "PROMPTREG_TOKEN=<secret" in snippet.out and "prt_" not in snippet.out

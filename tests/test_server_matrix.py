@@ -109,6 +109,21 @@ ROUTES: dict[tuple[str, str], list[tuple]] = {
     ("DELETE", f"{A}/schedules/{{schedule_id}}"): [(f"{A}/schedules/999", None, None, None,
                                                     from_role(404, "contributor"))],
     ("POST", f"{A}/schedules/run-due"): [(f"{A}/schedules/run-due", None, None, None, from_role(200, "admin"))],
+    # events: read like their prompts; retrying and webhooks are admin only (unknown ids: 404 once allowed)
+    ("GET", f"{A}/events"): [(f"{A}/events", None, None, None, from_role(200, "viewer"))],
+    ("GET", f"{A}/events/deliveries"): [(f"{A}/events/deliveries", {"status": "dead"}, None, None,
+                                         from_role(200, "viewer"))],
+    ("GET", f"{A}/events/{{event}}"): [(f"{A}/events/1", None, None, None, from_role(200, "viewer"))],
+    ("POST", f"{A}/events/retry"): [(f"{A}/events/retry", None, json.dumps({"events": ["999999"]}), JSON,
+                                     from_role(404, "admin"))],
+    ("GET", f"{A}/webhooks"): [(f"{A}/webhooks", None, None, None, from_role(200, "admin"))],
+    ("POST", f"{A}/webhooks"): [(f"{A}/webhooks", None, json.dumps({"url": "ftp://x", "events": ["*"]}), JSON,
+                                 from_role(400, "admin"))],
+    ("DELETE", f"{A}/webhooks/{{webhook_id}}"): [(f"{A}/webhooks/999", None, None, None, from_role(404, "admin"))],
+    ("POST", f"{A}/webhooks/{{webhook_id}}/test"): [(f"{A}/webhooks/999/test", None, None, None,
+                                                     from_role(404, "admin"))],
+    ("GET", f"{A}/webhooks/{{webhook_id}}/deliveries"): [(f"{A}/webhooks/999/deliveries", None, None, None,
+                                                          from_role(404, "admin"))],
     # housekeeping
     ("POST", f"{A}/sync"): [(f"{A}/sync", None, None, None, from_role(200, "admin"))],
     ("POST", f"{A}/gc"): [(f"{A}/gc", None, None, None, from_role(200, "admin"))],
@@ -235,6 +250,8 @@ def test_prompt_globs_hide_other_prompts(matrix_server):
     h = bearer(scoped)
     assert httpx.get(srv.url + f"{A}/prompts", headers=h).json() == []
     assert httpx.get(srv.url + f"{A}/schedules", headers=h).json() == []
+    assert httpx.get(srv.url + f"{A}/events", headers=h).json() == []       # events are read like their prompts
+    assert httpx.get(srv.url + f"{A}/events/1", headers=h).status_code == 404
     r = httpx.get(srv.url + f"{V}/sentiment:1", headers=h)
     assert r.status_code == 403 and "not in the token's prompts" in r.json()["error"]["message"]
 

@@ -48,9 +48,13 @@ def events_group():
 @click.pass_obj
 def run_cmd(obj, once, poll_s, lease_s, batch, concurrency, grace_s, quiet, as_json):
     """Deliver events (safe to run on several machines at once): until SIGTERM/SIGINT, or --once."""
+    from promptreg.errors import InputError
     from promptreg.scheduling import CheckInterrupted, GracefulStop
     from promptreg.services.events.worker import EventWorker
 
+    if obj.remote:
+        raise InputError("events run runs where the stores are: in remote mode (--url / PROMPTREG_URL) the "
+                         "server's own worker delivers the events")
     registry = obj.get()
     worker = EventWorker(registry, lease_s=lease_s, batch=batch, concurrency=concurrency,
                          on_outcome=None if (quiet or as_json) else _echo_outcome)
@@ -91,15 +95,13 @@ _DELIVERY_HEAD = ["delivery", "event", "type", "prompt", "target", "status", "tr
 @click.pass_obj
 def list_cmd(obj, dead, pending, prompt, type_, limit, as_json):
     """The newest events and where each one was delivered (or the dead/pending deliveries)."""
-    from promptreg.services.events import outbox
-
     registry = obj.get()
     if dead and pending:
         raise click.UsageError("--dead and --pending exclude each other")
     if dead or pending:
         if type_:
             raise click.UsageError("--type lists events, not deliveries: drop --dead/--pending")
-        views = outbox.list_deliveries(registry, "dead" if dead else "pending", prompt=prompt, limit=limit)
+        views = registry.list_deliveries("dead" if dead else "pending", prompt=prompt, limit=limit)
         if as_json:
             emit_json([v.to_dict() for v in views])
         elif not views:
@@ -107,7 +109,7 @@ def list_cmd(obj, dead, pending, prompt, type_, limit, as_json):
         else:
             table(_DELIVERY_HEAD, _delivery_rows(views))
         return 0
-    events = outbox.list_events(registry, prompt=prompt, type_=type_, limit=limit)
+    events = registry.list_events(prompt=prompt, type_=type_, limit=limit)
     if as_json:
         emit_json([e.to_dict() for e in events])
         return 0
@@ -126,9 +128,7 @@ def list_cmd(obj, dead, pending, prompt, type_, limit, as_json):
 @click.pass_obj
 def show_cmd(obj, event, as_json):
     """EVENT (number or evt_… id): its payload, deliveries and every try."""
-    from promptreg.services.events import outbox
-
-    view = outbox.show_event(obj.get(), event)
+    view = obj.get().show_event(event)
     if as_json:
         emit_json(view.to_dict())
         return 0
@@ -154,11 +154,9 @@ def show_cmd(obj, event, as_json):
 @click.pass_obj
 def retry_cmd(obj, events, all_dead, target, as_json):
     """Give the dead deliveries of EVENTS (numbers or evt_… ids) a new round of tries, due now."""
-    from promptreg.services.events import outbox
-
     if bool(events) == bool(all_dead):
         raise click.UsageError("name the EVENTS to retry, or pass --all-dead")
-    views = outbox.retry(obj.get(), list(events) if events else None, target=target)
+    views = obj.get().retry_events(list(events) if events else None, target=target)
     if as_json:
         emit_json([v.to_dict() for v in views])
         return 0

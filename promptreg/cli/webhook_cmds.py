@@ -27,9 +27,7 @@ def webhook_group():
 @click.pass_obj
 def add_cmd(obj, url, events, prompts, description, as_json):
     """Send the chosen events to URL. Prints the signing secret ONCE: store it at the receiver."""
-    from promptreg.services.events.webhooks import add_webhook
-
-    view, secret = add_webhook(obj.get(), url, events, prompts=prompts, description=description)
+    view, secret = obj.get().add_webhook(url, events, prompts=prompts, description=description)
     if as_json:
         emit_json({**view.to_dict(), "secret": secret})
         return 0
@@ -46,9 +44,7 @@ def add_cmd(obj, url, events, prompts, description, as_json):
 @click.pass_obj
 def list_cmd(obj, include_removed, as_json):
     """List webhooks (never their secrets) with their deliveries by state."""
-    from promptreg.services.events.webhooks import list_webhooks
-
-    views = list_webhooks(obj.get(), include_removed=include_removed)
+    views = obj.get().list_webhooks(include_removed=include_removed)
     if as_json:
         emit_json([v.to_dict() for v in views])
         return 0
@@ -67,9 +63,7 @@ def list_cmd(obj, include_removed, as_json):
 @click.pass_obj
 def remove_cmd(obj, webhook_id, as_json):
     """Stop sending events to WEBHOOK_ID (its delivery history stays)."""
-    from promptreg.services.events.webhooks import remove_webhook
-
-    view = remove_webhook(obj.get(), webhook_id)
+    view = obj.get().remove_webhook(webhook_id)
     if as_json:
         emit_json(view.to_dict())
         return 0
@@ -83,9 +77,7 @@ def remove_cmd(obj, webhook_id, as_json):
 @click.pass_obj
 def test_cmd(obj, webhook_id, as_json):
     """Send a signed webhook.test event to WEBHOOK_ID now and show the answer."""
-    from promptreg.services.events.webhooks import send_test_event
-
-    out = send_test_event(obj.get(), webhook_id)
+    out = obj.get().test_webhook(webhook_id)
     if as_json:
         emit_json(out.to_dict())
     elif out.status == "delivered":
@@ -103,9 +95,7 @@ def test_cmd(obj, webhook_id, as_json):
 @click.pass_obj
 def deliveries_cmd(obj, webhook_id, status, limit, as_json):
     """The newest deliveries to WEBHOOK_ID and their tries."""
-    from promptreg.services.events.webhooks import webhook_deliveries
-
-    views = webhook_deliveries(obj.get(), webhook_id, limit=limit, status=status)
+    views = obj.get().webhook_deliveries(webhook_id, limit=limit, status=status)
     if as_json:
         emit_json([v.to_dict() for v in views])
         return 0

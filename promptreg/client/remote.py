@@ -320,8 +320,63 @@ class RemoteRegistry:
         raise _local_only("the scheduler daemon", "let the server's host run `promptreg scheduler`, or call "
                                                   "`promptreg schedule run-due` from a cron job")
 
-    def export_schedule(self, fmt, **_kwargs):
-        raise _local_only("schedule export", "export the snippet on the server's host")
+    def export_schedule(self, fmt, *, every="*/5 * * * *", workdir="/srv/app", image="ghcr.io/OWNER/promptreg:latest"):
+        """The snippet for remote mode: the job calls ``schedule run-due`` on the server with a token."""
+        from promptreg.scheduling import export_snippet
+
+        return export_snippet(fmt, self.settings, every=every, workdir=workdir, image=image)
+
+    # ----- events and webhooks (promptreg.services.registry_events) -------------------------------
+    def list_events(self, *, prompt=None, type_=None, limit=50):
+        from promptreg.services.events.views import EventView
+
+        return self._get(list[EventView], f"{API}/events", prompt=prompt, type=type_, limit=limit)
+
+    def list_deliveries(self, status, *, prompt=None, limit=100):
+        from promptreg.services.events.views import DeliveryView
+
+        return self._get(list[DeliveryView], f"{API}/events/deliveries", status=status, prompt=prompt, limit=limit)
+
+    def show_event(self, key):
+        from promptreg.services.events.views import EventView
+
+        return self._get(EventView, f"{API}/events/{quote(str(key).strip(), safe='')}")
+
+    def retry_events(self, keys=None, *, target=None):
+        from promptreg.services.events.views import DeliveryView
+
+        return decode(list[DeliveryView], self.api.request("POST", f"{API}/events/retry",
+                                                           json={"events": keys, "target": target}))
+
+    def add_webhook(self, url, events, *, prompts=None, description=None):
+        from promptreg.services.events.policy import parse_patterns
+        from promptreg.services.events.views import WebhookView
+
+        answer = self.api.request("POST", f"{API}/webhooks", json={
+            "url": url, "events": parse_patterns(events), "prompts": prompts, "description": description})
+        return decode(WebhookView, answer["webhook"]), answer["secret"]
+
+    def list_webhooks(self, *, include_removed=False):
+        from promptreg.services.events.views import WebhookView
+
+        return self._get(list[WebhookView], f"{API}/webhooks", include_removed=str(bool(include_removed)).lower())
+
+    def remove_webhook(self, webhook_id):
+        from promptreg.services.events.views import WebhookView
+
+        return decode(WebhookView, self.api.request("DELETE", f"{API}/webhooks/{int(webhook_id)}"))
+
+    def test_webhook(self, webhook_id):
+        from promptreg.services.events.worker import Outcome
+
+        return decode(Outcome, self.api.request("POST", f"{API}/webhooks/{int(webhook_id)}/test",
+                                                timeout_s=LONG_TIMEOUT_S))
+
+    def webhook_deliveries(self, webhook_id, *, limit=50, status=None):
+        from promptreg.services.events.views import DeliveryView
+
+        return self._get(list[DeliveryView], f"{API}/webhooks/{int(webhook_id)}/deliveries", limit=limit,
+                         status=status)
 
     # ----- housekeeping -------------------------------------------------------------------------
     def gc(self, *, min_age_s=None, delete=False):

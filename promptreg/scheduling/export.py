@@ -1,8 +1,9 @@
 """Ready-made snippets that call ``promptreg schedule run-due`` periodically: a crontab line, a
 Kubernetes CronJob, a GitHub Actions workflow.
 
-Invariants: secrets (the database URL, S3 keys) are referenced, never written out; a local path other
-machines cannot see is flagged CHANGE-ME.
+Invariants: secrets (the database URL, S3 keys; in remote mode the API token) are referenced, never
+written out; a local path other machines cannot see is flagged CHANGE-ME. In remote mode (``url``
+set) the job needs only the server's URL and a token: the server runs the checks.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def _is_remote(uri: str | None) -> bool:
 
 
 def _env_plan(settings) -> list[_Env]:
+    if getattr(settings, "url", None):      # remote mode: the job calls the server, which runs the checks
+        return [_Env("PROMPTREG_URL", settings.url),
+                _Env("PROMPTREG_TOKEN", None, "token", "an admin token: run-due is admin only")]
     env = [_Env("PROMPTREG_DB_URL", None, "db-url", "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB")]
     for name, value in (("PROMPTREG_ARTIFACT_URI", settings.artifact_uri),
                         ("MLFLOW_TRACKING_URI", settings.tracking_uri),
@@ -91,8 +95,9 @@ def export_snippet(fmt: str, registry_settings, every: str = "*/5 * * * *", work
             f"# promptreg: run due drift checks ({expr.text}, UTC).",
             "# concurrencyPolicy Forbid is NOT needed: each due check is claimed through a database lease,",
             "# so overlapping jobs (or other machines) never run a check twice. The secret 'promptreg'",
-            "# holds db-url (and the S3 keys).",
-            "# kubectl create secret generic promptreg --from-literal=db-url='postgresql+psycopg://...'",
+            f"# holds {', '.join(e.secret_key for e in env if e.value is None)}.",
+            "# kubectl create secret generic promptreg "
+            + " ".join(f"--from-literal={e.secret_key}='...'" for e in env if e.value is None),
             "apiVersion: batch/v1",
             "kind: CronJob",
             "metadata:",

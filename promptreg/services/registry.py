@@ -21,6 +21,7 @@ from promptreg.errors import (
     StoreUnavailableError,
 )
 from promptreg.refs import Ref
+from promptreg.services.registry_events import EventVerbs
 from promptreg.services.views import (
     AliasInfo,
     AuditEntry,
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 
     SuiteArg = Suite | str | Path
 
-class Registry:
+class Registry(EventVerbs):
     """The registry of one project: its database, artifact store and MLflow mirror, and every verb.
 
     ``Registry()`` reads the settings (``promptreg.toml``, ``PROMPTREG_*``, the embedded default

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register(router) -> None:
-    from promptreg.server.routes import admin, drift, lifecycle, registry, schedules, tokens
+    from promptreg.server.routes import admin, drift, events, lifecycle, registry, schedules, tokens
 
-    for module in (tokens, registry, lifecycle, drift, schedules, admin):
+    for module in (tokens, registry, lifecycle, drift, schedules, admin, events):
         module.register(router)

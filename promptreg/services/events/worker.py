@@ -307,13 +307,14 @@ class BackgroundWorker:
         self._thread.join(timeout=timeout)
 
 
-def start_background(settings, poll_s: float = DEFAULT_POLL_S, **kwargs) -> BackgroundWorker:
+def start_background(registry_settings, poll_s: float = DEFAULT_POLL_S, **kwargs) -> BackgroundWorker:
     """Deliver events in a background thread (``promptreg scheduler``; the hook for ``promptreg
     server``: call it at start-up, ``.stop()`` at shutdown). Uses its own Registry (engine pool,
-    MLflow client) built from ``settings``."""
+    MLflow client) built from ``registry_settings``; ``kwargs`` go to :class:`EventWorker` (e.g. its
+    ``settings``, the events settings)."""
     from promptreg.services.registry import Registry
 
-    return BackgroundWorker(EventWorker(Registry(settings), **kwargs), poll_s).start()
+    return BackgroundWorker(EventWorker(Registry(registry_settings), **kwargs), poll_s).start()
 
 
 __all__ = ["BackgroundWorker", "EventWorker", "Outcome", "RoundStats", "start_background"]
