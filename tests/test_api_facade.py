@@ -27,7 +27,9 @@ from tests.helpers import make_artifact
 VERBS = ("init", "doctor", "push", "pull", "show", "manifest", "list_prompts", "list_versions", "history", "sync",
          "set_alias", "train", "import_peft", "evaluator", "eval", "gate", "promote", "rollback", "drift",
          "set_environment_model", "list_environments", "add_schedule", "list_schedules", "get_schedule",
-         "remove_schedule", "schedule_runs", "run_due", "scheduler", "export_schedule", "gc", "repair_tracking_db")
+         "remove_schedule", "schedule_runs", "run_due", "scheduler", "export_schedule", "gc", "repair_tracking_db",
+         "list_events", "list_deliveries", "show_event", "retry_events", "add_webhook", "list_webhooks",
+         "remove_webhook", "test_webhook", "webhook_deliveries")
 
 
 def _offline(tmp_path: Path) -> Registry:

@@ -195,3 +195,29 @@ def test_events_and_webhooks_in_remote_mode(service, tmp_path):
     snippet = cli("admin", "schedule", "export", "--format", "crontab")
     assert snippet.code == 0 and f"PROMPTREG_URL={server.url}" in snippet.out
     assert "PROMPTREG_TOKEN=<secret" in snippet.out and "prt_" not in snippet.out
+
+
+@pytest.mark.integration
+def test_train_in_remote_mode_pushes_through_the_server(service, tmp_path, tiny_model_dir):
+    """train runs on the client (its data, its base model), the artifact goes through the server: the
+    version is the token's, re-hashed by the server and mirrored by it into MLflow."""
+    from tests.test_training import TEMPLATE, toy_examples, write_jsonl
+
+    cli, _server, _ = service
+    train = write_jsonl(tmp_path / "train.jsonl", toy_examples(40, 8))
+    res = cli("contributor", "train", "--model", tiny_model_dir, "--train", train, "--labels", "negative,positive",
+              "--template", TEMPLATE, "--num-virtual-tokens", "3", "--epochs", "1", "--batch-size", "8",
+              "--push", "remote-toy", "--output", tmp_path / "out", "--json")
+    assert res.code == 0, res.err
+    report = res.json()
+    assert report["pushed"]["name"] == "remote-toy" and report["pushed"]["version"] == 1
+    assert report["run_id"] is None and "not logged to MLflow" in res.err
+    shown = cli("admin", "show", "remote-toy:1", "--json").json()
+    assert shown["sha256"] == report["pushed"]["sha256"]
+    history = cli("admin", "history", "remote-toy", "--json").json()
+    assert [(e["action"], e["actor"]) for e in history] == [("push", "ci-bot")]
+    manifest = json.loads((tmp_path / "out" / "promptreg.json").read_text())
+    assert manifest["created_by"] == "ci-bot"
+    denied = cli("contributor", "train", "--model", tiny_model_dir, "--train", train, "--labels", "negative,positive",
+                 "--template", TEMPLATE, "--push", "bad/../name")
+    assert_one_line_error(denied, 2)

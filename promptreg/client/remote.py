@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,6 +35,21 @@ def _local_only(what: str, hint: str) -> InputError:
 def _q(ref: str) -> str:
     """A reference as one path segment (its '/' and NUL stay encoded: the server answers 400)."""
     return quote(str(ref), safe=":@")
+
+
+class _ServerOwnsMlflow:
+    """What a training run in remote mode logs to MLflow: nothing (see :meth:`RemoteRegistry.train`)."""
+
+    def start_run(self, *_args, **_kwargs) -> None:
+        return None
+
+    def log_params(self, *_args, **_kwargs) -> None: ...
+    def log_dataset(self, *_args, **_kwargs) -> None: ...
+    def log_dict(self, *_args, **_kwargs) -> None: ...
+    def log_text(self, *_args, **_kwargs) -> None: ...
+    def log_metrics(self, *_args, **_kwargs) -> None: ...
+    def log_figure(self, *_args, **_kwargs) -> None: ...
+    def end_run(self, *_args, **_kwargs) -> None: ...
 
 
 class RemoteRegistry:
@@ -197,9 +213,31 @@ class RemoteRegistry:
                                                    timeout_s=LONG_TIMEOUT_S))
 
     # ----- training and import ------------------------------------------------------------------
+    @property
+    def mirror(self) -> _ServerOwnsMlflow:
+        return _ServerOwnsMlflow()
+
     def train(self, job):
-        raise _local_only("train", "train in direct mode next to the data and the base model, then "
-                                   "`promptreg push` the output folder")
+        """Trained here, next to the data and the base model; with ``job.push`` the artifact is pushed
+        through the server (re-validated and re-hashed there). The client holds no MLflow credentials, so
+        the training curves are not logged: the server mirrors the version (manifest metrics,
+        fingerprints) into an MLflow run of its own. The manifest's ``created_by`` is the token's
+        principal, as the server knows it."""
+        import dataclasses
+
+        from promptreg.services.train import run_training
+
+        if job.push:
+            from promptreg.refs import check_name
+
+            check_name(job.push)
+        view = copy.copy(self)
+        view.settings = dataclasses.replace(self.settings, user=self.whoami()["name"])
+        report = run_training(view, job)
+        if report is not None:
+            report.warnings.insert(0, "remote mode: the training run is not logged to MLflow (the server owns it); "
+                                      "the pushed version's run holds its metrics")
+        return report
 
     def import_peft(self, folder, base_model, name, *, description=None, template=None, verbalizer=None):
         """Built here (it needs the local base model to fingerprint), pushed over HTTP."""

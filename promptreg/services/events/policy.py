@@ -73,8 +73,10 @@ def check_prompt_glob(glob: str | None) -> str | None:
 
 
 def may_read(owner: str, prompt_name: str | None) -> bool:
-    """Whether a webhook added by ``owner`` may see events of ``prompt_name``. Until the HTTP server's
-    permissions exist (issue 15) every user may read every prompt; this is the one place to ask."""
+    """Whether a webhook added by ``owner`` may see events of ``prompt_name``: always. Webhooks are
+    added by whoever holds the database (direct mode) or by an admin token (``promptreg server``:
+    ``/api/v1/webhooks`` is admin only), and both may read every prompt. This is the one place to ask
+    if prompt-scoped webhook owners are ever allowed."""
     return True
 
 
