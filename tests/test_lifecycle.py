@@ -460,3 +460,19 @@ def test_every_version_option_takes_the_ref_grammar(project, tmp_path, tiny_mode
     assert_one_line_error(run_cli("rollback", "toy@staging", "--to", "nope", cwd=cwd, env=env), 2, "no alias 'nope'")
     assert_one_line_error(run_cli("promote", "toy:1", "--to", "other@staging", cwd=cwd, env=env), 2,
                           "names prompt 'other'")
+
+
+def test_eval_gate_promote_on_an_environments_base_model(project, tmp_path, tiny_model_dir):
+    """--env NAME evaluates on the base model recorded for that environment (no PROMPTREG_BASE_MODEL,
+    no --model), in eval, gate and promote alike; an unknown environment or --env with --model is one line."""
+    suite = write_suite(tmp_path / "suite", positive_share=0.75, accuracy="{margin: 0.02}", checks=False)
+    cwd = tmp_path
+    assert run_cli("env", "set-base-model", "prod", tiny_model_dir, cwd=cwd).code == 0
+    res = run_cli("eval", "toy:1", "--suite", suite, "--against", "none", "--env", "prod", "--json", cwd=cwd)
+    assert res.code == 0 and res.json()["datasets"][0]["rows"] == 40, res.err
+    res = run_cli("promote", "toy:3", "--to", "staging", "--suite", suite, "--env", "prod", "--json", cwd=cwd)
+    assert res.code == 0 and res.json()["version"] == 3, res.err
+    assert_one_line_error(run_cli("eval", "toy:1", "--suite", suite, "--env", "nope", cwd=cwd), 2,
+                          "no base model recorded for environment 'nope'")
+    assert_one_line_error(run_cli("gate", "toy:1", "--suite", suite, "--env", "prod", "--model", tiny_model_dir,
+                                  cwd=cwd), 2, "give --env or --model, not both")

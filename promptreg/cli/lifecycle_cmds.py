@@ -31,15 +31,17 @@ def echo_gate(report) -> None:
 @click.option("--model", help="Base model folder or 'smollm2' (default: PROMPTREG_BASE_MODEL, then the manifest's).")
 @click.option("--against", default="production", show_default=True, shell_complete=complete_version_of_ref,
               help="Version to compare with in the plot: V, ALIAS, NAME:V or NAME@ALIAS ('none' to skip).")
+@click.option("--env", "env", help="Evaluate on this environment's base model (promptreg env set-base-model).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-cache", is_flag=True, help="Re-evaluate even if this suite already ran on this version.")
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write a markdown summary here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with per-example outcomes).")
 @click.pass_obj
-def eval_cmd(obj, ref, suite_path, model, against, device, no_cache, markdown_path, as_json):
+def eval_cmd(obj, ref, suite_path, model, env, against, device, no_cache, markdown_path, as_json):
     """Evaluate REF (NAME:VERSION or NAME@ALIAS) on a regression suite and record the eval run."""
-    result = obj.get().eval(ref, suite_path, against=against, model=model, device=device, use_cache=not no_cache)
+    result = obj.get().eval(ref, suite_path, against=against, model=model, device=device, use_cache=not no_cache,
+                            env=env)
     for w in result.warnings:
         warn(w)
     if markdown_path is not None:
@@ -68,6 +70,7 @@ def eval_cmd(obj, ref, suite_path, model, against, device, no_cache, markdown_pa
               help="Baseline: V, ALIAS (its current holder), NAME:V or NAME@ALIAS; 'none' for floors only.")
 @click.option("--suite", "suite_path", required=True, type=_SUITE, help="Regression suite (suite.yaml).")
 @click.option("--model", help="Base model folder or 'smollm2' (default: PROMPTREG_BASE_MODEL, then the manifest's).")
+@click.option("--env", "env", help="Evaluate on this environment's base model (promptreg env set-base-model).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Write a JUnit XML report (one testcase per metric and check).")
@@ -76,12 +79,13 @@ def eval_cmd(obj, ref, suite_path, model, against, device, no_cache, markdown_pa
 @click.option("--no-cache", is_flag=True, help="Recompute even if this exact gate already ran.")
 @click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
 @click.pass_obj
-def gate_cmd(obj, ref, against, suite_path, model, device, junit_path, markdown_path, no_cache, as_json):
+def gate_cmd(obj, ref, against, suite_path, model, env, device, junit_path, markdown_path, no_cache, as_json):
     """Run the regression gate of REF against the version it would replace. Exit 0 pass, 1 fail, 2 could not run."""
     from promptreg.errors import PromptregError
 
     try:
-        report = obj.get().gate(ref, suite_path, against=against, model=model, device=device, use_cache=not no_cache)
+        report = obj.get().gate(ref, suite_path, against=against, model=model, device=device, use_cache=not no_cache,
+                                env=env)
     except PromptregError as exc:
         if junit_path is not None:
             from promptreg.reporting.junit import gate_error_junit_xml
@@ -112,17 +116,19 @@ def gate_cmd(obj, ref, against, suite_path, model, device, junit_path, markdown_
 @click.option("--to", "to", default="production", show_default=True, shell_complete=complete_version_of_ref, help="The alias to move: ALIAS or NAME@ALIAS.")
 @click.option("--suite", "suite_path", type=_SUITE, help="Run (or reuse) this suite's gate first.")
 @click.option("--model", help="Base model folder or 'smollm2' for the gate.")
+@click.option("--env", "env", help="Evaluate on this environment's base model (promptreg env set-base-model).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--force", is_flag=True, help="Move even if the gate failed or is missing (needs --reason).")
 @click.option("--reason", help="Why (recorded in the audit log; required with --force).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def promote_cmd(obj, ref, to, suite_path, model, device, force, reason, as_json):
+def promote_cmd(obj, ref, to, suite_path, model, env, device, force, reason, as_json):
     """Point NAME@TO at REF after its gate passes (compare-and-swap + audit event + MLflow alias)."""
     from promptreg.errors import GateFailedError
 
     try:
-        result = obj.get().promote(ref, to, suite=suite_path, model=model, device=device, force=force, reason=reason)
+        result = obj.get().promote(ref, to, suite=suite_path, model=model, device=device, force=force, reason=reason,
+                                   env=env)
     except GateFailedError as exc:
         if exc.report is not None and not as_json:
             echo_gate(exc.report)  # the table on stdout; the one-line error follows on stderr

@@ -310,22 +310,34 @@ class Registry(EventVerbs):
 
         return Evaluator(self, model=model, device=device, use_cache=use_cache)
 
+    def _env_model(self, env: str | None, model: str | Path | None) -> str | Path | None:
+        """The base model of environment ``env`` (``promptreg env set-base-model``), else ``model``."""
+        if env is None:
+            return model
+        if model is not None:
+            raise InputError("give --env or --model, not both")
+        from promptreg.services.environments import environment_model
+
+        return environment_model(self, env)
+
     def eval(self, ref: str, suite: SuiteArg, *, against: str | None = "production", model: str | Path | None = None,
-             device: str = "auto", use_cache: bool = True) -> EvalResult:
+             device: str = "auto", use_cache: bool = True, env: str | None = None) -> EvalResult:
         """Evaluate ``ref`` on a regression suite (a :class:`~promptreg.evaluation.suite.Suite` or its
         YAML path) and record the eval run; ``against`` (an alias, a version number or None) is also
-        evaluated for the comparison logged to MLflow. A cached result is reused unless ``use_cache=False``."""
-        ev = self.evaluator(model=model, device=device, use_cache=use_cache)
+        evaluated for the comparison logged to MLflow. A cached result is reused unless ``use_cache=False``.
+        ``env``: evaluate on that environment's recorded base model (instead of ``model``)."""
+        ev = self.evaluator(model=self._env_model(env, model), device=device, use_cache=use_cache)
         result, _baseline = ev.evaluate(ref, _suite(suite), against=against)
         result.warnings = [*ev.warnings, *result.warnings]
         return result
 
     def gate(self, ref: str, suite: SuiteArg, *, against: str = "production", model: str | Path | None = None,
-             device: str = "auto", use_cache: bool = True) -> GateReport:
+             device: str = "auto", use_cache: bool = True, env: str | None = None) -> GateReport:
         """Run the regression gate of ``ref`` against the version it would replace (``against``: an alias,
         its current holder; a version number; or ``none`` for floors only). The report says whether it
-        passed (``report.passed``) and why; a gate that could not run raises instead."""
-        ev = self.evaluator(model=model, device=device, use_cache=use_cache)
+        passed (``report.passed``) and why; a gate that could not run raises instead. ``env``: on that
+        environment's recorded base model."""
+        ev = self.evaluator(model=self._env_model(env, model), device=device, use_cache=use_cache)
         report = ev.gate(ref, _suite(suite), against=against)
         report.warnings = [*ev.warnings, *report.warnings]
         return report
@@ -333,7 +345,7 @@ class Registry(EventVerbs):
     # ----- lifecycle ----------------------------------------------------------------------------
     def promote(self, ref: str, to: str = "production", *, suite: SuiteArg | None = None,
                 model: str | Path | None = None, device: str = "auto", force: bool = False,
-                reason: str | None = None) -> MoveResult:
+                reason: str | None = None, env: str | None = None) -> MoveResult:
         """Point ``NAME@to`` at ``ref`` if the alias's policy allows it: ``production`` needs a passing
         gate against its current holder (run now with ``suite``, else the stored verdict). A failed gate
         raises :class:`~promptreg.errors.GateFailedError` (its ``report`` attached); ``force`` with a
@@ -341,7 +353,7 @@ class Registry(EventVerbs):
         from promptreg.services.lifecycle import promote
 
         loaded = _suite(suite) if suite is not None else None
-        ev = self.evaluator(model=model, device=device) if loaded is not None else None
+        ev = self.evaluator(model=self._env_model(env, model), device=device) if loaded is not None else None
         return promote(self, ref, to, suite=loaded, evaluator=ev, force=force, reason=reason)
 
     def rollback(self, name: str, alias: str = "production", *, to: int | str | None = None,

@@ -10,7 +10,7 @@ from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from promptreg.errors import InputError, NotFoundError
+from promptreg.errors import InputError
 from promptreg.refs import check_alias, parse_ref
 from promptreg.server.policy import Action
 from promptreg.server.routing import Call, api_route, current_call
@@ -18,17 +18,6 @@ from promptreg.server.uploads import received_folder, reply
 
 API = "/api/v1"
 SUITE_FILE = "suite.yaml"
-
-
-def server_model(call: Call, env: str | None) -> str | None:
-    """The base model for an evaluation: the one recorded for environment ``env``, else the server's
-    ``base_model`` setting (None: the version's manifest folder, if it exists on the server)."""
-    if not env:
-        return None
-    for e in call.registry.list_environments():
-        if e.environment == env:
-            return e.path
-    raise NotFoundError(f"no base model recorded for environment {env!r} (promptreg env set-base-model)")
 
 
 def suite_in(folder: Path | None) -> Path | None:
@@ -53,7 +42,7 @@ def register(router) -> None:
         async with received_folder(call.request, call.server.config.max_upload_bytes) as folder:
             result = await run_in_threadpool(call.registry.eval, ref, suite_in(folder),
                                              against=None if against in (None, "", "none") else against,
-                                             model=server_model(call, env), use_cache=use_cache)
+                                             env=env or None, use_cache=use_cache)
         return reply(result)
 
     @api_route(router, "POST", f"{API}/versions/{{ref:path}}/gate", action=Action.EVALUATE, body="upload", long=True,
@@ -62,7 +51,7 @@ def register(router) -> None:
                    call: Call = Depends(current_call)):
         async with received_folder(call.request, call.server.config.max_upload_bytes) as folder:
             report = await run_in_threadpool(call.registry.gate, ref, suite_in(folder), against=against,
-                                             model=server_model(call, env), use_cache=use_cache)
+                                             env=env or None, use_cache=use_cache)
         return reply(report)
 
     @api_route(router, "POST", f"{API}/versions/{{ref:path}}/promote", action=Action.MOVE, body="upload", long=True,
@@ -79,7 +68,7 @@ def register(router) -> None:
                 raise InputError("--force needs --reason TEXT: say why the gate is bypassed (it is recorded)")
         async with received_folder(call.request, call.server.config.max_upload_bytes, required=False) as folder:
             result = await run_in_threadpool(call.registry.promote, ref, to, suite=suite_in(folder),
-                                             model=server_model(call, env), force=force, reason=reason)
+                                             env=env or None, force=force, reason=reason)
         return reply(result)
 
     @api_route(router, "POST", f"{API}/prompts/{{name}}/aliases/{{alias}}/rollback", action=Action.MOVE, body="json",
