@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
     from promptreg.artifact.validate import ValidatedArtifact
-    from promptreg.registry.models import PromptVersion
+    from promptreg.registry.models import Prompt, PromptVersion
     from promptreg.services.registry import Registry
 
 PUSH_RETRIES = 20
@@ -127,9 +127,9 @@ def insert_version(registry: Registry, name: str, art: ValidatedArtifact, uri: s
 # ----------------------------------------------------------------------------------------- reads
 
 
-def version_info(s: Session, v: PromptVersion) -> VersionInfo:
-    """The public view of a version row (its prompt and aliases read in the same session)."""
-    p = q.prompt_by_id(s, v.prompt_id)
+def version_info(s: Session, v: PromptVersion, prompt: Prompt | None = None) -> VersionInfo:
+    """The public view of a version row (its prompt, unless given, and aliases read in the same session)."""
+    p = prompt if prompt is not None else q.prompt_by_id(s, v.prompt_id)
     return render_version(p.name, p.task_type, v, q.version_aliases(s, v), (v.manifest or {}).get("num_virtual_tokens"))
 
 
@@ -144,7 +144,7 @@ def as_ref(ref: str | Ref) -> Ref:
 
 def show(registry: Registry, ref: str | Ref) -> VersionInfo:
     with registry.session() as s:
-        return version_info(s, q.resolve(s, as_ref(ref)))
+        return version_info(s, *q.resolve_with_prompt(s, as_ref(ref)))
 
 
 def manifest(registry: Registry, ref: str | Ref) -> dict:

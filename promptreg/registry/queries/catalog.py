@@ -88,15 +88,32 @@ def latest_version(s: Session, prompt: Prompt) -> PromptVersion | None:
 
 def resolve(s: Session, ref: Ref) -> PromptVersion:
     """The version a reference names: ``NAME@ALIAS``, ``NAME:VERSION`` or ``NAME`` (the latest)."""
+    return resolve_with_prompt(s, ref)[0]
+
+
+def resolve_with_prompt(s: Session, ref: Ref) -> tuple[PromptVersion, Prompt]:
+    """The version a reference names and its prompt, in one statement (version joined with its prompt
+    and its alias): a read through the server is round trips fewer per lookup. Only when nothing
+    matches do more statements say exactly what is missing: the prompt, the alias or the version."""
+    check_name(ref.name)
+    q = (select(PromptVersion, Prompt).join(Prompt, Prompt.id == PromptVersion.prompt_id)
+         .where(Prompt.name == ref.name))
+    if ref.alias is not None:
+        q = q.join(Alias, (Alias.version_id == PromptVersion.id) & (Alias.prompt_id == Prompt.id)) \
+             .where(Alias.name == ref.alias)
+    elif ref.version is not None:
+        q = q.where(PromptVersion.number == ref.version)
+    else:
+        q = q.order_by(PromptVersion.number.desc()).limit(1)
+    row = s.exec(q).first()
+    if row is not None:
+        return row[0], row[1]
     prompt = get_prompt(s, ref.name)
     if ref.alias is not None:
-        return alias_target(s, prompt, ref.alias)
+        return alias_target(s, prompt, ref.alias), prompt          # raises AliasNotFoundError
     if ref.version is not None:
-        return get_version(s, prompt, ref.version)
-    v = latest_version(s, prompt)
-    if v is None:
-        raise VersionNotFoundError(f"{ref.name} has no versions")
-    return v
+        return get_version(s, prompt, ref.version), prompt         # raises VersionNotFoundError
+    raise VersionNotFoundError(f"{ref.name} has no versions")
 
 
 def versions(s: Session, prompt: Prompt, numbers: Iterable[int] | None = None, *,
@@ -380,6 +397,7 @@ __all__ = [
     "prompt_names",
     "prompts",
     "resolve",
+    "resolve_with_prompt",
     "set_mirror_state",
     "set_version_status",
     "state_rows",
