@@ -166,17 +166,23 @@ def test_shard_and_gather_roundtrip_single_process():
     assert dist.gather_strided(dist.SINGLE, t, 3) is t
 
 
-def test_two_gloo_processes_equal_one_process(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_gloo_processes_equal_one_process(tmp_path, tiny_model_dir, sharding):
+    """DDP over the prompt, and FSDP2 (frozen decoder layers sharded, each rank holding half of every
+    layer's weights): both equal one process with the same global batch."""
     import torch
     from safetensors.torch import load_file
 
     from promptreg.training.trainer import Trainer
 
-    res = _torchrun(ROOT / "tests" / "ddp_worker.py", tiny_model_dir, tmp_path / "ddp", cwd=tmp_path)
+    res = _torchrun(ROOT / "tests" / "ddp_worker.py", tiny_model_dir, tmp_path / "ddp", "prompt_tuning", sharding,
+                    cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     two = load_file(str(tmp_path / "ddp" / "prompt.safetensors"))
     history = json.loads((tmp_path / "ddp" / "history.json").read_text())
     assert history["world"] == 2
+    sharded_rows = history["q_proj_rows"] // 2 if sharding == "fsdp" else history["q_proj_rows"]
+    assert history["q_proj_local_rows"] == sharded_rows
     base, tok = _base(tiny_model_dir)
     cfg, spec, train, evals = ddp_job()
     one = Trainer(base, tok, cfg, spec, train, evals, progress=False).run()

@@ -79,6 +79,9 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
 @click.option("--bf16", is_flag=True, help="Alias of --precision bf16.")
 @click.option("--gradient-checkpointing", is_flag=True,
               help="Recompute the frozen decoder's layers in backward (less memory; not with prefix tuning).")
+@click.option("--fsdp", is_flag=True,
+              help="Under torchrun/accelerate: shard the frozen decoder layers across the ranks (FSDP2), for a "
+                   "base model that does not fit one device; the prompt stays whole (docs/training.md).")
 @click.option("--max-memory", help="Refuse a job estimated to need more than this (e.g. 24GiB) before loading.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:N.")
 @click.option("--output", type=click.Path(path_type=Path), help="Artifact folder (default: <home>/runs/<run>/artifact).")
@@ -113,7 +116,8 @@ def train_cmd(obj, **kw):
         weight_decay=kw["weight_decay"], warmup_ratio=kw["warmup_ratio"], schedule=kw["schedule"],
         eval_every=kw["eval_every"], eval_limit=kw["eval_limit"], patience=kw["patience"],
         max_text_tokens=kw["max_text_tokens"], seed=kw["seed"], precision=precision,
-        gradient_checkpointing=kw["gradient_checkpointing"], stop_after_steps=kw["stop_after_steps"])
+        gradient_checkpointing=kw["gradient_checkpointing"], stop_after_steps=kw["stop_after_steps"],
+        fsdp=kw["fsdp"])
     spec = DataSpec(task=kw["task"], text_column=kw["text_column"], label_column=kw["label_column"],
                     target_column=kw["target_column"],
                     labels=[x.strip() for x in kw["labels"].split(",")] if kw["labels"] else None,

@@ -286,9 +286,9 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
         t0 = time.perf_counter()
 
         def scored(soft_model, all_rows, pad_id):  # data-parallel under a launcher, gathered on every rank
-            local = dist.shard(ctx, all_rows)
+            local, real = dist.shard_padded(ctx, all_rows)
             probs = classify(base, soft_model, local, label_ids, pad_id=pad_id, precision=precision)
-            return dist.gather_strided(ctx, probs, len(all_rows))
+            return dist.gather_strided(ctx, probs[:real], len(all_rows))
 
         probs = scored(SoftPromptModel(base, result.soft_prompt), rows, tuned_enc.pad_id)
         metrics.update({f"test_{k}": v for k, v in accuracy_metrics(probs, gold, spec.labels).items()})

@@ -16,7 +16,11 @@ Invariants:
   (step, position in global batches, the replicated optimizer), so ``--resume`` works with any world
   size;
 - scoring shards rows the same way and re-interleaves the gathered results into input order
-  (:func:`gather_strided`); no object is pickled between ranks (tensors only).
+  (:func:`gather_strided`); no object is pickled between ranks (tensors only);
+- with ``--fsdp`` (FSDP2, :func:`shard_frozen_layers`) the frozen decoder layers are sharded, so every
+  rank runs every forward together: scoring pads each rank's rows to the same count
+  (:func:`shard_padded`) and a rank with no row of a global batch runs it on a stand-in row with zero
+  weight. The result equals DDP's and a single process's.
 """
 
 from __future__ import annotations
@@ -94,6 +98,43 @@ def shutdown(ctx: DistContext) -> None:
 def shard(ctx: DistContext, items: list) -> list:
     """This rank's part of a global batch (or of a scoring set): items rank, rank + W, ..."""
     return items[ctx.rank::ctx.world] if ctx.enabled else items
+
+
+def shard_padded(ctx: DistContext, items: list) -> tuple[list, int]:
+    """This rank's part of a scoring set padded to the same length on every rank (copies of its first
+    item, or of the set's first item), and how many of them are real. Ranks whose frozen layers are
+    sharded (FSDP2) must run every forward together, so each scores the same number of rows in the
+    same number of batches; the padding's results are dropped."""
+    local = shard(ctx, items)
+    if not ctx.enabled or not items:
+        return local, len(local)
+    width = -(-len(items) // ctx.world)
+    return local + [(local or items)[0]] * (width - len(local)), len(local)
+
+
+def shard_frozen_layers(model, ctx: DistContext) -> int:
+    """FSDP2: shard each decoder layer of the frozen base across the ranks (``fully_shard``, one
+    all-gather per layer in forward, freed after it). The embedding table, final norm and LM head stay
+    whole on every rank: the soft prompt is initialised from and mixed into the embeddings outside the
+    layers, and they are a small part of a large model. The trainable prompt is never sharded (its
+    gradient is all-reduced like DDP's). Each layer is its own FSDP root, so ``reshard_after_forward``
+    is set explicitly (a root's default keeps its parameters gathered after forward, which would hold
+    the whole model on every rank). Returns how many layers were sharded."""
+    if not ctx.enabled:
+        return 0
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from promptreg.errors import InputError
+
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList) or not len(layers):
+        raise InputError(f"--fsdp needs a decoder whose blocks are model.layers ({type(model).__name__} has none)")
+    mesh = init_device_mesh("cuda" if ctx.device.startswith("cuda") else "cpu", (ctx.world,))
+    for layer in layers:
+        fully_shard(layer, mesh=mesh, reshard_after_forward=True)   # explicit: each layer is its own root
+    return len(layers)
 
 
 def all_reduce_grads(ctx: DistContext, params: list) -> None:

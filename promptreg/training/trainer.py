@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"              # fp32 | bf16 | fp16: the frozen model's dtype + autocast
     gradient_checkpointing: bool = False # recompute decoder layers in backward (not with prefix tuning)
+    fsdp: bool = False                   # under a launcher: shard the frozen decoder layers (FSDP2)
     stop_after_steps: int | None = None  # stop early at this step, as if interrupted (checkpoint kept)
 
     def validate(self) -> None:
@@ -97,13 +98,16 @@ class TrainResult:
 
 
 def params_digest(model) -> str:
-    """sha256 over every base parameter's bytes (proves the base model did not change)."""
+    """sha256 over every base parameter's bytes (proves the base model did not change). A parameter
+    sharded by FSDP2 (a DTensor) is gathered whole first: every rank calls this at the same points."""
     import torch
 
     h = hashlib.sha256()
     for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        t = p.detach()
+        t = t.full_tensor() if hasattr(t, "full_tensor") else t
         h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
+        h.update(t.cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -181,19 +185,22 @@ class Trainer:
             return {}
         ctx = self.dist
         if self.spec.task == "classification":
-            local = dist.shard(ctx, rows)
+            local, real = dist.shard_padded(ctx, rows)
             probs = classify(self.base, soft_model, local, label_ids.tolist(), batch_size=max(32, self.cfg.batch_size),
                              pad_id=pad_id, precision=self.cfg.precision) if local else torch.zeros(0, len(label_ids))
-            probs = dist.gather_strided(ctx, probs, len(rows))
+            probs = dist.gather_strided(ctx, probs[:real], len(rows))
             gold = [r.label for r in rows]
             metrics = accuracy_metrics(probs, gold, self.spec.labels)
             metrics["loss"] = float(-torch.log(probs[torch.arange(len(gold)), torch.tensor(gold)].clamp_min(1e-12)).mean())
             return metrics
-        local, total, count = dist.shard(ctx, rows), 0.0, 0
+        (local, real), total, count = dist.shard_padded(ctx, rows), 0.0, 0
         device = device_of(self.base)
         with torch.no_grad(), self.precision.autocast(device.type):
             for idx in length_batches([len(r.ids) for r in local], 32, shuffle=False):
-                part = [local[i] for i in idx]
+                part = [local[i] for i in idx if i < real]
+                if not part:    # only padding: run it (FSDP ranks forward together), count nothing
+                    generation_loss(self.base, soft_model, collate([local[i] for i in idx], pad_id, device))
+                    continue
                 batch = collate(part, pad_id, device)
                 total += float(generation_loss(self.base, soft_model, batch, reduction="sum"))
                 count += self._denominator(part)
@@ -278,9 +285,13 @@ class Trainer:
             scaler.load_state_dict({**scaler.state_dict(), "scale": float(saved["grad_scale"])})
         from promptreg.training.memory import gradient_checkpointing
 
+        if cfg.fsdp and self.dist.enabled and not getattr(self.base, "_promptreg_fsdp", False):
+            dist.shard_frozen_layers(self.base, self.dist)   # after the prompt was initialised from the embeddings
+            self.base._promptreg_fsdp = True
         checkpointing = gradient_checkpointing(self.base, soft, enabled=cfg.gradient_checkpointing)
-        if cfg.gradient_checkpointing:
-            model.share_prefix = False  # the shared-prefix path runs through a cache, which checkpointing drops
+        if cfg.gradient_checkpointing or (cfg.fsdp and self.dist.enabled):
+            model.share_prefix = False  # the shared-prefix path runs through a cache, which checkpointing
+            #                              drops and FSDP's resharded layers cannot backpropagate through
         plan = _Plan.of(cfg, len(train_rows))
         return _Run(soft, model, encoder, train_rows, self._encode(encoder, self.eval_examples), device, label_ids,
                     params, optimizer, plan, [len(row.ids) for row in train_rows], scaler, checkpointing)
@@ -297,11 +308,14 @@ class Trainer:
             global_rows = [r.train_rows[i] for i in order[st.batch_pos + k]]
             mine = dist.shard(ctx, global_rows)
             st.real_tokens += sum(len(row.ids) for row in global_rows)
+            weight = 1.0
             if not mine:  # a global batch smaller than the world: this rank adds zero gradient
-                continue
+                if not cfg.fsdp:
+                    continue
+                mine, weight = global_rows[:1], 0.0   # sharded layers: run the forward with the others
             batch = collate(mine, r.encoder.pad_id, r.device)
             with r.checkpointing, precision.autocast(r.device.type):
-                loss = self._loss(r.model, batch, r.label_ids, self._denominator(global_rows)) / cfg.grad_accum
+                loss = self._loss(r.model, batch, r.label_ids, self._denominator(global_rows)) * weight / cfg.grad_accum
             if not torch.isfinite(loss):
                 raise InputError(f"training diverged: non-finite loss at step {st.step + 1} (lower --lr"
                                  f"{' or use --precision fp32' if precision.mixed else ''})")
