@@ -301,6 +301,7 @@ class Evaluator:
     def _log_eval(self, info, result: EvalResult, baseline: EvalResult | None, prefix: str | None = None) -> None:
         from promptreg.reporting.figures import comparison_figure
         from promptreg.reporting.mlflow import eval_table
+        from promptreg.services.mirroring import awaited_run_id
 
         run_id = awaited_run_id(self.registry, info.name, info.version, info.mlflow_run_id)
         if not run_id:
@@ -373,6 +374,7 @@ class Evaluator:
         from promptreg.reporting.figures import comparison_figure
         from promptreg.reporting.mlflow import version_tags
         from promptreg.reporting.summaries import gate_markdown
+        from promptreg.services.mirroring import awaited_run_id
 
         run_id = awaited_run_id(self.registry, cand.name, cand.version, cand.mlflow_run_id)
         if not run_id:
