@@ -10,8 +10,9 @@ ends when the check reads the captures (recorded in the report: ``window.until``
 
 Labels: the true labels posted to ``/feedback`` (newest per request id) are joined by request id;
 the rows without feedback stay unlabelled (the check measures performance on the labelled rows and
-tests the data drift on all of them). Rows come back in capture order (ts, request id), as
-``{"text", ("label")}``, so the fingerprint depends on the traffic only.
+tests the data drift on all of them). Rows come back in capture order (by ``ts``; rows of one instant
+in their order in the object, i.e. arrival), as ``{"text", ("label")}``, so the fingerprint depends on
+the traffic only.
 """
 
 from __future__ import annotations
@@ -95,9 +96,9 @@ def read_captured(registry: Registry, ref: str, uri: str, *, since: dt.datetime 
             rows.append((ts, str(row.get("request_id") or ""), row["text"]))
             seen_versions.add(obj.version)
     if not rows:
-        raise InputError(f"no captured traffic of {ref} between {since.isoformat()} and {until.isoformat()} (serve --capture-rate, "
-                         "or widen the window: --data captured:7d)")
-    rows.sort()
+        raise InputError(f"no captured traffic of {ref} between {since.isoformat()} and {until.isoformat()} "
+                         "(serve --capture-rate, or widen the window: --data captured:7d)")
+    rows.sort(key=lambda t: t[0])   # stable: rows of one instant keep their order in the object (arrival)
     labels = feedback_labels(store, since=since)
     out = [{"text": text, **({"label": labels[rid]} if rid in labels else {})} for _ts, rid, text in rows]
     return CapturedData(out, since, until, len(objects), sorted(seen_versions))
