@@ -245,3 +245,39 @@ def test_gc_deletes_expired_captures_only(tmp_path, monkeypatch):
     (tmp_path / "promptreg.toml").write_text("[capture]\nretention_days = 'soon'\n")
     with pytest.raises(InputError, match="retention_days"):
         configured_retention_days(tmp_path)
+
+
+# ----- the command line -------------------------------------------------------------------------------------
+def _main(home, *args) -> int:
+    from promptreg.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--home", str(home), *map(str, args)])
+    return exc.value.code
+
+
+def test_serve_capture_options_fail_in_one_line_before_the_model_loads(tmp_path, capsys):
+    home = tmp_path / ".promptreg"
+    for args, msg in ((["--capture-redact", "m:f"], "need --capture-rate > 0"),
+                      (["--capture-rate", "0.5", "--capture-redact", "no_such_module_q:f"], "cannot import"),
+                      (["--capture-rate", "0.5", "--capture-redact-regex", "("], "invalid pattern"),
+                      (["--capture-rate", "2"], "--capture-rate")):
+        assert _main(home, "serve", "--model", tmp_path / "missing", *args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and msg in err[0], (args, err)
+
+
+def test_gc_prints_and_json_reports_the_captures(tmp_path, capsys):
+    home = tmp_path / ".promptreg"
+    reg = Registry(home=str(home))
+    c = Capturer(reg.store, rate=1.0)
+    now = dt.datetime.now(dt.UTC)
+    c.offer(_row(1, at=now - dt.timedelta(days=10)))
+    c.offer(_row(2, at=now))
+    c.close()
+    assert _main(home, "gc", "--capture-retention-days", "7") == 0
+    out = capsys.readouterr().out
+    assert "captures: 2 objects" in out and "retention 7 days: 1 expired, dry run" in out, out
+    assert _main(home, "gc", "--capture-retention-days", "7", "--yes", "--json") == 0
+    got = json.loads(capsys.readouterr().out)["captures"]
+    assert (got["objects"], got["expired"], got["deleted"], got["retention_days"]) == (2, 1, 1, 7)
