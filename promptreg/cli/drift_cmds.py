@@ -16,7 +16,10 @@ from promptreg.cli.output import emit_json, table, warn
 
 @click.command("drift")
 @click.argument("ref", shell_complete=complete_ref)
-@click.option("--data", "data_uri", required=True, help="Fresh production inputs: a .jsonl/.json/.csv file or s3://bucket/prefix.")
+@click.option("--data", "data_uri", required=True,
+              help="Fresh production inputs: a .jsonl/.json/.csv file, s3://bucket/prefix, or captured[:SINCE] "
+                   "(the traffic serve --capture-rate captured, with /feedback labels; SINCE: 30m, 24h, 7d or an "
+                   "ISO time; default the last 24 h).")
 @click.option("--suite", "suite_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Regression suite: its drift policy and golden sets (reference data).")
 @click.option("--env", "env", help="Environment whose deployed base model to check against (promptreg env set-base-model).")
@@ -37,8 +40,12 @@ def drift_cmd(obj, ref, data_uri, suite_path, env, model, reference, action, tex
         emit_json(out.to_dict())
         return 1 if out.drift else 0
     click.echo(f"drift check {out.prompt}:{out.version}" + (f" ({out.prompt}@{out.alias})" if out.alias else "")
-               + f" on {out.rows} rows ({'labelled' if out.labelled else 'unlabelled'}) vs {out.reference} "
+               + f" on {out.rows} {_rows_desc(out)} vs {out.reference} "
                f"({out.reference_rows} rows): {out.decision.upper()}")
+    if out.window:
+        click.echo(f"  captured traffic {out.window['since']} .. {out.window['until']}: {out.window['objects']} "
+                   f"objects, versions {', '.join(map(str, out.window['versions']))}; data sha256 "
+                   f"{out.data_fingerprint[:12]}")
     for t in out.tests:
         click.echo(f"  {t['explain']}")
     if out.performance:
@@ -48,6 +55,12 @@ def drift_cmd(obj, ref, data_uri, suite_path, env, model, reference, action, tex
     click.echo(f"action: {out.action}" + (f" {out.action_detail}" if out.action_detail else "")
                + f"  (report {out.report_id}, sha256 {str(out.report_sha256)[:12]})")
     return 1 if out.drift else 0
+
+
+def _rows_desc(out) -> str:
+    if out.source == "captured":
+        return f"captured rows ({out.labelled_rows} labelled by feedback)"
+    return f"rows ({'labelled' if out.labelled else 'unlabelled'})"
 
 
 @click.group("env")

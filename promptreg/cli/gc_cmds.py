@@ -31,9 +31,12 @@ def _age(s: float) -> str:
 @click.option("--min-age-s", type=click.FloatRange(min=0), default=3600, show_default=True,
               help="Never delete an upload younger than this (a push between its upload and its commit "
                    "looks like an orphan; it commits within seconds).")
+@click.option("--capture-retention-days", type=click.FloatRange(min=0),
+              help="Delete captured traffic (captures/) older than this many days (0: keep it; default: "
+                   "PROMPTREG_CAPTURE_RETENTION_DAYS, promptreg.toml [capture] retention_days, else 30).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def gc_cmd(obj, dry_run, yes, min_age_s, as_json):
+def gc_cmd(obj, dry_run, yes, min_age_s, capture_retention_days, as_json):
     """Find artifact-store content that no version, eval run or drift report references.
 
     Orphans are uploads whose commit never happened (a push killed between upload and commit),
@@ -45,7 +48,7 @@ def gc_cmd(obj, dry_run, yes, min_age_s, as_json):
 
     if dry_run and yes:
         raise InputError("--dry-run and --yes exclude each other")
-    report = obj.get().gc(min_age_s=min_age_s, delete=yes)
+    report = obj.get().gc(min_age_s=min_age_s, delete=yes, capture_retention_days=capture_retention_days)
     if as_json:
         emit_json(report.to_dict())
         return 0
@@ -71,4 +74,10 @@ def gc_cmd(obj, dry_run, yes, min_age_s, as_json):
                    "`promptreg gc --yes` deletes them)")
     else:
         click.echo(f"{head}; nothing to do")
+    c = report.captures
+    if c is not None:
+        keep = "kept for ever" if c.retention_days <= 0 else f"retention {c.retention_days:g} days"
+        done = (f"deleted {c.deleted}" if yes else f"{c.expired} expired, dry run" if c.expired else "none expired")
+        click.echo(f"captures: {c.objects} objects ({_size(c.bytes)}), {keep}: {done}"
+                   + (f" ({_size(c.expired_bytes)})" if c.expired else ""))
     return 0

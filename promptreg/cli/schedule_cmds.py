@@ -61,7 +61,9 @@ def schedule_group():
 @schedule_group.command("add")
 @click.argument("ref", shell_complete=complete_ref)
 @click.option("--cron", required=True, help='Five-field cron expression in UTC, e.g. "0 3 * * *".')
-@click.option("--data", "data_uri", required=True, help="Fresh data (JSONL path or URI) read at each run.")
+@click.option("--data", "data_uri", required=True,
+              help="Fresh data (JSONL path or URI) read at each run, or 'captured': the traffic serve captured "
+                   "since the schedule's last successful run (captured:7d: a fixed window).")
 @click.option("--suite", "suite_path", help="Regression suite (suite.yaml) to re-run on drift.")
 @click.option("--policy", "policy_items", multiple=True,
               help="Drift policy: KEY=VALUE (value parsed as JSON when it is) or a JSON object; repeatable.")

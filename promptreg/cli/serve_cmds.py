@@ -116,6 +116,31 @@ def _check_port(host: str, port: int) -> None:
             raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def _capturer(obj, rate, hook, regex, max_bytes, flush_s, seed, store_uri):
+    """The serve command's Capturer (None when --capture-rate is 0); a bad option is a one-line error before
+    the model loads."""
+    from promptreg.errors import InputError
+    from promptreg.runtime.capture import Capturer, chain, load_hook, regex_redactor
+
+    if rate <= 0:
+        if hook or regex or store_uri:
+            raise InputError("--capture-redact/--capture-redact-regex/--capture-store need --capture-rate > 0")
+        return None
+    redact = chain(regex_redactor(list(regex)) if regex else None, load_hook(hook) if hook else None)
+    registry = obj.get()
+    if store_uri:
+        from promptreg.registry.store import open_store
+
+        store = open_store(store_uri, s3_endpoint_url=registry.settings.s3_endpoint_url)
+    elif getattr(registry, "remote", False):
+        raise InputError("in remote mode serve cannot see the server's artifact store: pass --capture-store URI "
+                         "(the store the promptreg server uses)")
+    else:
+        store = registry.store
+    store.check()
+    return Capturer(store, rate=rate, redact=redact, max_bytes=max_bytes, seed=seed, flush_s=flush_s)
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (loopback by default).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
@@ -143,11 +168,30 @@ def _check_port(host: str, port: int) -> None:
               help="In-process vllm engine: context length (prompt + new tokens).")
 @click.option("--vllm-kv-cache-mb", type=click.FloatRange(1, 1e7),
               help="In-process vllm engine: KV cache size in MiB (default: vLLM's own rule).")
+@click.option("--capture-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of answered requests captured (request, response, request id) into the artifact store "
+                   "under captures/ (0: off). Drift checks read them with --data captured.")
+@click.option("--capture-redact", "capture_hook", metavar="MODULE:FUNCTION",
+              help="Redaction hook: called with each captured row (a dict), returns it redacted or None to drop it.")
+@click.option("--capture-redact-regex", "capture_regex", multiple=True, metavar="PATTERN",
+              help="Replace matches in the captured text by [REDACTED] (repeatable; applied before the hook).")
+@click.option("--capture-max-bytes", default=64 * 1024, show_default=True, type=click.IntRange(256, 1 << 26),
+              help="Largest captured row (JSON bytes): longer texts are cut and the row marked truncated.")
+@click.option("--capture-flush-s", default=5.0, show_default=True, type=click.FloatRange(0.05, 3600),
+              help="Seconds between two writes of the captured rows (one object per prompt version and hour).")
+@click.option("--capture-seed", type=int, help="Seed of the capture sampler (default: random).")
+@click.option("--capture-store", help="Artifact store URI to capture into (default: the registry's; required in "
+                                      "remote mode: the server's store).")
 @click.pass_obj
 def serve_cmd(obj, host, port, model, device, max_batch, max_wait_ms, alias_ttl_s, max_versions, max_cache_mb, engine,
-              vllm_url, vllm_api_key, vllm_dtype, max_model_len, vllm_kv_cache_mb):
-    """HTTP server: POST /v1/classify, /v1/generate; GET /healthz, /metrics. Stops cleanly on SIGTERM/Ctrl-C."""
+              vllm_url, vllm_api_key, vllm_dtype, max_model_len, vllm_kv_cache_mb, capture_rate, capture_hook,
+              capture_regex, capture_max_bytes, capture_flush_s, capture_seed, capture_store):
+    """HTTP server: POST /v1/classify, /v1/generate, /feedback; GET /healthz, /metrics. Stops cleanly on
+    SIGTERM/Ctrl-C (captured rows still queued are written first)."""
     from promptreg.errors import InputError
+
+    capture = _capturer(obj, capture_rate, capture_hook, capture_regex, capture_max_bytes, capture_flush_s,
+                        capture_seed, capture_store)
 
     cache = dict(alias_ttl_s=alias_ttl_s, max_versions=max_versions, max_bytes=int(max_cache_mb * 2**20))
     if engine == "vllm":
@@ -168,10 +212,13 @@ def serve_cmd(obj, host, port, model, device, max_batch, max_wait_ms, alias_ttl_
 
     from promptreg.runtime.server import create_app
 
-    app = create_app(runtime, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    app = create_app(runtime, max_batch=max_batch, max_wait_ms=max_wait_ms, capture=capture)
     click.echo(f"serving base model {base.folder} ({base.fingerprint[:12]}, {engine} engine on {base.device}) on "
                f"http://{host}:{port} "
                f"(max batch {max_batch}, max wait {max_wait_ms:g} ms, alias TTL {alias_ttl_s:g} s)", err=True)
+    if capture is not None:
+        click.echo(f"capturing {capture_rate:g} of the answered requests into {capture.store.describe()} "
+                   "under captures/", err=True)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     try:

@@ -287,7 +287,7 @@ class RemoteRegistry:
 
         self._no_local_model(model)
         loaded = None if suite is None else suite if isinstance(suite, Suite) else load_suite(Path(suite))
-        remote_uri = data_uri if str(data_uri).startswith("s3://") else None
+        remote_uri = data_uri if str(data_uri).startswith(("s3://", "captured")) else None  # read by the server
         local = None
         if remote_uri is None:
             local = Path(str(data_uri).removeprefix("file://")).expanduser()
@@ -417,12 +417,14 @@ class RemoteRegistry:
                          status=status)
 
     # ----- housekeeping -------------------------------------------------------------------------
-    def gc(self, *, min_age_s=None, delete=False):
+    def gc(self, *, min_age_s=None, delete=False, capture_retention_days=None):
         from promptreg.services.gc import GcReport
 
         params = {"delete": str(bool(delete)).lower()}
         if min_age_s is not None:
             params["min_age_s"] = min_age_s
+        if capture_retention_days is not None:
+            params["capture_retention_days"] = capture_retention_days
         return decode(GcReport, self.api.request("POST", f"{API}/gc", params=params, timeout_s=LONG_TIMEOUT_S))
 
 

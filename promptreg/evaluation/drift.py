@@ -42,6 +42,9 @@ class DriftOutcome:
     mlflow_run_id: str | None = None
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    source: str = "file"                 # file | s3 | captured (serving traffic)
+    labelled_rows: int = 0               # rows with a true label (captured: joined from /feedback)
+    window: dict | None = None           # captured: {"since", "until", "objects", "versions"}
 
     @property
     def drift(self) -> bool:

@@ -11,6 +11,17 @@ Endpoints:
 - ``GET /healthz``: ``200 {"status": "ok", "base_model_fingerprint", ...}`` once the base model is
   loaded, ``503`` before.
 - ``GET /metrics``: Prometheus text format 0.0.4 (written by hand, no client library).
+- ``POST /feedback``: ``{"request_id", "label"}`` (or ``{"feedback": [...]}``) records the true label of
+  an answered request (``202``); ``409`` when capture is off, ``400`` when malformed or when the label
+  is not one of the version's labels (known for requests this process captured).
+
+Request ids and capture. Every answered request gets a ``request_id`` (32 hex digits) in its result; a
+single-request call also returns it as the ``X-Request-Id`` header. With a
+:class:`promptreg.runtime.capture.Capturer` (``serve --capture-rate``), each successful answer is
+sampled on the event loop thread and handed to the capturer's queue (its flusher thread redacts, bounds
+and writes the rows); ``/feedback`` queues the label the same way. The serve app has no authentication
+of its own (it listens on loopback by default; put it behind the network's gateway), and /feedback is
+validated like the inference routes.
 
 Batching: every request (each element of a ``requests`` list too) goes into one asyncio queue
 (``max_queue`` long). A single batcher task takes the first waiting request, then whatever else arrives
@@ -24,7 +35,10 @@ staleness (``alias_ttl_s``).
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
+import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,7 +110,7 @@ def _labels(**kv: Any) -> str:
     return ",".join(f'{k}="{str(v)}"' for k, v in kv.items())
 
 
-def render_metrics(metrics: ServerMetrics, runtime, queue_depth: int) -> str:
+def render_metrics(metrics: ServerMetrics, runtime, queue_depth: int, capture=None) -> str:
     """Prometheus text exposition format 0.0.4."""
     stats = runtime.stats()
     lines: list[str] = []
@@ -134,11 +148,43 @@ def render_metrics(metrics: ServerMetrics, runtime, queue_depth: int) -> str:
            [f"promptreg_loaded_bytes {stats['loaded_bytes']}"])
     family("promptreg_base_model_loaded", "gauge", "1 once the base model is loaded.",
            [f"promptreg_base_model_loaded {1 if runtime.loaded else 0}"])
+    if capture is not None:
+        st = capture.stats.to_dict()
+        family("promptreg_capture_rows_total", "counter",
+               "Captured rows by outcome (offered: sampled on the request path; the rest: what became of them).",
+               [f"promptreg_capture_rows_total{{{_labels(outcome=k)}}} {v}" for k, v in sorted(st.items())
+                if k not in ("objects", "feedback_written")])
+        family("promptreg_capture_objects_total", "counter", "Capture objects written to the artifact store.",
+               [f"promptreg_capture_objects_total {st['objects']}"])
+        family("promptreg_feedback_rows_total", "counter", "Feedback rows written to the artifact store.",
+               [f"promptreg_feedback_rows_total {st['feedback_written']}"])
+        family("promptreg_capture_queue_depth", "gauge", "Captured rows waiting for the flusher.",
+               [f"promptreg_capture_queue_depth {capture.queued}"])
     return "\n".join(lines) + "\n"
 
 
-def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_queue: int = 1024):
-    """The FastAPI app. The base model is loaded at start-up (lifespan) when the runtime can find it."""
+KNOWN_IDS = 100_000           # captured request ids remembered (to check a feedback label against)
+MAX_LABEL_CHARS = 256
+
+
+def _iso_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def capture_row(kind: str, request_id: str, ts: str, req, res: dict) -> dict:
+    """What is captured of one answered request (``label``: left for the true label from /feedback)."""
+    row = {"request_id": request_id, "ts": ts, "endpoint": kind, "ref": req.ref, "prompt": res["name"],
+           "version": res["version"], "sha256": res["sha256"], "text": req.text}
+    if kind == "classify":
+        row.update(prediction=res.get("label"), probs=res.get("probs"))
+    else:
+        row.update(generated=res.get("text"), tokens=res.get("tokens"), max_new_tokens=req.max_new_tokens)
+    return row
+
+
+def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_queue: int = 1024, capture=None):
+    """The FastAPI app. The base model is loaded at start-up (lifespan) when the runtime can find it.
+    ``capture``: a :class:`promptreg.runtime.capture.Capturer` (started and closed with the app)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
 
@@ -152,6 +198,7 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
     executor = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="promptreg-runtime")
     slots = asyncio.Semaphore(in_flight)
     running: set[asyncio.Task] = set()
+    known: OrderedDict[str, list[str]] = OrderedDict()    # captured request id -> the version's labels
 
     async def run_batch(kind: str, items: list) -> None:
         loop = asyncio.get_running_loop()
@@ -206,6 +253,8 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
         queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
         state["queue"] = queue
         state["task"] = asyncio.create_task(batcher(queue))
+        if capture is not None:
+            capture.start()
         try:
             yield
         finally:
@@ -220,14 +269,28 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
                     p.future.set_result({"ref": getattr(p.request, "ref", ""), "error": "server shutting down",
                                          "error_type": "StoreUnavailableError"})
             executor.shutdown(wait=True)
+            if capture is not None:
+                await loop.run_in_executor(None, capture.close)   # the last rows are written before exit
 
     app = FastAPI(title="promptreg serving", lifespan=lifespan)
     app.state.metrics = metrics
     app.state.runtime = runtime
 
-    def answer(endpoint: str, code: int, content: Any):
+    def answer(endpoint: str, code: int, content: Any, headers: dict | None = None):
         metrics.count(metrics.http, (endpoint, code))
-        return JSONResponse(content, status_code=code)
+        return JSONResponse(content, status_code=code, headers=headers)
+
+    def captured(kind: str, ts: str, reqs: list, results: list[dict]) -> None:
+        """Give every result its request id; sample the good ones into the capturer (event loop thread)."""
+        for req, res in zip(reqs, results, strict=True):
+            rid = uuid.uuid4().hex
+            res["request_id"] = rid
+            if capture is None or "error" in res or req is None or not capture.sample():
+                continue
+            capture.offer(capture_row(kind, rid, ts, req, res))
+            known[rid] = list(res.get("probs") or ())
+            if len(known) > KNOWN_IDS:
+                known.popitem(last=False)
 
     async def infer(kind: str, http_request: Request):
         try:
@@ -243,6 +306,7 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
         queue: asyncio.Queue = state["queue"]
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
+        ts = _iso_now()
         slots: list[Any] = []  # per request: an error result (malformed: fails alone) or its future
         for r in raw:
             try:
@@ -267,11 +331,14 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
                 return answer(kind, 503, {"error": f"request queue full ({max_queue}); retry later"})
             pending.append(p)
             slots[i] = p.future
+        reqs = [None if isinstance(s, dict) else p.request for s, p in zip(slots, _expand(slots, pending),
+                                                                             strict=True)]
         results = [s if isinstance(s, dict) else await s for s in slots]
+        captured(kind, ts, reqs, results)
         if single:
             res = results[0]
             code = 200 if "error" not in res else _STATUS.get(res.get("error_type"), 500)
-            return answer(kind, code, res)
+            return answer(kind, code, res, {"X-Request-Id": res["request_id"]})
         return answer(kind, 200, {"results": results})
 
     @app.post("/v1/classify")
@@ -281,6 +348,33 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
     @app.post("/v1/generate")
     async def generate(request: Request):
         return await infer("generate", request)
+
+    @app.post("/feedback")
+    async def feedback(http_request: Request):
+        if capture is None:
+            return answer("feedback", 409, {"error": "capture is off on this server (serve --capture-rate): "
+                                                     "feedback has no captured request to join"})
+        try:
+            body = await http_request.json()
+        except ValueError:
+            return answer("feedback", 400, {"error": "the body must be JSON: {\"request_id\", \"label\"}"})
+        single = not (isinstance(body, dict) and "feedback" in body)
+        items = [body] if single else body["feedback"]
+        if not isinstance(items, list) or not items or len(items) > max_queue:
+            return answer("feedback", 400, {"error": f"'feedback' must be a list of 1 to {max_queue} "
+                                                     "{request_id, label} objects"})
+        rows = []
+        for i, item in enumerate(items):
+            problem = _feedback_problem(item, known)
+            if problem:
+                return answer("feedback", 400, {"error": problem if single else f"feedback[{i}]: {problem}"})
+            rows.append({"request_id": item["request_id"], "label": item["label"], "ts": _iso_now()})
+        stored = [capture.feedback(r) for r in rows]
+        if not all(stored):
+            return answer("feedback", 503, {"error": "capture queue full; retry later"})
+        if single:
+            return answer("feedback", 202, {"request_id": rows[0]["request_id"], "accepted": True})
+        return answer("feedback", 202, {"accepted": len(rows)})
 
     @app.get("/healthz")
     async def healthz():
@@ -297,7 +391,33 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
     async def prometheus():
         queue = state["queue"]
         metrics.count(metrics.http, ("metrics", 200))
-        return Response(render_metrics(metrics, runtime, queue.qsize() if queue is not None else 0),
+        return Response(render_metrics(metrics, runtime, queue.qsize() if queue is not None else 0, capture),
                         media_type=PROMETHEUS_CONTENT_TYPE)
 
     return app
+
+
+def _expand(slots: list, pending: list) -> list:
+    """Per slot: its _Pending (None for a request that failed validation)."""
+    it = iter(pending)
+    return [None if isinstance(s, dict) else next(it) for s in slots]
+
+
+def _feedback_problem(item: Any, known: dict[str, list[str]]) -> str | None:
+    """Why a feedback item is refused (None when it is fine)."""
+    from promptreg.registry.captures import REQUEST_ID_RE
+
+    if not isinstance(item, dict):
+        return "a feedback item is an object {request_id, label}"
+    unknown = set(item) - {"request_id", "label"}
+    if unknown:
+        return f"unknown feedback field(s): {', '.join(sorted(map(str, unknown)))} (expected request_id, label)"
+    rid, label = item.get("request_id"), item.get("label")
+    if not isinstance(rid, str) or not REQUEST_ID_RE.fullmatch(rid):
+        return "'request_id' must be the 32-hex-digit id a classify/generate answer returned"
+    if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL_CHARS:
+        return f"'label' must be a non-empty string of at most {MAX_LABEL_CHARS} characters"
+    labels = known.get(rid)
+    if labels and label not in labels:
+        return f"label {label!r} is not one of the version's labels ({', '.join(labels)})"
+    return None

@@ -37,10 +37,17 @@ outcomes/report missing; the version itself is unaffected).
 
 Deletions run in chunks of ``CHUNK`` addresses, one short transaction each, so writers are blocked
 for at most one chunk's deletions.
+
+Captured traffic (``captures/``, promptreg.registry.captures) is not content-addressed and no row
+references it: gc deletes the capture and feedback objects whose whole UTC hour is older than the
+retention (``--capture-retention-days``, else ``PROMPTREG_CAPTURE_RETENTION_DAYS``, else
+``promptreg.toml`` ``[capture] retention_days``, else 30 days; 0 keeps them for ever), decided from
+their keys alone, and nothing younger.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -54,6 +61,8 @@ if TYPE_CHECKING:
     from promptreg.services.registry import Registry
 
 DEFAULT_MIN_AGE_S = 3600.0
+DEFAULT_CAPTURE_RETENTION_DAYS = 30.0
+RETENTION_ENV = "PROMPTREG_CAPTURE_RETENTION_DAYS"
 CHUNK = 50
 KINDS = ("unreferenced", "incomplete", "partial")
 
@@ -73,6 +82,21 @@ class Orphan:
 
 
 @dataclass
+class CaptureRetention:
+    """What gc found (and removed) of the captured traffic."""
+
+    retention_days: float                     # 0: kept for ever
+    objects: int = 0                          # capture + feedback objects in the store
+    bytes: int = 0
+    expired: int = 0                          # objects older than the retention
+    expired_bytes: int = 0
+    deleted: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class GcReport:
     store: str
     min_age_s: float
@@ -82,6 +106,7 @@ class GcReport:
     orphans: list[Orphan] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)        # referenced rows whose content is absent
     skipped: list[str] = field(default_factory=list)        # became referenced or young before deletion
+    captures: CaptureRetention | None = None
 
     @property
     def deleted(self) -> list[Orphan]:
@@ -98,7 +123,8 @@ class GcReport:
                 "deleted": [o.location for o in self.deleted],
                 "kept_young": [o.location for o in self.kept_young],
                 "bytes_deleted": sum(o.size_bytes for o in self.deleted),
-                "missing": self.missing, "skipped": self.skipped}
+                "missing": self.missing, "skipped": self.skipped,
+                "captures": self.captures.to_dict() if self.captures else None}
 
 
 # ----------------------------------------------------------------------------------- store scans
@@ -192,11 +218,54 @@ def _delete(store, entry: _Entry) -> None:
     store.delete(entry.sha256)
 
 
+def configured_retention_days(cwd: Path | None = None, env: dict[str, str] | None = None) -> float:
+    """The configured retention of captured traffic in days (see the module docstring)."""
+    from promptreg.settings import CONFIG_FILE, read_config_file
+
+    env = os.environ if env is None else env
+    raw, where = env.get(RETENTION_ENV), f"environment variable {RETENTION_ENV}"
+    if raw in (None, ""):
+        table = read_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE)
+        raw = (table.get("capture") or (table.get("promptreg") or {}).get("capture") or {}).get("retention_days")
+        where = f"{CONFIG_FILE} [capture] retention_days"
+    if raw is None:
+        return DEFAULT_CAPTURE_RETENTION_DAYS
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: expected a number of days, got {raw!r}") from None
+    if isinstance(raw, bool) or not value >= 0:
+        raise InputError(f"{where}: expected a number of days >= 0, got {raw!r}")
+    return value
+
+
+def expire_captures(store, retention_days: float, *, delete: bool, now: dt.datetime | None = None) -> CaptureRetention:
+    """Count the capture objects and (``delete``) remove those older than ``retention_days`` (0: none)."""
+    from promptreg.registry.captures import expired, list_captures
+
+    objects = list_captures(store) + list_captures(store, feedback=True)
+    out = CaptureRetention(float(retention_days), len(objects), sum(o.size for o in objects))
+    if retention_days <= 0:
+        return out
+    old = expired(objects, retention_days, now or dt.datetime.now(dt.UTC))
+    out.expired, out.expired_bytes = len(old), sum(o.size for o in old)
+    if delete:
+        for i in range(0, len(old), 1000):
+            store.delete_objects([o.key for o in old[i:i + 1000]])
+        out.deleted = len(old)
+    return out
+
+
 # ----------------------------------------------------------------------------------- entry point
-def collect_garbage(registry: Registry, *, min_age_s: float = DEFAULT_MIN_AGE_S, delete: bool = False) -> GcReport:
-    """List the store's orphans (``delete=False``) or delete those older than ``min_age_s``."""
+def collect_garbage(registry: Registry, *, min_age_s: float = DEFAULT_MIN_AGE_S, delete: bool = False,
+                    capture_retention_days: float | None = None) -> GcReport:
+    """List the store's orphans (``delete=False``) or delete those older than ``min_age_s``; the same for
+    captured traffic older than the retention (``capture_retention_days``, else the configured one)."""
     if min_age_s is None or min_age_s < 0:
         raise InputError(f"--min-age-s must be >= 0, got {min_age_s}")
+    if capture_retention_days is not None and not capture_retention_days >= 0:
+        raise InputError(f"--capture-retention-days must be >= 0, got {capture_retention_days}")
+    retention = capture_retention_days if capture_retention_days is not None else configured_retention_days()
     store = registry.store
     # List the store BEFORE reading the references: content committed meanwhile is then seen as
     # referenced (a reference read first could miss a commit whose upload the listing then sees).
@@ -218,6 +287,7 @@ def collect_garbage(registry: Registry, *, min_age_s: float = DEFAULT_MIN_AGE_S,
         for what, uri in users:
             if uri == store.uri_for(sha) and (sha not in present or present[sha].kind != "unreferenced"):
                 report.missing.append(f"{what}: {uri}")
+    report.captures = expire_captures(store, retention, delete=delete)
     if not delete:
         return report
     todo = [(o, e) for o, e in zip(report.orphans, entries, strict=True) if o.deletable]
@@ -242,4 +312,5 @@ def collect_garbage(registry: Registry, *, min_age_s: float = DEFAULT_MIN_AGE_S,
     return report
 
 
-__all__ = ["DEFAULT_MIN_AGE_S", "GcReport", "Orphan", "collect_garbage"]
+__all__ = ["DEFAULT_CAPTURE_RETENTION_DAYS", "DEFAULT_MIN_AGE_S", "CaptureRetention", "GcReport", "Orphan",
+           "collect_garbage", "configured_retention_days", "expire_captures"]

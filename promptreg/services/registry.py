@@ -460,13 +460,15 @@ class Registry(EventVerbs):
         return export_snippet(fmt, self.settings, every=every, workdir=workdir, image=image)
 
     # ----- housekeeping -------------------------------------------------------------------------
-    def gc(self, *, min_age_s: float | None = None, delete: bool = False) -> GcReport:
+    def gc(self, *, min_age_s: float | None = None, delete: bool = False,
+           capture_retention_days: float | None = None) -> GcReport:
         """Find artifact-store content no version, eval run or drift report references (uploads whose
-        commit never happened); with ``delete`` remove those older than ``min_age_s`` seconds."""
+        commit never happened); with ``delete`` remove those older than ``min_age_s`` seconds, and the
+        captured traffic older than ``capture_retention_days`` (default: the configured retention)."""
         from promptreg.services.gc import DEFAULT_MIN_AGE_S, collect_garbage
 
         return collect_garbage(self, min_age_s=DEFAULT_MIN_AGE_S if min_age_s is None else min_age_s,
-                               delete=delete)
+                               delete=delete, capture_retention_days=capture_retention_days)
 
 
 def drift_check(registry: Registry) -> Callable[[Claim], Any]:

@@ -244,13 +244,17 @@ def test_alias_move_is_visible_after_the_ttl(project, backend):
 
 
 # ----- HTTP: our server over the vLLM runtime, and a vLLM OpenAI-compatible server as the backend -------
-def test_promptreg_http_server_on_the_vllm_runtime(vrt, ours):
+def test_promptreg_http_server_on_the_vllm_runtime(vrt, ours, tmp_path):
     import json
 
+    from promptreg.registry.captures import read_rows
+    from promptreg.registry.store import LocalStore
+    from promptreg.runtime.capture import Capturer
     from promptreg.runtime.server import create_app
     from tests.test_serving import _Server
 
-    with _Server(create_app(vrt, max_batch=16, max_wait_ms=5)) as srv:
+    capture = Capturer(LocalStore(tmp_path / "captures"), rate=1.0)     # capture works on this engine too
+    with _Server(create_app(vrt, max_batch=16, max_wait_ms=5, capture=capture)) as srv:
         body = json.dumps({"requests": [{"ref": "pp:1", "text": "great"}, {"ref": "px:1", "text": "great"}]})
         req = urllib.request.Request(f"http://127.0.0.1:{srv.port}/v1/classify", data=body.encode(),
                                      headers={"Content-Type": "application/json"})
@@ -261,6 +265,11 @@ def test_promptreg_http_server_on_the_vllm_runtime(vrt, ours):
     assert _max_prob_diff(results[0], ours.classify([{"ref": "pp:1", "text": "great"}])[0]) < PROB_ATOL
     assert "--engine promptreg" in results[1]["error"]
     assert "vLLM" in health["device"] and health["base_model_fingerprint"] == vrt.fingerprint
+    (obj,) = capture.store.list_objects("captures/pp/")       # the refused px request is not captured
+    (row,) = read_rows(capture.store, obj.key)
+    assert row["request_id"] == results[0]["request_id"] and row["text"] == "great"
+    assert row["prediction"] == results[0]["label"] and row["probs"] == results[0]["probs"]
+    assert not capture.store.list_objects("captures/px/")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from promptreg.errors import ScheduleNotFoundError
-from promptreg.registry.models import Prompt, Schedule, ScheduleRun
+from promptreg.registry.models import DriftReport, Prompt, Schedule, ScheduleRun
 
 
 def _free(now: dt.datetime):
@@ -142,6 +142,27 @@ def runs(s: Session, schedule_id: int | None = None, limit: int = 100) -> list[S
     return list(s.execute(q).scalars())
 
 
+def last_window_end(s: Session, schedule_id: int, before_run_id: int) -> dt.datetime | None:
+    """Where the data window of the newest successful run of a schedule (before run ``before_run_id``)
+    ended: its drift report's ``statistics.data.window.until``, else when that run started; None when
+    the schedule has no successful run yet."""
+    row = s.execute(sa.select(ScheduleRun.started_at, DriftReport.statistics)
+                    .join(DriftReport, DriftReport.schedule_run_id == ScheduleRun.id, isouter=True)
+                    .where(ScheduleRun.schedule_id == schedule_id, ScheduleRun.status == "ok",
+                           ScheduleRun.id != before_run_id)
+                    .order_by(ScheduleRun.slot_at.desc(), ScheduleRun.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    started, stats = row
+    until = (((stats or {}).get("data") or {}).get("window") or {}).get("until")
+    if isinstance(until, str):
+        try:
+            return dt.datetime.fromisoformat(until)
+        except ValueError:
+            pass
+    return started
+
+
 __all__ = [
     "add_run",
     "add_schedule",
@@ -149,6 +170,7 @@ __all__ = [
     "delete_schedule",
     "free_lease",
     "get_schedule",
+    "last_window_end",
     "last_status",
     "renew_lease",
     "run_for_slot",

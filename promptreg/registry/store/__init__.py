@@ -26,6 +26,8 @@ from promptreg.registry.store.base import (
     SHA_RE,
     ArtifactStore,
     ContentStat,
+    ObjectStat,
+    check_object_key,
     fault_point,
     remove_tree,
 )
@@ -33,7 +35,7 @@ from promptreg.registry.store.local import LocalStore
 from promptreg.registry.store.s3 import S3Store
 
 __all__ = ["FAULT_ENV", "READ_ONLY", "S3_COMPLETE_MARKER", "S3_MAX_SINGLE_PUT", "SHA_RE", "ArtifactStore",
-           "ContentStat", "LocalStore", "S3Store", "fault_point", "open_store", "remove_tree"]
+           "ContentStat", "LocalStore", "ObjectStat", "check_object_key", "S3Store", "fault_point", "open_store", "remove_tree"]
 
 
 def open_store(uri: str, *, s3_endpoint_url: str | None = None) -> ArtifactStore:

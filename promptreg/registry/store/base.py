@@ -156,6 +156,23 @@ def _install_fetched(tmp: Path, dest: Path) -> None:
     _fsync_dir(dest.parent)
 
 
+def check_object_key(key: str) -> str:
+    """A small-object key (``captures/...``): relative, no ``..``, no hidden part, not in ``sha256/``."""
+    rel = _safe_rel(key) if isinstance(key, str) else None
+    if rel is None or any(p.startswith(".") for p in rel.split("/")) or rel.split("/")[0] == "sha256":
+        raise InputError(f"invalid object key {key!r}: a relative path outside sha256/, without hidden parts")
+    return rel
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    """One small object (see :meth:`ArtifactStore.list_objects`)."""
+
+    key: str                 # relative to the store root
+    size: int
+    modified: float          # epoch seconds
+
+
 @dataclass
 class ContentStat:
     """What an S3 store holds at one content address (see :meth:`S3Store.content_stats`)."""
@@ -195,6 +212,22 @@ class ArtifactStore:
         raise NotImplementedError
 
     def check(self) -> None:
+        raise NotImplementedError
+
+    # -- small whole objects beside the artifacts (captured traffic: promptreg.registry.captures) --
+    def put_object(self, key: str, data: bytes) -> str:
+        """Write one whole object at ``key`` (visible complete or not at all); its URI."""
+        raise NotImplementedError
+
+    def get_object(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def list_objects(self, prefix: str) -> list[ObjectStat]:
+        """The objects whose key starts with ``prefix`` (a folder path ending in '/'), sorted by key."""
+        raise NotImplementedError
+
+    def delete_objects(self, keys: list[str]) -> None:
+        """Remove objects (a missing one is not an error)."""
         raise NotImplementedError
 
     def describe(self) -> str:

@@ -22,6 +22,7 @@ from promptreg.registry.store.base import (
     READ_ONLY,
     SHA_RE,
     ArtifactStore,
+    ObjectStat,
     _check_sha,
     _digest_of_folder,
     _fsync_dir,
@@ -30,6 +31,7 @@ from promptreg.registry.store.base import (
     _prepare_dest,
     _source_entries,
     _temp_sibling,
+    check_object_key,
     fault_point,
     remove_tree,
 )
@@ -223,6 +225,69 @@ class LocalStore(ArtifactStore):
             probe.unlink()
         except OSError as e:
             raise self._unavailable(e) from None
+
+    # -- small whole objects ----------------------------------------------------------------------
+    def put_object(self, key: str, data: bytes) -> str:
+        """Written to ``.tmp/``, fsynced, made read-only, then renamed to ``<root>/<key>``: a reader sees the
+        whole object or nothing (a writer killed before the rename leaves a ``partial`` for gc)."""
+        rel = check_object_key(key)
+        final = self.root / rel
+        tmp = self._tmp_dir()
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, READ_ONLY)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as e:
+            raise self._unavailable(e) from None
+        finally:
+            if os.path.lexists(tmp):
+                tmp.unlink()
+        return "file://" + quote(final.as_posix())
+
+    def get_object(self, key: str) -> bytes:
+        path = self.root / check_object_key(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactNotFoundError(f"object not found: {path}") from None
+        except OSError as e:
+            raise self._unavailable(e) from None
+
+    def list_objects(self, prefix: str) -> list[ObjectStat]:
+        folder = prefix.rstrip("/")
+        top = self.root / check_object_key(folder) if folder else self.root
+        out = []
+        if not top.is_dir():
+            return out
+        try:
+            for dirpath, dirnames, filenames in os.walk(top):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for name in filenames:
+                    if name.startswith("."):
+                        continue
+                    path = Path(dirpath) / name
+                    st = path.stat()
+                    key = path.relative_to(self.root).as_posix()
+                    if key.startswith(prefix):
+                        out.append(ObjectStat(key, st.st_size, st.st_mtime))
+        except OSError as e:
+            raise self._unavailable(e) from None
+        return sorted(out, key=lambda o: o.key)
+
+    def delete_objects(self, keys: list[str]) -> None:
+        for key in keys:
+            path = self.root / check_object_key(key)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise self._unavailable(e) from None
 
     def describe(self) -> str:
         return f"local folder {self.root}"

@@ -36,13 +36,14 @@ from promptreg.registry.store.base import (
     fault_point,
     remove_tree,
 )
+from promptreg.registry.store.s3_objects import S3Objects
 
 S3_CLIENT_CONFIG = dict(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=5, read_timeout=60)
 # The reachability probe retries little so that an unreachable endpoint fails in seconds.
 S3_PROBE_CONFIG = dict(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=10)
 
 
-class S3Store(ArtifactStore):
+class S3Store(S3Objects, ArtifactStore):
     """``s3://bucket[/prefix]/sha256/<ab>/<sha>/<files>`` plus a hidden completion marker object."""
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None):

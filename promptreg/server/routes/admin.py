@@ -26,5 +26,7 @@ def register(router) -> None:
     @api_route(router, "POST", f"{API}/gc", action=Action.ADMIN, what="run gc", long=True,
                summary="Find (and with delete=true remove) artifact-store content nothing references")
     async def gc(delete: bool = False, min_age_s: float | None = Query(default=None, ge=0),
+                 capture_retention_days: float | None = Query(default=None, ge=0),
                  call: Call = Depends(current_call)):
-        return reply(await run_in_threadpool(lambda: call.registry.gc(min_age_s=min_age_s, delete=delete)))
+        return reply(await run_in_threadpool(lambda: call.registry.gc(
+            min_age_s=min_age_s, delete=delete, capture_retention_days=capture_retention_days)))

@@ -1,4 +1,5 @@
-"""Drift checks (data uploaded, or an ``s3://`` prefix the server reads) and environments."""
+"""Drift checks (data uploaded, an ``s3://`` prefix or ``captured[:SINCE]`` traffic the server reads) and
+environments."""
 
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ def register(router) -> None:
             files = sorted((folder / DATA_DIR).iterdir()) if folder is not None and (folder / DATA_DIR).is_dir() else []
             if data_uri is not None and files:
                 raise InputError("give the data as an upload or as data_uri (s3://...), not both")
-            if data_uri is not None and not data_uri.startswith("s3://"):
-                raise InputError("data_uri must be an s3:// prefix the server can read; upload a local file instead")
+            if data_uri is not None and not data_uri.startswith("s3://") and data_uri.split(":", 1)[0] != "captured":
+                raise InputError("data_uri must be an s3:// prefix the server can read or captured[:SINCE]; "
+                                 "upload a local file instead")
             if data_uri is None:
                 if len(files) != 1:
                     raise InputError("the drift bundle must hold exactly one data file under data/")

@@ -8,6 +8,7 @@ killed before leaves nothing a retried slot would trip over.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from promptreg.errors import InputError, PromptregError
 from promptreg.evaluation import drift as decide
 from promptreg.evaluation.drift import DriftOutcome
 from promptreg.refs import parse_ref
+from promptreg.services.drift.captured import is_captured, read_captured
 from promptreg.services.drift.inputs import REFERENCE_CAP, fingerprint, read_data, reference_rows, sample
 from promptreg.services.drift.policy import recorded_metric, resolve_policy
 from promptreg.services.drift.record import log_mlflow as log_to_mlflow
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from promptreg.services.evaluate import Evaluator
     from promptreg.services.registry import Registry
     from promptreg.services.views import VersionInfo
+
+
+MIN_LABELLED = 10     # captured rows with feedback labels needed to measure performance (else: the estimate)
 
 
 @dataclass
@@ -53,15 +58,23 @@ class _Check:
     def labelled(self) -> bool:
         return self.out.labelled
 
+    @property
+    def labelled_idx(self) -> list[int]:
+        """The fresh rows with a true label (all of them for a labelled file; captured: those with feedback)."""
+        return [i for i, r in enumerate(self.rows) if "label" in r]
+
 
 def check_drift(registry: Registry, ref: str, data_uri: str, *, suite: Suite | None = None, env: str | None = None,
                 model: str | None = None, reference: str | None = None, action: str | None = None,
                 text_column: str = "text", label_column: str = "label", seed: int = 0,
-                schedule_run_id: int | None = None, log_mlflow: bool = True) -> DriftOutcome:
-    """Check ``ref`` for base-model, data and performance drift on ``data_uri`` and act by policy."""
+                schedule_run_id: int | None = None, log_mlflow: bool = True,
+                since: dt.datetime | None = None) -> DriftOutcome:
+    """Check ``ref`` for base-model, data and performance drift on ``data_uri`` (a file, an S3 prefix, or
+    ``captured[:SINCE]``: the served traffic, see :mod:`.captured`; ``since``: a schedule's window start)
+    and act by policy."""
     t0 = time.perf_counter()
     c = _prepare(registry, ref, data_uri, suite=suite, env=env, model=model, reference=reference, action=action,
-                 text_column=text_column, label_column=label_column, seed=seed)
+                 text_column=text_column, label_column=label_column, seed=seed, since=since)
     out, info = c.out, c.info
     incompatible = c.deployed_fp != info.base_model_fingerprint
     if incompatible:
@@ -90,7 +103,7 @@ def check_drift(registry: Registry, ref: str, data_uri: str, *, suite: Suite | N
 
 def _prepare(registry: Registry, ref: str, data_uri: str, *, suite: Suite | None, env: str | None,
              model: str | None, reference: str | None, action: str | None, text_column: str, label_column: str,
-             seed: int) -> _Check:
+             seed: int, since: dt.datetime | None = None) -> _Check:
     from promptreg.fingerprints.model import model_fingerprint
     from promptreg.runtime.loader import resolve_model_path
     from promptreg.services.evaluate import Evaluator
@@ -100,14 +113,25 @@ def _prepare(registry: Registry, ref: str, data_uri: str, *, suite: Suite | None
     policy = resolve_policy(alias, suite, action)
     if policy.action == "rollback" and alias is None:
         raise InputError("a rollback policy needs NAME@ALIAS (which alias to move back)")
-    rows = read_data(data_uri, registry.settings, text_column=text_column, label_column=label_column)
+    window, source = None, "s3" if data_uri.startswith("s3://") else "file"
+    if is_captured(data_uri):
+        captured = read_captured(registry, ref, data_uri, since=since)
+        rows, window, source = captured.rows, captured.window(), "captured"
+    else:
+        rows = read_data(data_uri, registry.settings, text_column=text_column, label_column=label_column)
     ev = Evaluator(registry, model=environment_model(registry, env) if env else model, log_mlflow=False)
     deployed_fp = model_fingerprint(resolve_model_path(ev.model_path(info))).fingerprint
     ref_rows, ref_desc = reference_rows(registry, info, reference=reference, suite=suite, text_column=text_column,
                                         label_column=label_column)
     ref_rows = sample(ref_rows, REFERENCE_CAP, seed)
-    out = DriftOutcome(info.name, alias, info.version, data_uri, fingerprint(rows), len(rows), "label" in rows[0],
-                       ref_desc, len(ref_rows), deployed_fp, info.base_model_fingerprint, policy=policy.model_dump())
+    labelled_rows = sum("label" in r for r in rows)
+    out = DriftOutcome(info.name, alias, info.version, data_uri, fingerprint(rows), len(rows),
+                       labelled_rows >= min(MIN_LABELLED, len(rows)), ref_desc, len(ref_rows), deployed_fp,
+                       info.base_model_fingerprint, policy=policy.model_dump(), source=source,
+                       labelled_rows=labelled_rows, window=window)
+    if 0 < labelled_rows < MIN_LABELLED and labelled_rows < len(rows):
+        out.notes.append(f"only {labelled_rows} captured rows have feedback labels (fewer than {MIN_LABELLED}): "
+                         "performance is not measured on them")
     return _Check(info, alias, policy, rows, ref_rows, ev, deployed_fp, out, seed)
 
 
@@ -128,7 +152,7 @@ def _data_tests(c: _Check) -> dict[str, Any]:
     ref_len, cur_len = lengths(ref_texts), lengths(texts)
     tests = [length_drift(ref_len, cur_len, alpha=policy.alpha, name="input length (tokens)")]
     if c.labelled and all("label" in r for r in c.ref_rows):
-        tests.append(categorical_drift([r["label"] for r in c.ref_rows], [r["label"] for r in c.rows],
+        tests.append(categorical_drift([r["label"] for r in c.ref_rows], [c.rows[i]["label"] for i in c.labelled_idx],
                                        alpha=policy.alpha, psi_threshold=policy.psi_threshold, name="labels"))
     if loaded is not None and loaded.task == "classification":
         c.probs, c.ref_probs = loaded.classify(texts), loaded.classify(ref_texts)
@@ -154,13 +178,18 @@ def _performance_test(registry: Registry, c: _Check) -> None:
         return
     if c.labelled:
         recorded, source = recorded_metric(registry, c.info, c.alias, c.policy.metric)
-        out.performance = _measure(loaded, c.rows, c.probs, c.policy, recorded, c.seed)
+        idx = c.labelled_idx
+        probs = None if c.probs is None else c.probs[idx]
+        out.performance = _measure(loaded, [c.rows[i] for i in idx], probs, c.policy, recorded, c.seed)
         out.performance["recorded_source"] = source
+        if len(idx) < len(c.rows):
+            out.notes.append(f"performance measured on the {len(idx)} of {len(c.rows)} rows with feedback labels")
     else:
         conf = confidence_drift(c.ref_probs, c.probs, alpha=c.policy.alpha, name="confidence (no labels)")
         out.tests.append({**conf.to_dict(), "explain": conf.explain()})
         out.notes.append("no labels in the fresh data: performance is ESTIMATED from the verbalizer "
-                         "confidence, not measured")
+                         "confidence, not measured" + (" (POST /feedback adds true labels to captured rows)"
+                                                       if out.source == "captured" else ""))
 
 
 def _measure(loaded: Any, rows: list[dict], probs: Any, policy: DriftPolicy, recorded: float | None,
@@ -221,7 +250,8 @@ def _rollback_target(registry: Registry, c: _Check) -> int | None:
             continue
         if c.labelled:
             recorded, _source = recorded_metric(registry, cand, c.alias, c.policy.metric)
-            perf = _measure(c.evaluator.load(cand), c.rows, None, c.policy, recorded, c.seed)
+            perf = _measure(c.evaluator.load(cand), [c.rows[i] for i in c.labelled_idx], None, c.policy, recorded,
+                            c.seed)
             ok = not perf["drift"] and (out.performance is None or perf["value"] >= out.performance["value"])
             tried.append({"version": v, "passes": ok, "performance": perf["explain"]})
         else:
@@ -268,7 +298,13 @@ def scheduled_check(registry: Registry, schedule: Any, *, schedule_run_id: int |
 
     suite = load_suite(schedule.suite_path) if getattr(schedule, "suite_path", None) else None
     policy = dict(getattr(schedule, "policy", None) or {})
+    since = None
+    if is_captured(schedule.data_uri) and schedule_run_id is not None and hasattr(schedule, "schedule_id"):
+        from promptreg.registry import queries as q
+
+        with registry.session() as s:   # captured traffic since the last successful run's window ended
+            since = q.last_window_end(s, schedule.schedule_id, schedule_run_id)
     out = check_drift(registry, schedule.ref, schedule.data_uri, suite=suite, env=policy.get("env"),
                       model=policy.get("model"), reference=policy.get("reference"), action=policy.get("action"),
-                      schedule_run_id=schedule_run_id)
+                      schedule_run_id=schedule_run_id, since=since)
     return int(out.report_id)

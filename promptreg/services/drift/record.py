@@ -77,7 +77,9 @@ def report_rows(s: Session, registry: Registry, info: VersionInfo, out: DriftOut
     row = q.add_drift_report(s, prompt_id=v.prompt_id, version_id=v.id, alias=out.alias,
                              data_fingerprint=out.data_fingerprint, data_uri=out.data_uri[:4000],
                              base_model_fingerprint=out.base_model_fingerprint,
-                             statistics={"tests": out.tests, "performance": out.performance},
+                             statistics={"tests": out.tests, "performance": out.performance,
+                                         "data": {"source": out.source, "rows": out.rows,
+                                                  "labelled_rows": out.labelled_rows, "window": out.window}},
                              decision=out.decision, action=out.action, action_detail=out.action_detail,
                              report_uri=uri, report_sha256=sha, schedule_run_id=schedule_run_id, created_by=user)
     q.add_event(s, actor=user, action="drift", prompt_id=v.prompt_id, alias=out.alias, to_version=info.version,
@@ -110,7 +112,7 @@ def log_mlflow(registry: Registry, info: VersionInfo, out: DriftOutcome) -> None
         metrics.append(("drift/detected", 1.0 if out.drift else 0.0, 0))
         mirror.log_metrics(run_id, metrics)
         mirror.log_params(run_id, {"data_uri": out.data_uri, "data_fingerprint": out.data_fingerprint,
-                                   "rows": out.rows, "reference": out.reference, "policy": json.dumps(out.policy)})
+                                   "rows": out.rows, "data_source": out.source, "labelled_rows": out.labelled_rows, "reference": out.reference, "policy": json.dumps(out.policy)})
         mirror.log_dataset(run_id, out.data_fingerprint, name=Path(out.data_uri).name or "fresh", source=out.data_uri,
                            rows=out.rows, context="drift")
         with tempfile.TemporaryDirectory(prefix="promptreg-drift-") as tmp:
