@@ -380,12 +380,19 @@ def test_cli_generate_and_classify(cli_main, runtime, capsys):
 
 
 def test_serve_command_answers_and_stops_on_sigterm(project, tmp_path):
-    """`promptreg serve` as a real process: healthz, one request, then SIGTERM -> graceful exit 0."""
+    """`promptreg serve` as a real process: healthz, one request, then SIGTERM -> graceful exit 0. Every
+    route but /healthz needs a registry API token: none or a wrong one is 401, a token whose prompts do
+    not include the version's is 403, a viewer may not send feedback."""
     import os
     import signal
     import subprocess
     import sys
 
+    from promptreg.server.tokens import TokenStore
+
+    tokens = TokenStore(project["reg"].engine)
+    good = tokens.create("svc-reader", "viewer", actor="test").token
+    other = tokens.create("team-b", "viewer", prompts=["team-b.*"], actor="test").token
     port = free_port()
     code = ("import sys; from promptreg.cli.main import cli, main; from promptreg.cli.serve_cmds import serve_cmd; "
             "cli.add_command(serve_cmd); main(sys.argv[1:])")
@@ -407,10 +414,28 @@ def test_serve_command_answers_and_stops_on_sigterm(project, tmp_path):
                 assert time.monotonic() < deadline, "serve did not come up"
                 time.sleep(0.2)
         assert health["status"] == "ok" and len(health["base_model_fingerprint"]) == 64
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/classify",
-                                     data=json.dumps({"ref": "px:1", "text": "great"}).encode())
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            assert json.loads(resp.read())["version"] == 1
+
+        def call(path, body, token=None):
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers,
+                                         data=json.dumps(body).encode() if body is not None else None)
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    return resp.status, resp.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+
+        one = {"ref": "px:1", "text": "great"}
+        assert call("/v1/classify", one)[0] == 401
+        code, body = call("/v1/classify", one, good[:-3] + "xyz")
+        assert code == 401 and "Traceback" not in body.decode()
+        code, body = call("/v1/classify", one, other)
+        assert code == 403 and "may not use px" in json.loads(body)["error"]
+        assert call("/metrics", None)[0] == 401 and call("/metrics", None, good)[0] == 200
+        code, body = call("/feedback", {"request_id": "0" * 32, "label": "positive"}, good)
+        assert code == 403 and "needs contributor" in json.loads(body)["error"]
+        code, body = call("/v1/classify", one, good)
+        assert code == 200 and json.loads(body)["version"] == 1
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:

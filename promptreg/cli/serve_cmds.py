@@ -97,6 +97,34 @@ def _quiet_after_shutdown():
             signal.signal(sig, handler)
 
 
+def _authenticator(obj, host: str, no_auth: bool):
+    """What checks a request's ``Authorization`` header: the registry's API tokens, read from its
+    database (direct mode) or verified by the registry server (remote mode). None with --no-auth,
+    which only a loopback --host may use."""
+    import ipaddress
+
+    from promptreg.errors import InputError
+
+    if no_auth:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise InputError(f"--no-auth only on a loopback --host (127.0.0.1, ::1, localhost), not {host}")
+        click.echo("warning: serving WITHOUT authentication (--no-auth)", err=True)
+        return None
+    if obj.remote:
+        from promptreg.client.verify import RemoteVerifier
+
+        return RemoteVerifier(obj.settings.url)
+    from promptreg.server.auth import Authenticator
+    from promptreg.server.tokens import TokenStore
+
+    auth = Authenticator(TokenStore(obj.get().engine))
+    return lambda header: auth.cached(header) or auth.authenticate(header)
+
+
 def _check_port(host: str, port: int) -> None:
     """One clear line when the address cannot be bound (before the model is loaded)."""
     import socket
@@ -168,6 +196,9 @@ def _capturer(obj, rate, hook, regex, max_bytes, flush_s, seed, store_uri):
               help="In-process vllm engine: context length (prompt + new tokens).")
 @click.option("--vllm-kv-cache-mb", type=click.FloatRange(1, 1e7),
               help="In-process vllm engine: KV cache size in MiB (default: vLLM's own rule).")
+@click.option("--no-auth", is_flag=True,
+              help="Serve without authentication (loopback --host only: local experiments). By default every "
+                   "route but /healthz needs a registry API token (Authorization: Bearer prt_...).")
 @click.option("--capture-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of answered requests captured (request, response, request id) into the artifact store "
                    "under captures/ (0: off). Drift checks read them with --data captured.")
@@ -185,11 +216,12 @@ def _capturer(obj, rate, hook, regex, max_bytes, flush_s, seed, store_uri):
 @click.pass_obj
 def serve_cmd(obj, host, port, model, device, max_batch, max_wait_ms, alias_ttl_s, max_versions, max_cache_mb, engine,
               vllm_url, vllm_api_key, vllm_dtype, max_model_len, vllm_kv_cache_mb, capture_rate, capture_hook,
-              capture_regex, capture_max_bytes, capture_flush_s, capture_seed, capture_store):
+              capture_regex, capture_max_bytes, capture_flush_s, capture_seed, capture_store, no_auth):
     """HTTP server: POST /v1/classify, /v1/generate, /feedback; GET /healthz, /metrics. Stops cleanly on
     SIGTERM/Ctrl-C (captured rows still queued are written first)."""
     from promptreg.errors import InputError
 
+    authenticate = _authenticator(obj, host, no_auth)
     capture = _capturer(obj, capture_rate, capture_hook, capture_regex, capture_max_bytes, capture_flush_s,
                         capture_seed, capture_store)
 
@@ -212,7 +244,8 @@ def serve_cmd(obj, host, port, model, device, max_batch, max_wait_ms, alias_ttl_
 
     from promptreg.runtime.server import create_app
 
-    app = create_app(runtime, max_batch=max_batch, max_wait_ms=max_wait_ms, capture=capture)
+    app = create_app(runtime, max_batch=max_batch, max_wait_ms=max_wait_ms, capture=capture,
+                     authenticate=authenticate)
     click.echo(f"serving base model {base.folder} ({base.fingerprint[:12]}, {engine} engine on {base.device}) on "
                f"http://{host}:{port} "
                f"(max batch {max_batch}, max wait {max_wait_ms:g} ms, alias TTL {alias_ttl_s:g} s)", err=True)

@@ -43,7 +43,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from promptreg.errors import InputError, PromptregError, error_type
+from promptreg.errors import (
+    AuthenticationError,
+    InputError,
+    PermissionDeniedError,
+    PromptregError,
+    error_type,
+)
+from promptreg.refs import parse_ref
 from promptreg.runtime.service import as_request
 
 ENDPOINTS = ("classify", "generate")
@@ -182,9 +189,19 @@ def capture_row(kind: str, request_id: str, ts: str, req, res: dict) -> dict:
     return row
 
 
-def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_queue: int = 1024, capture=None):
+_WRITERS = ("contributor", "promoter", "admin")
+
+
+def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_queue: int = 1024, capture=None,
+               authenticate=None):
     """The FastAPI app. The base model is loaded at start-up (lifespan) when the runtime can find it.
-    ``capture``: a :class:`promptreg.runtime.capture.Capturer` (started and closed with the app)."""
+    ``capture``: a :class:`promptreg.runtime.capture.Capturer` (started and closed with the app).
+
+    ``authenticate``: ``Authorization`` header -> principal (``.name``, ``.grant`` with ``.role`` and
+    ``.sees(prompt)``), raising AuthenticationError: then every route but ``/healthz`` needs a
+    credential (401), a request for a prompt the principal's grant does not see is refused (403, alone
+    in a batch) and ``/feedback`` needs a contributor or higher (it writes ground truth that drift
+    checks trust). None: no authentication (``promptreg serve --no-auth``, loopback only)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
 
@@ -293,6 +310,9 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
                 known.popitem(last=False)
 
     async def infer(kind: str, http_request: Request):
+        principal, refused = await _principal(kind, http_request)   # before the body is read
+        if refused is not None:
+            return refused
         try:
             body = await http_request.json()
         except ValueError:
@@ -310,13 +330,19 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
         slots: list[Any] = []  # per request: an error result (malformed: fails alone) or its future
         for r in raw:
             try:
-                slots.append(as_request(r, generation=kind == "generate"))
+                req = as_request(r, generation=kind == "generate")
+                name = parse_ref(req.ref).name
+                if principal is not None and not principal.grant.sees(name):
+                    raise PermissionDeniedError(f"permission denied: {principal.name} may not use {name} "
+                                                "(not in the token's prompts)")
+                slots.append(req)
             except PromptregError as exc:
+                denied = isinstance(exc, PermissionDeniedError)
                 if single:
-                    return answer(kind, 400, {"error": str(exc)})
+                    return answer(kind, 403 if denied else 400, {"error": str(exc)})
                 ref = r.get("ref") if isinstance(r, dict) else None
                 slots.append({"ref": ref if isinstance(ref, str) else "", "error": str(exc),
-                              "error_type": error_type(exc)})
+                              "error_type": "PermissionDeniedError" if denied else error_type(exc)})
                 metrics.count(metrics.requests, (kind, "error"))
         pending = []
         for i, req in enumerate(slots):
@@ -349,8 +375,25 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
     async def generate(request: Request):
         return await infer("generate", request)
 
+    async def _principal(kind: str, request: Request):
+        """(the principal or None, a refusal answer or None)."""
+        if authenticate is None:
+            return None, None
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            return await run_in_threadpool(authenticate, request.headers.get("authorization")), None
+        except AuthenticationError as exc:
+            return None, answer(kind, 401, {"error": str(exc)}, {"WWW-Authenticate": "Bearer"})
+
     @app.post("/feedback")
     async def feedback(http_request: Request):
+        principal, refused = await _principal("feedback", http_request)
+        if refused is not None:
+            return refused
+        if principal is not None and principal.grant.role not in _WRITERS:
+            return answer("feedback", 403, {"error": f"permission denied: {principal.name} may not send feedback "
+                                                     f"(role {principal.grant.role}; needs contributor or higher)"})
         if capture is None:
             return answer("feedback", 409, {"error": "capture is off on this server (serve --capture-rate): "
                                                      "feedback has no captured request to join"})
@@ -388,7 +431,10 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
                 "alias_ttl_s": runtime.alias_ttl_s, "max_batch": max_batch, "max_wait_ms": max_wait_ms}
 
     @app.get("/metrics")
-    async def prometheus():
+    async def prometheus(request: Request):
+        _, refused = await _principal("metrics", request)
+        if refused is not None:
+            return refused
         queue = state["queue"]
         metrics.count(metrics.http, ("metrics", 200))
         return Response(render_metrics(metrics, runtime, queue.qsize() if queue is not None else 0, capture),

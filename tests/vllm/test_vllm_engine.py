@@ -339,7 +339,7 @@ def test_serve_command_with_the_vllm_engine(project, ours, model_dirs, tmp_path)
     port = free_port()
     settings = project.settings
     proc = subprocess.Popen([sys.executable, "-m", "promptreg.cli.main", "--home", str(settings.home),
-                             "--tracking-uri", settings.tracking_uri, "serve", "--engine", "vllm", "--port", str(port),
+                             "--tracking-uri", settings.tracking_uri, "serve", "--no-auth", "--engine", "vllm", "--port", str(port),
                              "--model", str(model_dirs[0]), "--max-model-len", str(MAX_LEN), "--vllm-kv-cache-mb", "64"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
