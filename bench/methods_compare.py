@@ -14,8 +14,10 @@ override with --config-<method> JSON):
 
 Per method: test accuracy on the first --test examples of the test split, the mean training loss of the
 first and last 10 steps, trainable parameters, training seconds (and the zero-shot accuracy of the base
-model alone on the same template). Prints one JSON document. Run (about 10 minutes on 2 shared cores at
-the defaults): nice .venv/bin/python bench/methods_compare.py [--steps 80]
+model alone on the same template). Prints one JSON document. Cost: on the shared 2-core machine under
+load, ``--steps 20 --batch-size 4 --test 80 --max-text-tokens 48`` took 14-18 minutes PER METHOD
+(docs/methods.md); the defaults (80 x 8, 200 test) need an idle machine or a GPU (``--model`` any Llama
+folder). Run: nice .venv/bin/python bench/methods_compare.py [--steps 80]
 """
 
 from __future__ import annotations
