@@ -758,14 +758,14 @@ def test_fuzz_train_data(world, case, labels):
 
 TRAIN_OPTIONS = ["--num-virtual-tokens", "--lr", "--epochs", "--max-steps", "--batch-size", "--grad-accum",
                  "--warmup-ratio", "--weight-decay", "--eval-fraction", "--eval-every", "--patience", "--seed",
-                 "--max-text-tokens", "--train-limit", "--test-limit", "--layer", "--bottleneck", "--encoder-hidden",
+                 "--max-text-tokens", "--train-limit", "--test-limit", "--layer", "--layers", "--activation", "--bottleneck", "--encoder-hidden",
                  "--projection-hidden", "--template", "--verbalizer", "--labels", "--text-column", "--label-column",
                  "--target-column", "--method", "--task", "--init", "--init-text", "--encoder", "--schedule",
                  "--device", "--push", "--eval", "--test", "--checkpoint-dir"]
 option_values = st.one_of(
     st.sampled_from(["0", "-1", "1", "nan", "inf", "-inf", "1e309", "0.5", "1.0", "99999999999999999999", "",
                      "{virtual}{text}", "{text}", "no placeholder", "{virtual}", "{text}{text}", "{0}", "{",
-                     "positive=", "=x", "positive= great", "positive,positive", "prefix_tuning", "id_spam",
+                     "positive=", "=x", "positive= great", "positive,positive", "prefix_tuning", "id_spam", "iapt", "0,1", "all",
                      "generation", "cuda:9", "cpu", "../x", "a/b", "x@y"]),
     argv_text,
     st.integers(-(2**70), 2**70).map(str),

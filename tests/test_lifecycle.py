@@ -331,6 +331,7 @@ checks:
     ("p_tuning", {"num_virtual_tokens": 3, "encoder": "mlp"}),
     ("prefix_tuning", {"num_virtual_tokens": 5, "projection": True, "projection_hidden": 32}),
     ("id_spam", {"num_virtual_tokens": 4, "layer": 1, "bottleneck": 16}),
+    ("iapt", {"num_virtual_tokens": 4, "layers": "0,1", "bottleneck": 16, "activation": "tanh"}),
 ])
 def test_evaluator_applies_every_method_like_the_runtime(tmp_path, tiny_model_dir, method, options):
     """A registered version of each method, loaded from the registry (verified files, safetensors

@@ -19,12 +19,13 @@ from promptreg.softprompt.methods import METHODS, ModelDims, build_method, make_
 from promptreg.softprompt.soft_model import SoftPromptModel
 from tests.peft_reference import PEFT_GENERATE_BROKEN, PEFT_GENERATE_REASON, peft_forward_greedy
 
-METHOD_NAMES = ["prompt_tuning", "p_tuning", "prefix_tuning", "id_spam"]
+METHOD_NAMES = ["prompt_tuning", "p_tuning", "prefix_tuning", "id_spam", "iapt"]
 SMALL = {
     "prompt_tuning": {"num_virtual_tokens": 4, "init": "labels"},
     "p_tuning": {"num_virtual_tokens": 4, "encoder": "mlp", "encoder_hidden": 32},
     "prefix_tuning": {"num_virtual_tokens": 4, "projection": True, "projection_hidden": 32},
     "id_spam": {"num_virtual_tokens": 4, "bottleneck": 16, "heads": 2},
+    "iapt": {"num_virtual_tokens": 4, "bottleneck": 16, "activation": "gelu"},
 }
 LABEL_WORDS = [" positive", " negative"]
 POSITIVE = ["the movie was great", "i liked it", "a good film", "really great acting"]
@@ -144,7 +145,8 @@ def test_training_lowers_loss_and_base_stays_frozen(base, tok, name, config):
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("name,extra", [(m, {}) for m in METHOD_NAMES] + [
-    ("id_spam", {"layer": 0}), ("prefix_tuning", {"projection": False}), ("prefix_tuning", {"init": "random"}),
+    ("id_spam", {"layer": 0}), ("iapt", {"layers": [1], "activation": "tanh"}),
+    ("prefix_tuning", {"projection": False}), ("prefix_tuning", {"init": "random"}),
     ("prefix_tuning", {"init": "random", "projection": False})])
 def test_left_padding_does_not_change_results(tiny_model_dir, tok, name, extra, attn):
     base = load_base(tiny_model_dir, attn)
@@ -184,8 +186,9 @@ def test_export_then_rebuild_for_inference_is_identical(base, tok, name, config)
     train(model, tok, b, steps=3)
     tensors = sp.export_tensors()
     assert all(t.dtype == torch.float32 and t.is_contiguous() and not t.requires_grad for t in tensors.values())
-    if name == "id_spam":
-        assert "prompt_embeddings" not in tensors and all(k.startswith("generator.") for k in tensors)
+    if name in ("id_spam", "iapt"):
+        prefix = "generators." if name == "iapt" else "generator."
+        assert "prompt_embeddings" not in tensors and all(k.startswith(prefix) for k in tensors)
     else:
         assert tensors["prompt_embeddings"].shape[0] == 4
     if name == "prefix_tuning":
@@ -208,6 +211,8 @@ RESUME = [
     ("prefix_tuning", SMALL["prefix_tuning"] | {"init": "random"}),
     ("prefix_tuning", SMALL["prefix_tuning"] | {"init": "random", "projection": False}),
     ("id_spam", SMALL["id_spam"]),
+    ("iapt", SMALL["iapt"]),
+    ("iapt", SMALL["iapt"] | {"layers": "0", "activation": "silu"}),
 ]
 
 
@@ -434,6 +439,9 @@ def test_config_errors_are_one_line(base, tok):
         ("p_tuning", {"encoder": "gru"}, "encoder must be one of"),
         ("id_spam", {"layer": 2}, "layer must be in 0..1"),
         ("id_spam", {"heads": 3}, "heads"),
+        ("iapt", {"layers": "0,2"}, "layers must be in 0..1"),
+        ("iapt", {"layers": "x"}, "layers must be 'all'"),
+        ("iapt", {"activation": "rational"}, "activation must be one of relu, gelu, silu, tanh"),
         ("lora", {}, "unknown method"),
     ]
     for name, config, match in cases:
@@ -455,7 +463,8 @@ def test_method_config_rebuilds_and_dims_agree(tiny_model_dir, base, tok):
         sp = make(name, base, tok)
         mc = sp.method_config()
         assert mc == json.loads(json.dumps(mc))  # JSON-able
-        expected = SMALL[name] | ({"layer": 1} if name == "id_spam" else {})
+        expected = SMALL[name] | ({"layer": 1} if name == "id_spam" else {}) | (
+            {"layers": [0, 1]} if name == "iapt" else {})
         assert make_config(name, mc) == make_config(name, expected)  # derived keys are ignored
         assert METHODS[name].method == name and sp.input_slots == (4 if sp.kind == "input" else 0)
     assert make("id_spam", base, tok).method_config()["layer"] == 1

@@ -29,8 +29,10 @@ PROMPTS = [
     ("px6", "prefix_tuning", {"num_virtual_tokens": 6, "projection": False, "init": "random"}),
     ("id3", "id_spam", {"num_virtual_tokens": 3, "bottleneck": 8, "heads": 2}),  # layer 1 (num_layers // 2)
     ("id2", "id_spam", {"num_virtual_tokens": 2, "bottleneck": 8, "heads": 1, "layer": 0}),
+    ("ia4", "iapt", {"num_virtual_tokens": 4, "bottleneck": 8, "activation": "gelu"}),  # every layer
+    ("ia3", "iapt", {"num_virtual_tokens": 3, "bottleneck": 8, "layers": "1", "activation": "tanh"}),
 ]
-METHOD_NAMES = ["prompt_tuning", "p_tuning", "prefix_tuning", "id_spam"]
+METHOD_NAMES = ["prompt_tuning", "p_tuning", "prefix_tuning", "id_spam", "iapt"]
 ATOL = 1e-5
 MAX_NEW = 8
 
@@ -163,9 +165,9 @@ def test_batch_of_one_equals_soft_prompt_model(env, name):
     labels = env["labels"]
     got = env["runner"].label_logits([row], [labels])[0]
     want = alone_logits(env, row, labels)
-    if name is not None and env["prompts"][name].kind != "layer":
+    if name is not None and env["prompts"][name].kind not in ("layer", "deep"):
         assert torch.equal(got, want), float((got - want).abs().max())  # same computation: bit for bit
-    else:  # ID-SPAM: prompt key/values from a pre-pass over the prompt alone (same values, other shapes);
+    else:  # ID-SPAM, IAPT: prompt key/values from a pass over the prompt alone (same values, other shapes);
         # zero-shot: the reference reads the full-vocabulary logits (other matmul shape)
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     assert env["runner"].generate([row], MAX_NEW, env["eos"])[0] == alone_generate(env, row)
@@ -178,15 +180,16 @@ def test_each_distinct_prompt_computed_once(env, monkeypatch):
     for name, sp in env["prompts"].items():
         original = sp.prompt
 
-        def counted(*args, _name=name, _orig=original):
+        def counted(*args, _name=name, _orig=original, **kw):
             calls[_name] = calls.get(_name, 0) + 1
-            return _orig(*args)
+            return _orig(*args, **kw)
 
         monkeypatch.setattr(sp, "prompt", counted)
     names = [name for name, _, _ in PROMPTS]
     rows = [make_row(env, name, text) for name in names for text in TEXTS[:3]]
     env["runner"].label_logits(rows, [env["labels"]] * len(rows))
-    assert calls == {name: 1 for name in names}
+    # once per distinct prompt; IAPT: once per distinct prompt and selected layer
+    assert calls == {name: len(getattr(env["prompts"][name], "layers", [0])) for name in names}
 
 
 def test_bad_rows_are_refused(env):

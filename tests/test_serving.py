@@ -34,6 +34,7 @@ METHODS = {
     "pp": ("p_tuning", {"num_virtual_tokens": 4, "encoder": "mlp", "encoder_hidden": 16}),
     "px": ("prefix_tuning", {"num_virtual_tokens": 5, "projection": False, "init": "random"}),
     "id": ("id_spam", {"num_virtual_tokens": 2, "bottleneck": 8, "heads": 2}),
+    "ia": ("iapt", {"num_virtual_tokens": 2, "bottleneck": 8, "activation": "silu"}),
 }
 VERBALIZER = {"positive": [" positive"], "negative": [" negative"]}
 
@@ -72,7 +73,7 @@ def _artifact(dest: Path, model_dir: Path, method: str, config: dict, *, seed: i
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_model_dir):
-    """pt/pp/px/id: one prompt per method (pt has 3 versions); gen: a generation prompt; other: a version
+    """pt/pp/px/id/ia: one prompt per method (pt has 3 versions); gen: a generation prompt; other: a version
     trained on another base model (same shapes, other fingerprint)."""
     root = tmp_path_factory.mktemp("serving")
     reg = Registry(home=str(root / ".promptreg"), tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
@@ -111,7 +112,7 @@ def _one_line(result: dict) -> str:
 
 # ----- runtime --------------------------------------------------------------------------------------------
 def test_mixed_classify_equals_each_version_alone_and_bad_requests_fail_alone(runtime):
-    refs = ["pt:1", "pp:1", "px:1", "id:1", "pt:2", "pt:3"]
+    refs = ["pt:1", "pp:1", "px:1", "id:1", "ia:1", "pt:2", "pt:3"]
     requests = [{"ref": refs[i % len(refs)], "text": TEXTS[i % len(TEXTS)]} for i in range(12)]
     bad = [{"ref": "other:1", "text": "great"},                 # trained on another base model
            {"ref": "nope:1", "text": "great"},                  # unknown prompt
@@ -149,9 +150,9 @@ def test_mixed_classify_equals_each_version_alone_and_bad_requests_fail_alone(ru
 def test_mixed_generate_equals_each_version_alone(runtime):
     requests = [{"ref": ref, "text": text, "max_new_tokens": n} for ref, text, n in
                 [("pt:1", TEXTS[0], 6), ("px:1", TEXTS[1], 3), ("pp:1", TEXTS[2], 6), ("id:1", TEXTS[3], 4),
-                 ("gen:1", TEXTS[4], 5), ("other:1", TEXTS[0], 5), ("pt:2", TEXTS[2], 0)]]
+                 ("ia:1", TEXTS[1], 4), ("gen:1", TEXTS[4], 5), ("other:1", TEXTS[0], 5), ("pt:2", TEXTS[2], 0)]]
     results = runtime.generate(requests)
-    assert "trained on base model" in _one_line(results[5])
+    assert "trained on base model" in _one_line(results[6])
     for req, res in zip(requests, results, strict=True):
         if req["ref"] == "other:1":
             continue

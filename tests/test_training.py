@@ -51,10 +51,11 @@ METHOD_OPTIONS = {
     "prefix_tuning": {"num_virtual_tokens": 4, "projection": False},
     "prefix_projection": {"num_virtual_tokens": 4, "projection": True, "projection_hidden": 32},
     "id_spam": {"num_virtual_tokens": 4, "layer": 1, "bottleneck": 16},
+    "iapt": {"num_virtual_tokens": 4, "bottleneck": 16, "activation": "gelu"},
 }
 
 
-@pytest.mark.parametrize("method", ["prompt_tuning", "p_tuning", "prefix_tuning", "id_spam"])
+@pytest.mark.parametrize("method", ["prompt_tuning", "p_tuning", "prefix_tuning", "id_spam", "iapt"])
 def test_trainer_learns_toy_task_and_keeps_base_frozen(tiny_model_dir, method):
     from promptreg.training.trainer import TrainConfig, Trainer, params_digest
 
@@ -72,7 +73,8 @@ def test_trainer_learns_toy_task_and_keeps_base_frozen(tiny_model_dir, method):
     assert all(not p.requires_grad for p in base.parameters())
 
 
-@pytest.mark.parametrize("variant", ["prompt_tuning", "p_tuning", "prefix_tuning", "prefix_projection", "id_spam"])
+@pytest.mark.parametrize("variant", ["prompt_tuning", "p_tuning", "prefix_tuning", "prefix_projection", "id_spam",
+                                     "iapt"])
 def test_resume_equals_uninterrupted(tmp_path, tiny_model_dir, variant):
     import torch
 
@@ -103,8 +105,8 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_model_dir, variant):
     from safetensors.numpy import load_file
 
     kept = load_file(str(tmp_path / "b" / "latest" / "soft_prompt.safetensors"))
-    if method in ("p_tuning", "id_spam") or METHOD_OPTIONS[variant].get("projection"):
-        assert any(k.startswith(("encoder.", "generator.")) for k in kept), sorted(kept)
+    if method in ("p_tuning", "id_spam", "iapt") or METHOD_OPTIONS[variant].get("projection"):
+        assert any(k.startswith(("encoder.", "generator.", "generators.")) for k in kept), sorted(kept)
 
 
 def _job(tmp_path, tiny_model_dir, **kw):

@@ -24,7 +24,7 @@ TENSORS_FILE = "soft_prompt.safetensors"
 PEFT_CONFIG_FILE = "adapter_config.json"
 PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
 
-Method = Literal["prompt_tuning", "prefix_tuning", "p_tuning", "id_spam"]
+Method = Literal["prompt_tuning", "prefix_tuning", "p_tuning", "id_spam", "iapt"]
 PEFT_METHODS = {"prompt_tuning": "PROMPT_TUNING", "prefix_tuning": "PREFIX_TUNING", "p_tuning": "P_TUNING"}
 DTYPES = ("F32", "F16", "BF16", "F64")
 

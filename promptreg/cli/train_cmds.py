@@ -14,6 +14,7 @@ _METHOD_OPTIONS = {
     "p_tuning": ("num_virtual_tokens", "init", "init_text", "encoder", "encoder_hidden"),
     "prefix_tuning": ("num_virtual_tokens", "init", "init_text", "projection", "projection_hidden"),
     "id_spam": ("num_virtual_tokens", "layer", "bottleneck"),
+    "iapt": ("num_virtual_tokens", "layers", "bottleneck", "activation"),
 }
 DEFAULT_TEMPLATE = "{virtual}Review: {text}\nSentiment:"
 
@@ -57,7 +58,10 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
               help="Prefix tuning: train through a reparameterisation MLP.")
 @click.option("--projection-hidden", type=int, help="Prefix tuning: MLP hidden size.")
 @click.option("--layer", type=int, help="ID-SPAM: the transformer layer the prompt is prepended at.")
-@click.option("--bottleneck", type=int, help="ID-SPAM: bottleneck width of the generator.")
+@click.option("--layers", help="IAPT: layers with a prompt generator, 'all' (default) or e.g. '0,4,8'.")
+@click.option("--bottleneck", type=int, help="ID-SPAM / IAPT: bottleneck width of the generator(s).")
+@click.option("--activation", type=click.Choice(["relu", "gelu", "silu", "tanh"]),
+              help="IAPT: the generators' activation (the paper's learned rational activation is not offered).")
 @click.option("--epochs", default=1, show_default=True)
 @click.option("--max-steps", type=int, help="Optimizer steps (overrides --epochs).")
 @click.option("--batch-size", default=16, show_default=True)

@@ -41,6 +41,12 @@ How each kind runs in the one batch:
   batch is then run layer by layer with one attention mask / rotary table per distinct state (at most
   one more than the number of distinct k in the batch). This is exact: the same keys, values, masks
   and positions as the row alone.
+- ``"deep"`` (IAPT: fresh prompt tokens at each selected layer, generated from that layer's input): text
+  positions ``N_r + cumsum - 1`` at every layer; the row's front slots are visible only at its selected
+  layers and are filled DURING the layer-by-layer pass, just before such a layer runs: the generator
+  pools the rows' current hidden states (own masks), and the layer is run on the N generated tokens
+  alone (positions 0..N-1, a throwaway cache) for their keys/values -- the prompt tokens attend to each
+  other only, so these equal the row alone's. IAPT rows generate in the recompute sub-batch too.
 
 Generation (greedy) uses the transformers cache: prefix rows' (padded, masked) key/values sit in the
 cache before the prompt and every step appends one token per row. ID-SPAM rows are the exception:
@@ -67,7 +73,7 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
-from promptreg.softprompt.methods.base import ModelDims, SoftPrompt
+from promptreg.softprompt.methods.base import KINDS, ModelDims, SoftPrompt
 from promptreg.softprompt.soft_model import (
     GreedyRecorder,
     OnFrozenBase,
@@ -102,7 +108,8 @@ class _Batch:
     values: Tensor | None
     visible: Tensor  # [L, B, F] bool: front slots a row attends to at each layer
     shift: Tensor  # [L, B] long: added to cumsum(mask) - 1 at each layer
-    per_layer: bool  # True when visibility / shift change across layers (ID-SPAM rows)
+    per_layer: bool  # True when visibility / shift change across layers (ID-SPAM, IAPT rows)
+    deep: list = field(default_factory=list)  # IAPT: (soft prompt, row indices tensor), filled per layer
 
 
 def _check_label_ids(label_token_ids, rows: int, vocab: int) -> list[list[int]]:
@@ -168,7 +175,7 @@ class MixedRunner(OnFrozenBase):
                 if (s.hidden_size, s.num_layers, s.num_kv_heads, s.head_dim) != (
                         d.hidden_size, d.num_layers, d.num_kv_heads, d.head_dim):
                     raise InputError(f"row {i}: the soft prompt was built for {s}, the base model has {d}")
-                if sp.kind not in ("input", "prefix", "layer"):
+                if sp.kind not in KINDS:
                     raise InputError(f"row {i}: unknown soft prompt kind {sp.kind!r}")
 
     @staticmethod
@@ -182,12 +189,12 @@ class MixedRunner(OnFrozenBase):
         return list(groups.values())
 
     @staticmethod
-    def _prompt(sp: SoftPrompt, like: Tensor, *args: Tensor) -> Tensor:
-        """``sp.prompt(*args)`` with inputs on the prompt's device and the result on ``like``'s."""
+    def _prompt(sp: SoftPrompt, like: Tensor, *args: Tensor, **kw) -> Tensor:
+        """``sp.prompt(*args, **kw)`` with tensor inputs on the prompt's device, the result on ``like``'s."""
         param = next(sp.parameters(), None)
         if param is not None and args:
             args = tuple(a.to(param.device) for a in args)
-        return sp.prompt(*args).to(device=like.device, dtype=like.dtype)
+        return sp.prompt(*args, **kw).to(device=like.device, dtype=like.dtype)
 
     # ---- batch preparation -----------------------------------------------------------------------
 
@@ -216,7 +223,8 @@ class MixedRunner(OnFrozenBase):
             embeds[vmask] = torch.cat(fill)  # row-major: row by row, each row's slots in order
 
         prefix_groups, layer_groups = self._groups(rows, "prefix"), self._groups(rows, "layer")
-        front = max([sp.num_virtual_tokens for sp, _ in prefix_groups + layer_groups], default=0)
+        deep_groups = self._groups(rows, "deep")
+        front = max([sp.num_virtual_tokens for sp, _ in prefix_groups + layer_groups + deep_groups], default=0)
         nl = d.num_layers
         visible = torch.zeros((nl, b, front), dtype=torch.bool, device=dev)
         shift = torch.zeros((nl, b), dtype=torch.long, device=dev)
@@ -243,8 +251,14 @@ class MixedRunner(OnFrozenBase):
                 values[layer, sel, :, front - n:] = lv
             visible[k:, sel, front - n:] = True
             shift[k:, sel] = n
+        deep = []
+        for sp, idx in deep_groups:  # key/values filled layer by layer in _forward
+            sel = torch.tensor(idx, device=dev)
+            visible[torch.tensor(sp.layers, device=dev)[:, None], sel[None, :], front - sp.num_virtual_tokens:] = True
+            shift[:, sel] = sp.num_virtual_tokens
+            deep.append((sp, sel))
         return _Batch(embeds=embeds, mask=mask, front=front, keys=keys, values=values, visible=visible,
-                      shift=shift, per_layer=bool(layer_groups))
+                      shift=shift, per_layer=bool(layer_groups or deep_groups), deep=deep)
 
     def _layer_prompt_kv(self, sp: SoftPrompt, embeds: Tensor, mask: Tensor) -> dict[int, tuple[Tensor, Tensor]]:
         """ID-SPAM: the key/values of the generated prompts [G, N, H] at layers k..L-1. In the row alone
@@ -264,6 +278,24 @@ class MixedRunner(OnFrozenBase):
         for layer in layers[k:]:
             hidden = self._call_layer(layer, hidden, masks, positions, pe, cache)
         return {i: (cache.layers[i].keys, cache.layers[i].values) for i in range(k, len(layers))}
+
+    def _fill_deep(self, batch: _Batch, index: int, layer: nn.Module, hidden: Tensor, cache) -> None:
+        """IAPT rows selecting layer ``index``: their prompt key/values at that layer, written into the
+        front slots of the batch's cache just before the layer runs (module docstring)."""
+        from transformers import DynamicCache
+
+        for sp, sel in batch.deep:
+            if index not in sp.layers:
+                continue
+            prompt = self._prompt(sp, hidden, hidden[sel], batch.mask[sel], layer=index)  # [G, N, H]
+            g, n = prompt.shape[:2]
+            positions = torch.arange(n, device=prompt.device).unsqueeze(0).expand(g, n)
+            own = DynamicCache(config=self.base_model.config)
+            masks = self._masks(prompt, torch.ones(g, n, dtype=torch.long, device=prompt.device), positions, None)
+            self._call_layer(layer, prompt, masks, positions, self.decoder.rotary_emb(prompt, position_ids=positions), own)
+            front = cache.layers[index]
+            front.keys[sel, :, batch.front - n:] = own.layers[index].keys
+            front.values[sel, :, batch.front - n:] = own.layers[index].values
 
     def _front_cache(self, batch: _Batch):
         if not batch.front:
@@ -311,7 +343,10 @@ class MixedRunner(OnFrozenBase):
             per_layer.append((self._masks(batch.embeds, mask2d, positions, cache), positions,
                               self.decoder.rotary_emb(batch.embeds, position_ids=positions), mask2d))
         hidden = batch.embeds
-        for layer, (masks, positions, pe, _) in zip(self.decoder.layers[: self.dims.num_layers], per_layer, strict=True):
+        for i, (layer, (masks, positions, pe, _)) in enumerate(zip(self.decoder.layers[: self.dims.num_layers],
+                                                                   per_layer, strict=True)):
+            if batch.deep:
+                self._fill_deep(batch, i, layer, hidden, cache)
             hidden = self._call_layer(layer, hidden, masks, positions, pe, cache)
         return self.decoder.norm(hidden), cache, per_layer[-1][3], per_layer[-1][1]
 
@@ -354,7 +389,7 @@ class MixedRunner(OnFrozenBase):
         if not rows or max_new_tokens == 0:
             return results
         self._check_rows(rows)
-        layer_idx = [i for i, r in enumerate(rows) if r.soft_prompt is not None and r.soft_prompt.kind == "layer"]
+        layer_idx = [i for i, r in enumerate(rows) if r.soft_prompt is not None and r.soft_prompt.kind in ("layer", "deep")]
         cached_idx = [i for i in range(len(rows)) if i not in set(layer_idx)]
         if cached_idx:
             sub = self._generate_cached([rows[i] for i in cached_idx], max_new_tokens, eos)

@@ -36,7 +36,7 @@ OWN_RUNTIME = "promptreg serve --engine promptreg"
 
 
 def method_kind(method: str) -> str:
-    """``"input"``, ``"prefix"`` or ``"layer"`` for a registered method name (InputError if unknown)."""
+    """``"input"``, ``"prefix"``, ``"layer"`` or ``"deep"`` for a registered method name (InputError if unknown)."""
     from promptreg.softprompt.methods import METHODS
 
     if method not in METHODS:

@@ -21,6 +21,11 @@ How each kind runs:
   relative positions inside the text are unchanged). The prompt tokens attend causally to each other
   only; every real token attends to all N prompt tokens. Padding stays masked. The final norm is
   applied and the N prompt positions are dropped, so outputs are indexed by the real sequence.
+- ``"deep"`` (IAPT): the decoder is run layer by layer on the T real tokens, at positions
+  ``N + cumsum - 1`` everywhere (as if the N prompt tokens preceded the text). Before each selected
+  layer l the row's N soft tokens are generated from the hidden states at l's input (real tokens only)
+  and inserted before the text at positions 0..N-1 for layer l alone; l's outputs at those N positions
+  are dropped. Prompt tokens attend causally to each other only; every real token attends to them.
 """
 
 from __future__ import annotations
@@ -255,6 +260,32 @@ class SoftPromptModel(OnFrozenBase, nn.Module):
         hidden = self._run_layers(layers[k:], hidden, mask2, positions2)
         return decoder.norm(hidden)[:, n:]
 
+    def _deep_forward(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None) -> Tensor:
+        self._check(input_ids, attention_mask, virtual_mask)
+        decoder, sp, cfg = self.decoder, self.soft_prompt, self._text_config
+        hidden = decoder.embed_tokens(input_ids)
+        mask = attention_mask.bool()
+        b, n = hidden.shape[0], sp.num_virtual_tokens
+        positions = n + positions_from_mask(mask)
+        positions2 = torch.cat([torch.arange(n, device=mask.device).unsqueeze(0).expand(b, n), positions], dim=1)
+        mask2 = torch.cat([torch.ones(b, n, dtype=torch.long, device=mask.device), mask.long()], dim=1)
+        wide = hidden.new_zeros(b, n + hidden.shape[1], hidden.shape[2])  # shape/dtype for the masks only
+        text = (attention_masks(cfg, hidden, mask.long(), positions), decoder.rotary_emb(hidden, position_ids=positions))
+        both = (attention_masks(cfg, wide, mask2, positions2), decoder.rotary_emb(wide, position_ids=positions2))
+        layer_types = getattr(cfg, "layer_types", None)
+        for i, layer in enumerate(decoder.layers[: self.dims.num_layers]):
+            inserted = i in sp.layers
+            if inserted:
+                hidden = torch.cat([sp.prompt(hidden, mask, i).to(hidden.dtype), hidden], dim=1)
+            masks, pe = both if inserted else text
+            kind = layer_types[layer.self_attn.layer_idx] if layer_types else "full_attention"
+            out = layer(hidden, attention_mask=masks.get(kind, masks["full_attention"]),
+                        position_ids=positions2 if inserted else positions, use_cache=False, position_embeddings=pe)
+            hidden = out[0] if isinstance(out, tuple) else out
+            if inserted:
+                hidden = hidden[:, n:]
+        return decoder.norm(hidden)
+
     def _shared_prefix_last(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None):
         """Last-position hidden states computing a prefix shared by every row ONCE (input kind only).
 
@@ -306,6 +337,8 @@ class SoftPromptModel(OnFrozenBase, nn.Module):
     def _hidden(self, input_ids: Tensor, attention_mask: Tensor, virtual_mask: Tensor | None) -> Tensor:
         if self.soft_prompt.kind == "layer":
             return self._layer_forward(input_ids, attention_mask, virtual_mask)
+        if self.soft_prompt.kind == "deep":
+            return self._deep_forward(input_ids, attention_mask, virtual_mask)
         embeds, mask, positions, cache = self._prepare(input_ids, attention_mask, virtual_mask)
         out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                            use_cache=cache is not None, **cache_kwarg(self.decoder, cache))
@@ -356,14 +389,14 @@ class SoftPromptModel(OnFrozenBase, nn.Module):
         Input and prefix kinds decode with the transformers cache (the prefix key/values sit in the cache
         before the prompt). ``use_cache=False`` is the reference decoder: every step recomputes the whole
         sequence exactly as training runs it (the soft prompt applied afresh, no key/value carried from a
-        step to the next); ID-SPAM always decodes so (its prompt is pooled from the row's tokens,
+        step to the next); ID-SPAM and IAPT always decode so (their prompts are pooled from the row's tokens,
         generated ones included)."""
         eos = set() if eos_token_id is None else (
             {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(e) for e in eos_token_id})
         record = GreedyRecorder(input_ids.shape[0], eos)
         if max_new_tokens <= 0:
             return record.results
-        if not use_cache or self.soft_prompt.kind == "layer":
+        if not use_cache or self.soft_prompt.kind in ("layer", "deep"):
             return self._uncached_greedy(input_ids, attention_mask, virtual_mask, max_new_tokens, record)
         embeds, mask, positions, cache = self._prepare(input_ids, attention_mask, virtual_mask)
         out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,

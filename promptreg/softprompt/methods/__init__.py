@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 
 from promptreg.errors import InputError
-from promptreg.softprompt.methods import id_spam, p_tuning, prefix_tuning, prompt_tuning  # noqa: F401 - registers them
+from promptreg.softprompt.methods import iapt, id_spam, p_tuning, prefix_tuning, prompt_tuning  # noqa: F401 - registers them
 from promptreg.softprompt.methods.base import DERIVED_KEYS, METHODS, ModelDims, SoftPrompt, parse_config
+from promptreg.softprompt.methods.iapt import Iapt, IaptConfig
 from promptreg.softprompt.methods.id_spam import IdSpam, IdSpamConfig
 from promptreg.softprompt.methods.p_tuning import PEFT_KEYS, PTuning, PTuningConfig
 from promptreg.softprompt.methods.prefix_tuning import PrefixTuning, PrefixTuningConfig
@@ -29,7 +30,7 @@ _INIT_FIELDS = ("init", "init_text")
 _DIM_KEYS = ("hidden_size", "num_layers", "num_kv_heads", "head_dim", "kv_dim", *PEFT_KEYS)
 
 __all__ = [
-    "METHODS", "IdSpam", "IdSpamConfig", "ModelDims", "PTuning", "PTuningConfig", "PrefixTuning",
+    "METHODS", "Iapt", "IaptConfig", "IdSpam", "IdSpamConfig", "ModelDims", "PTuning", "PTuningConfig", "PrefixTuning",
     "PrefixTuningConfig", "PromptTuning", "PromptTuningConfig", "SoftPrompt", "build_method", "make_config",
     "method_from_tensors",
 ]

@@ -10,6 +10,9 @@ lives in :class:`promptreg.softprompt.soft_model.SoftPromptModel`. Three kinds e
   (layer, key/value, kv head, head_dim), used as past key/values;
 - ``"layer"`` (ID-SPAM): ``prompt(input_embeds, attention_mask)`` is ``[B, N, H]``, computed per row and
   prepended to the hidden states at one transformer layer.
+- ``"deep"`` (IAPT): ``prompt(hidden_states, attention_mask, layer)`` is ``[B, N, H]``, computed per row
+  at each of the method's ``layers`` from the hidden states at that layer's input, inserted into that
+  layer's input only (fresh tokens at every selected layer).
 """
 
 from __future__ import annotations
@@ -217,14 +220,14 @@ class SoftPrompt(nn.Module):
 
     The contract a method implements: class attributes ``method`` (its name in manifests), ``kind``
     (``input``: virtual tokens before the text; ``prefix``: per-layer key/value prefixes; ``layer``: a
-    prompt inserted at one layer) and ``config_class`` (a frozen dataclass: its fields are the method's
+    prompt inserted at one layer; ``deep``: prompts generated and inserted at several layers) and ``config_class`` (a frozen dataclass: its fields are the method's
     options); ``create(config, dims, *, embedding_weight, tokenizer=None, label_words=None, generator,
     base_model=None)`` a fresh trainable module (``base_model``: the frozen model, for methods whose
     initialisation runs it; ignored by the others); ``from_tensors(config, tensors, dims, trainable)``
     the module rebuilt from exported tensors; ``prompt(...)`` and ``export_tensors()``."""
 
     method: ClassVar[str]
-    kind: ClassVar[str]  # "input" | "prefix" | "layer"
+    kind: ClassVar[str]  # "input" | "prefix" | "layer" | "deep"
     config_class: ClassVar[type]
 
     def __init__(self, config: Any, dims: ModelDims) -> None:
@@ -260,6 +263,9 @@ DERIVED_KEYS = ("hidden_size", "num_layers", "num_kv_heads", "head_dim", "init_e
                 "init_token_ids", "label_token_ids", "label_words", "seed")
 
 
+#: the kinds of soft prompt the runtimes know how to run (module docstring)
+KINDS = ("input", "prefix", "layer", "deep")
+
 #: method name -> its SoftPrompt class (filled by register_method; the one registry of methods)
 METHODS: dict[str, type[SoftPrompt]] = {}
 
@@ -269,8 +275,8 @@ def register_method(cls: type[SoftPrompt]) -> type[SoftPrompt]:
     for attr in ("method", "kind", "config_class"):
         if not hasattr(cls, attr):
             raise TypeError(f"{cls.__name__} does not set {attr}")
-    if cls.kind not in ("input", "prefix", "layer"):
-        raise TypeError(f"{cls.__name__}.kind must be input, prefix or layer, not {cls.kind!r}")
+    if cls.kind not in KINDS:
+        raise TypeError(f"{cls.__name__}.kind must be one of {', '.join(KINDS)}, not {cls.kind!r}")
     if METHODS.get(cls.method, cls) is not cls:
         raise TypeError(f"method {cls.method!r} is already registered by {METHODS[cls.method].__name__}")
     METHODS[cls.method] = cls
