@@ -111,7 +111,7 @@ def test_single_row_batched_and_mixed_batch_agree(env, method):
     base, sp = env["base"], env["prompts"].get(method)
     model = SoftPromptModel(base, sp) if sp is not None else None
     enc, rows = _rows(env, method)
-    for score in ("sum", "mean"):
+    for score in [("sum", "mean", "sum", "mean", "sum")[[None, *env["prompts"]].index(method)]]:  # one each
         ans = answer_tokens(env["tok"], ANSWERS, score)
         alone = torch.cat([classify(base, model, [r], ans, batch_size=1, pad_id=enc.pad_id) for r in rows])
         batched = classify(base, model, rows, ans, batch_size=8, pad_id=enc.pad_id)
@@ -219,3 +219,64 @@ def test_vllm_refuses_multi_token_answers_in_one_line():
         _refuse_multi_token(entry)
     assert "\n" not in str(exc.value) and "--engine promptreg" in str(exc.value)
     _refuse_multi_token(_Entry("toy", 1, "a" * 64, None, None, "classification", ["n", "p"], Answers(((5,), (6,))), 0))
+
+
+def _version(dest, model_dir, method: str, config: dict, seed: int, verbalizer: dict, label_score: str | None):
+    """A classification version for the tiny model (weights randn * 0.5) with this verbalizer / label score."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from promptreg.artifact.builder import write_artifact
+    from promptreg.fingerprints.model import model_fingerprint
+    from promptreg.softprompt.methods import ModelDims, build_method
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    sp = build_method(method, config, ModelDims.from_config(base.config), tokenizer=AutoTokenizer.from_pretrained(model_dir),
+                      embedding_weight=base.get_input_embeddings().weight.detach(), seed=seed)
+    gen = torch.Generator().manual_seed(1000 + seed)
+    with torch.no_grad():
+        for p in sp.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    info = {**model_fingerprint(model_dir).to_dict(), "name_or_path": str(model_dir)}
+    task = {"type": "classification", "template": TEMPLATE, "verbalizer": {k: [v] for k, v in verbalizer.items()},
+            **({"label_score": label_score} if label_score else {})}
+    return write_artifact(dest, method=method, tensors=sp.export_tensors(), base_model=info,
+                          num_virtual_tokens=sp.num_virtual_tokens, task=task, method_config=sp.method_config(),
+                          created_by="tests")
+
+
+def test_serving_scores_labels_as_the_manifest_says(tmp_path, tiny_model_dir):
+    """A version whose manifest says label_score mean, with answers sharing their first token: the serving
+    runtime (one mixed batch with a one-token version) equals the loader path (eval / gate / drift) and the
+    scoring computed directly with mean, and differs from sum."""
+    import json
+
+    from promptreg import Registry
+    from promptreg.artifact.manifest import MANIFEST_FILE
+    from promptreg.runtime.loader import load_soft_prompt
+    from promptreg.runtime.service import PromptRuntime
+    from promptreg.softprompt.scoring import classify
+    from tests.fixtures.services import free_port
+
+    reg = Registry(home=str(tmp_path / ".promptreg"), tracking_uri=f"http://127.0.0.1:{free_port()}")
+    multi = {"negative": " very bad", "positive": " very good"}
+    reg.push(_version(tmp_path / "m", tiny_model_dir, "p_tuning", {"num_virtual_tokens": 3, "encoder": "mlp",
+                                                                   "encoder_hidden": 16}, 3, multi, "mean"), "multi")
+    reg.push(_version(tmp_path / "o", tiny_model_dir, "prompt_tuning", {"num_virtual_tokens": 2}, 4,
+                      {"negative": " bad", "positive": " good"}, None), "one")
+    runtime = PromptRuntime(reg, str(tiny_model_dir), device="cpu")
+    texts = ["the movie was great", "bad", "a long boring film"]
+    served = runtime.classify([{"ref": ref, "text": t} for t in texts for ref in ("multi:1", "one:1")])
+    assert all("error" not in r for r in served), served
+    info, folder = reg.fetch_verified("multi:1")
+    loaded = load_soft_prompt(folder, json.loads((folder / MANIFEST_FILE).read_text()), runtime.base(),
+                              label="multi:1", sha256=info.sha256)
+    assert loaded.answers.score == "mean" and not loaded.answers.single_token
+    alone = torch.tensor(loaded.classify(texts))
+    got = torch.tensor([[r["probs"]["negative"], r["probs"]["positive"]] for r in served if r["name"] == "multi"])
+    torch.testing.assert_close(got, alone, rtol=0, atol=ATOL)
+    rows = [loaded.encoder.classification(t, 0) for t in texts]
+    tok, model = runtime.base().tokenizer, runtime.base().model
+    direct = {score: classify(model, loaded.soft_model, rows, answer_tokens(tok, list(multi.values()), score),
+                              pad_id=loaded.encoder.pad_id) for score in ("sum", "mean")}
+    torch.testing.assert_close(direct["mean"], alone, rtol=0, atol=ATOL)
+    assert float((direct["sum"] - alone).abs().max()) > 1e-3  # the recorded option is what decides
