@@ -224,7 +224,7 @@ def run(args, tmp: Path, model_dir: Path, device: str, tasks: list[str]) -> dict
             info_v = runtime.resolve(req["ref"])
             entry = runtime._entry(info_v, entries)
             rows.append(MixedRow(entry.soft_prompt, *entry.encoder.prompt(req["text"])))
-            lids.append(entry.label_ids)
+            lids.append(entry.answers.first)
         ours = runtime._runner.label_logits(rows, lids)  # the one mixed batch (b) runs
         diffs, flips = [], 0
         with torch.no_grad():

@@ -77,6 +77,8 @@ class TaskSpec(_Strict):
     type: Literal["classification", "generation"] = "classification"
     verbalizer: dict[str, list[str]] | None = None
     template: str | None = None
+    # how a label with a multi-token answer is scored: its tokens' summed (default) or mean log-probability
+    label_score: Literal["sum", "mean"] | None = None
 
 
 class TensorSpec(_Strict):

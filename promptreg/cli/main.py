@@ -19,6 +19,7 @@ from promptreg.cli.drift_cmds import drift_cmd, env_group
 from promptreg.cli.events_cmds import events_group
 from promptreg.cli.fetch_cmds import datasets_group, models_group
 from promptreg.cli.gc_cmds import gc_cmd
+from promptreg.cli.inspect_cmds import inspect_cmd
 from promptreg.cli.lifecycle_cmds import eval_cmd, gate_cmd, promote_cmd, rollback_cmd
 from promptreg.cli.output import add_output_modes, reset_output_modes
 from promptreg.cli.registry_cmds import history_cmd, list_cmd, pull_cmd, push_cmd, show_cmd, sync_cmd
@@ -116,7 +117,7 @@ for command in (init_cmd, doctor_cmd, db_group, push_cmd, list_cmd, show_cmd, hi
                 models_group, datasets_group, train_cmd, import_peft_cmd, eval_cmd, gate_cmd, promote_cmd,
                 rollback_cmd, drift_cmd, env_group, schedule_group, scheduler_cmd, generate_cmd, classify_cmd,
                 serve_cmd, ui_cmd, gc_cmd, events_group, webhook_group, completion_cmd, server_cmd, token_group,
-                login_cmd, logout_cmd):
+                login_cmd, logout_cmd, inspect_cmd):
     add_output_modes(command)
     cli.add_command(command)
 

@@ -46,6 +46,9 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
 @click.option("--target-column", default="target", show_default=True)
 @click.option("--labels", help="Declared labels, comma-separated (default: inferred from the training data).")
 @click.option("--verbalizer", multiple=True, help="LABEL=ANSWER (repeatable); default answer is ' LABEL'.")
+@click.option("--label-score", type=click.Choice(["sum", "mean"]), default="sum", show_default=True,
+              help="Labels whose answers are several tokens: score their tokens' summed or mean log-probability "
+                   "(recorded in the manifest: serving and evaluation score the same way).")
 @click.option("--template", default=DEFAULT_TEMPLATE, show_default=True,
               help="Prompt template with {text} and optionally {virtual} (where the virtual tokens go).")
 @click.option("--num-virtual-tokens", type=int)
@@ -121,7 +124,7 @@ def train_cmd(obj, **kw):
         eval_every=kw["eval_every"], eval_limit=kw["eval_limit"], patience=kw["patience"],
         max_text_tokens=kw["max_text_tokens"], seed=kw["seed"], precision=precision,
         gradient_checkpointing=kw["gradient_checkpointing"], stop_after_steps=kw["stop_after_steps"],
-        fsdp=kw["fsdp"])
+        fsdp=kw["fsdp"], label_score=kw["label_score"])
     spec = DataSpec(task=kw["task"], text_column=kw["text_column"], label_column=kw["label_column"],
                     target_column=kw["target_column"],
                     labels=[x.strip() for x in kw["labels"].split(",")] if kw["labels"] else None,

@@ -278,6 +278,9 @@ class RemoteRegistry:
         return decode(MoveResult, self.api.request(
             "POST", f"{API}/prompts/{_q(name)}/aliases/{_q(alias)}/rollback", json={"to": to, "reason": reason}))
 
+    def inspect(self, ref, *, model=None, top_k=5, text=None, device="auto"):
+        raise _local_only("inspect", "inspect in direct mode, where the base model is")
+
     # ----- drift and environments ---------------------------------------------------------------
     def drift(self, ref, data_uri, *, suite=None, env=None, model=None, reference=None, action=None,
               text_column="text", label_column="label"):

@@ -9,7 +9,8 @@ alias move, an evaluation, a gate, a drift check or flag) and by ``promptreg syn
 * Model version: title with ``name:version`` and its aliases; status; metrics table; base-model and
   dataset fingerprints; the Great Expectations validation summary (manifest ``validation``); the latest
   gate verdict against ``production`` with every gated metric (candidate, baseline, diff, CI, margin)
-  and its failures — or "no gate run yet"; the latest evaluations; the last drift decision; links to
+  and its failures — or "no gate run yet"; the latest evaluations; the last drift decision; the latest
+  ``promptreg inspect`` summary (nearest tokens, with the waywardness caveat) when there is one; links to
   the source run, the eval runs and the drift run (``#/experiments/<id>/runs/<run>``, relative links
   that the MLflow UI resolves).
 
@@ -28,6 +29,7 @@ from typing import Any
 
 from promptreg.evaluation.results import GateReport
 from promptreg.reporting import markdown as md
+from promptreg.reporting.inspection import inspection_markdown
 from promptreg.reporting.markdown import cell, code, f3, num, signed, table
 from promptreg.reporting.mlflow import version_tags
 from promptreg.reporting.summaries import check_rate
@@ -142,6 +144,7 @@ class VersionFacts:
     drift: DriftFacts | None = None
     source_run: RunLink | None = None
     mlflow_model_version: str | None = None
+    inspection: dict[str, Any] | None = None            # the latest `promptreg inspect` summary (audit details)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -250,6 +253,9 @@ def version_markdown(f: VersionFacts) -> str:
 
         lines += ["", "**Drift**", ""]
         lines += _drift_lines(f.drift)
+        if f.inspection:
+            lines += ["", "**Inspection (nearest vocabulary tokens)**", ""]
+            lines += inspection_markdown(f.inspection, level)
 
         links = [_link(f.source_run)] + [_link(e.link) for e in f.evals[:MAX_EVALS] if e.link]
         if f.drift and f.drift.link:

@@ -91,7 +91,7 @@ class LoadedPrompt:
     encoder: Any                      # softprompt.collate.Encoder
     task: str
     labels: list[str] = field(default_factory=list)
-    label_ids: list[int] = field(default_factory=list)
+    answers: Any = None               # softprompt.collate.Answers (classification)
 
     def classify(self, texts: list[str], *, batch_size: int = 32):
         """Probabilities [n, K] (numpy float32) over ``self.labels``, in input order."""
@@ -100,7 +100,7 @@ class LoadedPrompt:
         if self.task != "classification":
             raise InputError(f"{self.label} is a {self.task} prompt: it has no labels to classify with")
         rows = [self.encoder.classification(t, 0) for t in texts]
-        probs = classify(self.base.model, self.soft_model, rows, self.label_ids, batch_size=batch_size,
+        probs = classify(self.base.model, self.soft_model, rows, self.answers, batch_size=batch_size,
                          pad_id=self.encoder.pad_id)
         return probs.numpy()
 
@@ -152,21 +152,22 @@ def soft_prompt_from_folder(folder: Path, manifest: dict, dims, *, label: str):
 
 def task_parts(manifest: dict, tokenizer, slots: int, *, label: str, max_text_tokens: int = 256):
     """The version's prompt encoder (its template, ``slots`` virtual slots), task type, verbalizer labels
-    and their first token ids (empty for generation)."""
-    from promptreg.softprompt.collate import Encoder, label_token_ids
+    and their answers (softprompt.collate.Answers: whole answers' tokens and the manifest's
+    ``task.label_score``, so serving scores a label as training did; empty for generation)."""
+    from promptreg.softprompt.collate import Answers, Encoder, answer_tokens
 
     task = manifest.get("task") or {}
     task_type = task.get("type") or "classification"
     template = task.get("template") or "{text}"
     encoder = Encoder(tokenizer, template, slots=slots, max_text_tokens=max_text_tokens)
     labels: list[str] = []
-    ids: list[int] = []
+    ids = Answers(())
     if task_type == "classification":
         verbalizer = task.get("verbalizer") or {}
         if not verbalizer:
             raise InputError(f"{label} is a classification prompt without a verbalizer in its manifest")
         labels = list(verbalizer)
-        ids = label_token_ids(tokenizer, [verbalizer[lab][0] for lab in labels])
+        ids = answer_tokens(tokenizer, [verbalizer[lab][0] for lab in labels], task.get("label_score") or "sum")
     return encoder, task_type, labels, ids
 
 

@@ -11,6 +11,7 @@ API::
     runner = MixedRunner(base_model, tokenizer)
     rows = [MixedRow(soft_prompt, ids, virtual), ...]  # ids/virtual from Encoder(...).prompt(text)
     runner.label_logits(rows, [[label ids of row 0], [label ids of row 1], ...])  # list of float32 [K_r]
+    runner.label_scores(rows, [answers of row 0, ...])  # softprompt.collate.Answers: whole answers
     runner.generate(rows, max_new_tokens=16, eos_token_id=eos)  # list of new token ids per row
 
 Layout of one batch (B rows). The text region is the rows' own tokens LEFT-padded to one width T
@@ -55,7 +56,10 @@ included, at every step, so its layers >= k have to be recomputed over the whole
 (no cache can hold them). Those rows therefore run as a SEPARATE SUB-BATCH inside the same
 ``generate`` call (all ID-SPAM rows together, as one mixed batch re-run each step, finished rows
 dropped); every other row shares one cached batched generation. ``label_logits`` runs all kinds,
-ID-SPAM included, as ONE batched forward.
+ID-SPAM included, as ONE batched forward. ``label_scores`` too: a row whose answers are all one token is
+scored as ``label_logits`` scores it; a row with a multi-token answer enters the batch once per label with
+that answer appended (teacher forcing, as softprompt.scoring.label_logits does for a row alone) and gets
+each answer's summed / mean token log-probability.
 
 Identical soft prompts (the same object) are grouped: ``prompt()`` is computed once per distinct
 prompt per call (P-tuning's encoder and prefix tuning's MLP are not free); ID-SPAM's generator runs once
@@ -73,10 +77,12 @@ import torch
 from torch import Tensor, nn
 
 from promptreg.errors import InputError
+from promptreg.softprompt.collate import Answers, answer_targets
 from promptreg.softprompt.methods.base import KINDS, ModelDims, SoftPrompt
 from promptreg.softprompt.soft_model import (
     GreedyRecorder,
     OnFrozenBase,
+    answer_logprobs,
     attention_masks,
     cached_greedy,
     positions_from_mask,
@@ -365,14 +371,48 @@ class MixedRunner(OnFrozenBase):
         self._check_rows(rows)
         head = self.base_model.get_output_embeddings()
         labels = _check_label_ids(label_token_ids, len(rows), int(head.weight.shape[0]))
-        hidden = self._last_hidden(rows).float()  # [B, H]
+        hidden = self._last_hidden(rows)  # [B, H]
+        return [self._token_logits(hidden[i], ids) for i, ids in enumerate(labels)]
+
+    def _token_logits(self, hidden: Tensor, ids: list[int]) -> Tensor:
+        """float32 logits [K] of tokens ``ids`` from one final hidden state [H] (their LM-head rows only)."""
+        head = self.base_model.get_output_embeddings()
+        sel = torch.tensor(ids, device=head.weight.device)
+        logits = hidden.float() @ head.weight[sel].float().T
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[sel].float()
+        return self._softcap(logits)
+
+    @torch.no_grad()
+    def label_scores(self, rows: Sequence[MixedRow], answers: Sequence[Answers]) -> list[Tensor]:
+        """Per row, float32 scores [K_r] of its own labels (``answers[r]``: softprompt.collate.Answers), all
+        rows in ONE batched forward: one-token answers as :meth:`label_logits`; otherwise the row once per
+        label with the answer appended, scored by the answer's summed / mean token log-probability."""
+        if len(answers) != len(rows):
+            raise InputError(f"label_scores needs one Answers per row: got {len(answers)} for {len(rows)} rows")
+        if all(a.single_token for a in answers):
+            return self.label_logits(rows, [a.first for a in answers])
+        wide: list[MixedRow] = []
+        starts = []
+        for row, ans in zip(rows, answers, strict=True):
+            starts.append(len(wide))
+            if ans.single_token:
+                wide.append(row)
+                continue
+            for a in ans.tokens:
+                virtual = None if row.virtual is None else list(row.virtual) + [False] * (len(a) - 1)
+                wide.append(MixedRow(row.soft_prompt, list(row.ids) + list(a[:-1]), virtual))
+        self._check_rows(wide)
+        _check_label_ids([a.first for a in answers], len(rows), int(self.base_model.get_output_embeddings().weight.shape[0]))
+        hidden, _, _, _ = self._forward(self._prepare(wide), use_cache=False)
         out = []
-        for i, ids in enumerate(labels):
-            sel = torch.tensor(ids, device=head.weight.device)
-            logits = hidden[i] @ head.weight[sel].float().T
-            if getattr(head, "bias", None) is not None:
-                logits = logits + head.bias[sel].float()
-            out.append(self._softcap(logits))
+        for start, ans in zip(starts, answers, strict=True):
+            if ans.single_token:
+                out.append(self._token_logits(hidden[start, -1], ans.first))
+                continue
+            targets, mask = answer_targets(ans, hidden.device)
+            tail = hidden[start:start + len(ans), -targets.shape[1]:]
+            out.append(answer_logprobs(self.base_model, tail, targets, mask, ans.score))
         return out
 
     @torch.no_grad()

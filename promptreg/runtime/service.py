@@ -66,7 +66,7 @@ class _Entry:
     encoder: Any              # softprompt.collate.Encoder
     task: str
     labels: list[str]
-    label_ids: list[int]
+    answers: Any              # softprompt.collate.Answers (empty for generation)
     nbytes: int
 
     @property
@@ -266,7 +266,7 @@ class PromptRuntime:
         soft.eval()
         nbytes = sum(t.numel() * t.element_size() for t in list(soft.parameters()) + list(soft.buffers()))
         return _Entry(info.name, info.version, info.sha256, soft, loaded.encoder, loaded.task, list(loaded.labels),
-                      list(loaded.label_ids), int(nbytes))
+                      loaded.answers, int(nbytes))
 
     def _evict(self) -> None:
         while self._cache and (len(self._cache) > self.max_versions or self._cache_bytes > self.max_bytes):
@@ -338,14 +338,14 @@ class PromptRuntime:
         with self._lock:
             prepared = self._prepare(requests, generation=False)
             good = [i for i, item in enumerate(prepared) if not isinstance(item, dict)]
-            rows, label_ids = [], []
+            rows, answers = [], []
             for i in good:
                 req, entry = prepared[i]
                 rows.append(MixedRow(entry.soft_prompt, *entry.encoder.prompt(req.text)))
-                label_ids.append(entry.label_ids)
+                answers.append(entry.answers)
 
             def run():
-                logits = self._runner.label_logits(rows, label_ids)
+                logits = self._runner.label_scores(rows, answers)
                 return [torch.softmax(lg.float(), -1).cpu().tolist() for lg in logits]
 
             outputs = self._run_batch(prepared, good, run) if good else []

@@ -14,7 +14,9 @@ errors, same response shapes) with vLLM doing the forward passes:
   once per version and cached with it) and sent as ``prompt_embeds``;
 - classification: one step with ``logprob_token_ids`` = the version's label tokens; ``probs`` is the
   softmax over those log-probabilities (= the softmax over the label logits: log-softmax only adds a
-  constant), as the own runtime computes it;
+  constant), as the own runtime computes it. A version whose answers are several tokens is refused per
+  request with one line (scoring them takes a forward per label, not one request; promptreg's own
+  runtime serves it);
 - generation: greedy (temperature 0, no penalties), stopping after the tokenizer's EOS only (vLLM's own
   EOS / generation-config stops are switched off so the stop rule is the own runtime's), the EOS itself
   dropped, the text decoded with the base model's tokenizer as the own runtime does.
@@ -52,6 +54,12 @@ from promptreg.runtime.service import DEFAULT_MAX_BYTES, DEFAULT_MAX_NEW_TOKENS,
 from promptreg.runtime.vllm_backends import InProcessVllm, OpenAIVllm
 
 __all__ = ["InProcessVllm", "OpenAIVllm", "VllmRuntime", "start_vllm_runtime"]
+
+
+def _refuse_multi_token(entry: _Entry) -> None:
+    if not entry.answers.single_token:
+        raise InputError(f"{entry.label}: its labels' answers are several tokens, which vLLM cannot score in one "
+                         f"request; serve it with promptreg's own runtime (--engine promptreg)")
 
 
 class VllmRuntime(PromptRuntime):
@@ -122,7 +130,8 @@ class VllmRuntime(PromptRuntime):
                 cls = getattr(errors, item["error_type"], errors.PromptregError)
                 raise cls(item["error"])
             req, entry = item
-            return self._embeds(req, entry), list(entry.label_ids)
+            _refuse_multi_token(entry)
+            return self._embeds(req, entry), list(entry.answers.first)
 
     def _embeds(self, req, entry):
         ids, virtual = entry.encoder.prompt(req.text)
@@ -153,8 +162,14 @@ class VllmRuntime(PromptRuntime):
         """As :meth:`PromptRuntime.classify`, on vLLM (label-token log-probabilities)."""
         with self._lock:
             prepared = self._prepare(requests, generation=False)
+            for i, item in enumerate(prepared):
+                if not isinstance(item, dict) and not item[1].answers.single_token:
+                    try:
+                        _refuse_multi_token(item[1])
+                    except InputError as exc:
+                        prepared[i] = _error(item[0].ref, exc)
             good, embeds = self._rows(prepared, lambda req: 1)
-            label_ids = [prepared[i][1].label_ids for i in good]
+            label_ids = [prepared[i][1].answers.first for i in good]
         outputs = self._run_batch(prepared, good, lambda: self.backend.label_logprobs(embeds, label_ids)) \
             if good else []
 

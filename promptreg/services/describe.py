@@ -92,6 +92,8 @@ def collect(registry: Registry, name: str, numbers: Iterable[int] | None = None,
             drifts[d.version_id] = DriftFacts(int(d.id), d.decision, d.action, d.data_uri, _iso(d.created_at),
                                               drifted, dict(perf) if isinstance(perf, dict) else None, d.alias, link)
 
+        inspections = q.latest_events(s, prompt, "inspect", [v.number for v in rows])
+
         versions = []
         for v in rows:
             manifest = v.manifest or {}
@@ -107,7 +109,7 @@ def collect(registry: Registry, name: str, numbers: Iterable[int] | None = None,
                 base_model_fingerprint=v.base_model_fingerprint, base_model_name=v.base_model_name,
                 dataset=manifest.get("dataset"), metrics=dict(v.metrics or {}), validation=manifest.get("validation"),
                 description=v.description or "", gate=gate, other_gate=other, evals=evals.get(v.id, []),
-                drift=drifts.get(v.id),
+                drift=drifts.get(v.id), inspection=_inspection(inspections.get(v.number)),
                 source_run=RunLink("source run", v.mlflow_run_id) if v.mlflow_run_id else None,
                 mlflow_model_version=v.mlflow_model_version))
     if experiment_of is not None:
@@ -116,6 +118,12 @@ def collect(registry: Registry, name: str, numbers: Iterable[int] | None = None,
                 if link is not None and link.experiment_id is None:
                     link.experiment_id = experiment_of(link.run_id)
     return model, versions
+
+
+def _inspection(event) -> dict | None:
+    if event is None:
+        return None
+    return {**dict(event.details or {}), "at": _iso(event.at), "actor": event.actor}
 
 
 # ----------------------------------------------------------------------------------------- write (MLflow)

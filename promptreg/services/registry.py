@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from promptreg.services.lifecycle import MoveResult
     from promptreg.services.train import TrainJob, TrainReport
     from promptreg.services.views import EnvironmentInfo
+    from promptreg.softprompt.inspection import PromptInspection
 
     SuiteArg = Suite | str | Path
 
@@ -363,6 +364,16 @@ class Registry(EventVerbs):
         from promptreg.services.lifecycle import rollback
 
         return rollback(self, name, alias, to=to, reason=reason)
+
+    def inspect(self, ref: str, *, model: str | Path | None = None, top_k: int = 5, text: str | None = None,
+                device: str = "auto") -> PromptInspection:
+        """Per virtual token of ``ref`` its nearest vocabulary tokens (cosine over the input embeddings), its
+        norm against the vocabulary's, and the tokens' pairwise cosines (ID-SPAM: the prompt generated for
+        ``text``; prefix tuning has nothing to inspect: InputError). Recorded with the version (audit event,
+        MLflow description). Nearest tokens are not an explanation (``PromptInspection.caveat``)."""
+        from promptreg.services.inspection import inspect_version
+
+        return inspect_version(self, ref, model=model, top_k=top_k, text=text, device=device)
 
     # ----- drift and environments ---------------------------------------------------------------
     def drift(self, ref: str, data_uri: str, *, suite: SuiteArg | None = None, env: str | None = None,

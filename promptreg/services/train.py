@@ -255,7 +255,7 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from promptreg.artifact.builder import write_artifact
-    from promptreg.softprompt.collate import Encoder, label_token_ids
+    from promptreg.softprompt.collate import Encoder, answer_tokens
     from promptreg.softprompt.precision import Precision
     from promptreg.softprompt.scoring import accuracy_metrics, classify
     from promptreg.training import distributed as dist
@@ -277,7 +277,7 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
     if "test" in splits and spec.task == "classification":
         from promptreg.softprompt.soft_model import SoftPromptModel
 
-        label_ids = label_token_ids(tokenizer, [spec.answer(lab) for lab in spec.labels])
+        label_ids = answer_tokens(tokenizer, [spec.answer(lab) for lab in spec.labels], job.config.label_score)
         index = {lab: i for i, lab in enumerate(spec.labels)}
         gold = [index[e.label] for e in splits["test"]]
         tuned_enc = Encoder(tokenizer, job.config.template, slots=result.soft_prompt.input_slots,
@@ -313,7 +313,8 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
     write_artifact(
         output, method=job.config.method, tensors=soft.export_tensors(),
         base_model=info.to_dict(), num_virtual_tokens=soft.num_virtual_tokens,
-        task={"type": spec.task, "verbalizer": verbalizer, "template": job.config.template},
+        task={"type": spec.task, "verbalizer": verbalizer, "template": job.config.template,
+              **({"label_score": job.config.label_score} if verbalizer else {})},
         method_config=soft.method_config(),
         dataset={"fingerprint": fps["train"], "name": Path(job.train_path).name,
                  "source": str(Path(job.train_path).resolve()), "rows": len(splits["train"])},

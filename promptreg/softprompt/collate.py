@@ -9,9 +9,14 @@ runtime with the soft prompt (see docs/DEV_CONTRACTS.md, "Batch convention"). A 
 
 Batches are left-padded to the longest row of the batch (dynamic padding); rows are grouped by
 length (length bucketing) so little padding is computed. Classification rows carry the index of
-their label; the answer is read at the last position from the first token of each label's
-verbalizer text. Generation rows carry target tokens (+ EOS) after the prompt and a mask of the
-positions whose next-token prediction is scored.
+their label. A label is scored by its whole verbalizer answer (:class:`Answers`): when every answer
+is one token, by that token's logit at the last position (the fast path); otherwise each row is run
+once per label with that label's answer appended (:func:`with_answers`, teacher forcing) and the
+label's score is the summed -- or, ``score="mean"``, per-token mean -- log-probability of its answer
+tokens (as evaluation harnesses such as lm-eval score multiple choice). With one-token answers both
+give the same softmax over the labels (a log-probability is the logit minus a per-row constant).
+Generation rows carry target tokens (+ EOS) after the prompt and a mask of the positions whose
+next-token prediction is scored.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from dataclasses import dataclass
 from promptreg.errors import InputError
 
 _PLACEHOLDER = re.compile(r"\{(virtual|text)\}")
+
+#: how a multi-token answer is scored: its tokens' summed log-probability, or their mean per token
+LABEL_SCORES = ("sum", "mean")
 
 
 @dataclass
@@ -101,7 +109,8 @@ class Encoder:
 
 
 def label_token_ids(tokenizer, answers: list[str]) -> list[int]:
-    """First token of each label's verbalizer text; they must differ."""
+    """First token of each label's verbalizer text; they must differ (the one-token-per-label scoring
+    of external baselines; promptreg itself scores whole answers through :func:`answer_tokens`)."""
     ids = []
     for answer in answers:
         toks = tokenizer(answer, add_special_tokens=False)["input_ids"]
@@ -111,6 +120,95 @@ def label_token_ids(tokenizer, answers: list[str]) -> list[int]:
     if len(set(ids)) != len(ids):
         raise InputError(f"verbalizer answers {answers} share their first token; use distinct answer words")
     return ids
+
+
+@dataclass(frozen=True)
+class Answers:
+    """Every label's answer tokens (its verbalizer text tokenised whole) and how a label is scored
+    (``score``: one of :data:`LABEL_SCORES`). ``single_token``: every answer is one token (the fast path)."""
+
+    tokens: tuple[tuple[int, ...], ...]
+    score: str = "sum"
+
+    def __post_init__(self):
+        if self.score not in LABEL_SCORES:
+            raise InputError(f"label score must be one of {', '.join(LABEL_SCORES)}, got {self.score!r}")
+
+    @property
+    def single_token(self) -> bool:
+        return all(len(t) == 1 for t in self.tokens)
+
+    @property
+    def first(self) -> list[int]:
+        return [t[0] for t in self.tokens]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @classmethod
+    def of(cls, labels) -> Answers:
+        """``labels`` as Answers: Answers as they are, a list/tensor of token ids as one-token answers."""
+        if isinstance(labels, Answers):
+            return labels
+        ids = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+        return cls(tuple((int(i),) for i in ids))
+
+
+def answer_tokens(tokenizer, answers: list[str], score: str = "sum") -> Answers:
+    """Each label's whole answer tokenised; two answers may share leading tokens but not all of them."""
+    seqs: list[tuple[int, ...]] = []
+    for answer in answers:
+        toks = tuple(tokenizer(answer, add_special_tokens=False)["input_ids"])
+        if not toks:
+            raise InputError(f"verbalizer answer {answer!r} tokenises to nothing")
+        if toks in seqs:
+            raise InputError(f"verbalizer answers {answers[seqs.index(toks)]!r} and {answer!r} tokenise to the "
+                             f"same tokens; use distinct answers")
+        seqs.append(toks)
+    return Answers(tuple(seqs), score)
+
+
+def answer_targets(answers: Answers, device=None):
+    """targets [K, M] (M: the longest answer) with each answer RIGHT-aligned, and mask [K, M] of its
+    real positions: the hidden states of a row's last M positions predict them (see with_answers)."""
+    import torch
+
+    k, m = len(answers), max(len(a) for a in answers.tokens)
+    targets = torch.zeros((k, m), dtype=torch.long)
+    mask = torch.zeros((k, m), dtype=torch.bool)
+    for j, ans in enumerate(answers.tokens):
+        targets[j, m - len(ans):] = torch.tensor(ans)
+        mask[j, m - len(ans):] = True
+    return targets.to(device), mask.to(device)
+
+
+def with_answers(batch, answers: Answers):
+    """Every row of a left-padded batch once per label, with all but the last token of that label's
+    answer appended (teacher forcing): [B*K, T+M-1], row i label k at i*K+k, still left-padded (the
+    extra padding is masked, id 0). Its last M positions then predict :func:`answer_targets`: the row's
+    last prompt token predicts the answer's first token, each appended token the next."""
+    import torch
+
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    virtual = batch.get("virtual_mask")
+    b, t = ids.shape
+    k, m = len(answers), max(len(a) for a in answers.tokens)
+    w = t + m - 1
+    out_ids = ids.new_zeros((b, k, w))
+    out_mask = mask.new_zeros((b, k, w))
+    out_virtual = torch.zeros((b, k, w), dtype=torch.bool, device=ids.device)
+    for j, ans in enumerate(answers.tokens):
+        start = m - len(ans)
+        out_ids[:, j, start:start + t] = ids
+        out_mask[:, j, start:start + t] = mask
+        if virtual is not None:
+            out_virtual[:, j, start:start + t] = virtual
+        if len(ans) > 1:
+            out_ids[:, j, start + t:] = torch.tensor(ans[:-1], device=ids.device)
+            out_mask[:, j, start + t:] = 1
+    wide = {"input_ids": out_ids.view(b * k, w), "attention_mask": out_mask.view(b * k, w),
+            "virtual_mask": out_virtual.view(b * k, w)}
+    return wide, *answer_targets(answers, ids.device)
 
 
 def collate(rows: list[Encoded], pad_id: int, device=None):

@@ -3,22 +3,39 @@ with or without a soft prompt (zero-shot uses the same template without ``{virtu
 
 from __future__ import annotations
 
-from promptreg.softprompt.collate import Encoded, collate, length_batches
+from promptreg.softprompt.collate import Answers, Encoded, collate, length_batches, with_answers
 
 
 def device_of(model):
     return next(model.parameters()).device
 
 
-def label_logits(base, soft_model, batch, label_ids):
-    """[B, K] float32 logits of the label tokens at the last position (never lowered by autocast)."""
-    from promptreg.softprompt.soft_model import fp32_label_logits, positions_from_mask
+def label_logits(base, soft_model, batch, labels):
+    """[B, K] float32 label scores. ``labels``: :class:`Answers` (or one token id per label). One-token
+    answers: the label tokens' logits at the last position (never lowered by autocast). Otherwise each
+    answer's summed / mean token log-probability, the rows run once per label (collate.with_answers)."""
+    import torch
 
+    from promptreg.softprompt.soft_model import answer_logprobs, fp32_label_logits, positions_from_mask
+
+    answers = Answers.of(labels)
+    if answers.single_token:
+        ids = labels if isinstance(labels, torch.Tensor) else torch.tensor(answers.first, device=device_of(base))
+        if soft_model is not None:
+            return soft_model.label_logits(batch["input_ids"], batch["attention_mask"], batch["virtual_mask"], ids)
+        out = base.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         position_ids=positions_from_mask(batch["attention_mask"]), use_cache=False)
+        return fp32_label_logits(base, out.last_hidden_state[:, -1], ids)
+    wide, targets, mask = with_answers(batch, answers)
+    b, (k, m) = batch["input_ids"].shape[0], targets.shape
     if soft_model is not None:
-        return soft_model.label_logits(batch["input_ids"], batch["attention_mask"], batch["virtual_mask"], label_ids)
-    out = base.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     position_ids=positions_from_mask(batch["attention_mask"]), use_cache=False)
-    return fp32_label_logits(base, out.last_hidden_state[:, -1], label_ids)
+        hidden = soft_model.hidden_states(wide["input_ids"], wide["attention_mask"], wide["virtual_mask"],
+                                          last_only=False)
+    else:
+        hidden = base.model(input_ids=wide["input_ids"], attention_mask=wide["attention_mask"],
+                            position_ids=positions_from_mask(wide["attention_mask"]), use_cache=False).last_hidden_state
+    scores = answer_logprobs(base, hidden[:, -m:], targets.repeat(b, 1), mask.repeat(b, 1), answers.score)
+    return scores.view(b, k)
 
 
 def generation_loss(base, soft_model, batch, reduction: str = "mean"):
@@ -40,16 +57,18 @@ def generation_loss(base, soft_model, batch, reduction: str = "mean"):
     return F.cross_entropy(head_logits(base, picked), targets, reduction=reduction)
 
 
-def classify(base, soft_model, rows: list[Encoded], label_ids, *, batch_size: int = 32, pad_id: int = 0,
+def classify(base, soft_model, rows: list[Encoded], labels, *, batch_size: int = 32, pad_id: int = 0,
              precision: str = "fp32"):
-    """Probabilities over the labels for every row (in input order): a float32 tensor [n, K]."""
+    """Probabilities over the labels for every row (in input order): a float32 tensor [n, K].
+    ``labels``: :class:`Answers`, or one token id per label."""
     import torch
 
     from promptreg.softprompt.precision import Precision
 
     device = device_of(base)
-    label_ids_t = torch.tensor(label_ids, device=device)
-    probs = torch.zeros(len(rows), len(label_ids))
+    answers = Answers.of(labels)
+    label_ids_t = torch.tensor(answers.first, device=device) if answers.single_token else answers
+    probs = torch.zeros(len(rows), len(answers))
     with torch.no_grad(), Precision(precision).autocast(device.type):
         for idx in length_batches([len(r.ids) for r in rows], batch_size, shuffle=False):
             batch = collate([rows[i] for i in idx], pad_id, device)

@@ -116,6 +116,18 @@ def fp32_label_logits(base_model: nn.Module, hidden: Tensor, label_token_ids) ->
         return softcap(text_config_of(base_model), logits)
 
 
+def answer_logprobs(base_model: nn.Module, hidden: Tensor, targets: Tensor, mask: Tensor,
+                    score: str = "sum") -> Tensor:
+    """[R] float32 log-probability of each row's answer: ``hidden`` [R, M, H] are the final hidden states
+    predicting ``targets`` [R, M] (``mask`` [R, M]: the answer's real positions); full-vocabulary
+    log-softmax there (head in its storage dtype outside autocast, upcast, soft-capped), summed over the
+    answer's tokens, or their mean per token with ``score="mean"``."""
+    logp = torch.log_softmax(softcap(text_config_of(base_model), head_logits(base_model, hidden)), dim=-1)
+    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    total = torch.where(mask, picked, torch.zeros_like(picked)).sum(-1)
+    return total / mask.sum(-1) if score == "mean" else total
+
+
 def head_logits(base_model: nn.Module, hidden: Tensor) -> Tensor:
     """Full-vocabulary float32 logits from hidden states, computed in the head's STORAGE dtype (not
     lowered by autocast: an fp32 head gives fp32 logits) and upcast, as transformers does."""

@@ -2,8 +2,9 @@
 gradient accumulation, length-bucketed dynamic padding, periodic evaluation with early stopping,
 and checkpoints that keep encoders/generators so ``resume`` continues exactly.
 
-Classification scores only the answer position and only the label tokens' rows of the LM head
-(no full-vocabulary logits); generation computes full logits only at target positions.
+Classification with one-token answers scores only the answer position and only the label tokens'
+rows of the LM head; multi-token answers score each label's whole answer (``label_score`` sum / mean
+log-probability, softprompt/collate.py); generation computes full logits only at target positions.
 
 Precision (softprompt/precision.py): the base runs in ``cfg.precision`` under autocast, the prompt and
 AdamW state stay float32, fp16 scales the loss. Several processes (training/distributed.py): every
@@ -25,7 +26,7 @@ from typing import Any
 
 from promptreg.data.examples import DataSpec, Example
 from promptreg.errors import InputError
-from promptreg.softprompt.collate import Encoded, Encoder, collate, label_token_ids, length_batches
+from promptreg.softprompt.collate import Answers, Encoded, Encoder, answer_tokens, collate, length_batches
 from promptreg.softprompt.precision import check_finite_grads
 from promptreg.softprompt.scoring import accuracy_metrics, classify, device_of, generation_loss, label_logits
 from promptreg.training import checkpoint as ckpt
@@ -56,6 +57,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False # recompute decoder layers in backward (not with prefix tuning)
     fsdp: bool = False                   # under a launcher: shard the frozen decoder layers (FSDP2)
     stop_after_steps: int | None = None  # stop early at this step, as if interrupted (checkpoint kept)
+    label_score: str = "sum"             # multi-token answers: sum | mean token log-probability
 
     def validate(self) -> None:
         from promptreg.softprompt.methods import METHODS
@@ -71,6 +73,8 @@ class TrainConfig:
             raise InputError("schedule must be linear, cosine or constant")
         if not 0 <= self.warmup_ratio < 1:
             raise InputError("warmup_ratio must be in [0, 1)")
+        if self.label_score not in ("sum", "mean"):
+            raise InputError(f"label_score must be sum or mean, got {self.label_score!r}")
         from promptreg.softprompt.precision import Precision
 
         Precision(self.precision)
@@ -90,7 +94,7 @@ class TrainResult:
     real_tokens: int
     seconds: float
     label_names: list[str]
-    label_ids: list[int]
+    label_ids: list[list[int]]            # each label's answer tokens
 
     @property
     def tokens_per_second(self) -> float:
@@ -186,7 +190,7 @@ class Trainer:
         ctx = self.dist
         if self.spec.task == "classification":
             local, real = dist.shard_padded(ctx, rows)
-            probs = classify(self.base, soft_model, local, label_ids.tolist(), batch_size=max(32, self.cfg.batch_size),
+            probs = classify(self.base, soft_model, local, label_ids, batch_size=max(32, self.cfg.batch_size),
                              pad_id=pad_id, precision=self.cfg.precision) if local else torch.zeros(0, len(label_ids))
             probs = dist.gather_strided(ctx, probs[:real], len(rows))
             gold = [r.label for r in rows]
@@ -258,8 +262,9 @@ class Trainer:
         if self.checkpoint_dir is None:
             raise InputError("--resume needs a checkpoint directory")
         st, soft_tensors, opt_tensors, saved = LoopState.load(self.checkpoint_dir)
-        for key in ("method", "method_options", "template", "batch_size", "grad_accum", "seed", "lr", "schedule"):
-            if saved.get("config", {}).get(key) != asdict(self.cfg)[key]:
+        for key in ("method", "method_options", "template", "batch_size", "grad_accum", "seed", "lr", "schedule",
+                    "label_score"):
+            if saved.get("config", {}).get(key, "sum" if key == "label_score" else None) != asdict(self.cfg)[key]:
                 raise InputError(f"cannot resume: {key} differs from the checkpoint ({saved.get('config', {}).get(key)!r})")
         return st, soft_tensors, opt_tensors, saved
 
@@ -270,8 +275,10 @@ class Trainer:
         encoder = Encoder(self.tokenizer, cfg.template, slots=soft.input_slots, max_text_tokens=cfg.max_text_tokens)
         train_rows = self._encode(encoder, self.train_examples)
         device = device_of(self.base)
-        label_ids = torch.tensor(label_token_ids(self.tokenizer, [self.spec.answer(lab) for lab in self.spec.labels])
-                                 if self.spec.task == "classification" else [], dtype=torch.long, device=device)
+        answers = answer_tokens(self.tokenizer, [self.spec.answer(lab) for lab in self.spec.labels] if
+                                self.spec.task == "classification" else [], cfg.label_score)
+        # one-token answers: the label ids as a device tensor (the fast path), else the Answers
+        label_ids = torch.tensor(answers.first, dtype=torch.long, device=device) if answers.single_token else answers
         params = [p for p in soft.parameters() if p.requires_grad]
         if not params:
             raise InputError(f"method {cfg.method} has no trainable parameters")
@@ -380,7 +387,7 @@ class Trainer:
                         if st.best_step in history["eval_step"] else {})
         return TrainResult(best_soft, st.step, st.epoch, st.best_metric, st.best_step, stopped_early, interrupted,
                            eval_metrics, history, st.real_tokens, st.seconds, list(self.spec.labels or []),
-                           r.label_ids.tolist())
+                           [list(t) for t in Answers.of(r.label_ids).tokens])
 
 
 @dataclass

@@ -367,6 +367,14 @@ def add_event(s: Session, *, actor: str, action: str, **fields: Any) -> AuditEve
     return event
 
 
+def latest_events(s: Session, prompt: Prompt, action: str, numbers) -> dict[int, AuditEvent]:
+    """The latest ``action`` audit event of each of ``prompt``'s versions ``numbers``, by version number."""
+    rows = s.exec(select(AuditEvent).where(AuditEvent.prompt_id == prompt.id, AuditEvent.action == action,
+                                           AuditEvent.to_version.in_([int(n) for n in numbers]))
+                  .order_by(AuditEvent.id)).all()
+    return {int(r.to_version): r for r in rows}  # later events replace earlier ones
+
+
 def events(s: Session, prompt: Prompt) -> list[AuditEvent]:
     """The audit log of ``prompt``, oldest first."""
     return list(s.exec(select(AuditEvent).where(AuditEvent.prompt_id == prompt.id).order_by(AuditEvent.id)).all())
@@ -387,6 +395,7 @@ __all__ = [
     "any_mirrored",
     "events",
     "find_alias",
+    "latest_events",
     "find_prompt",
     "get_prompt",
     "get_version",

@@ -31,6 +31,7 @@ EVENT_TYPES: dict[str, str] = {
     "gate.passed": "a regression gate passed",
     "gate.failed": "a regression gate failed",
     "eval": "a version was evaluated on a suite",
+    "inspect": "a version's virtual tokens were inspected against the vocabulary (summary in details)",
     "drift": "a drift check finished (decision in details)",
     "drift.flag": "a version's status became degraded or incompatible",
     "drift.unflag": "a version's status became active again",
