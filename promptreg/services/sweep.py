@@ -126,7 +126,7 @@ def _load_model(model_dir: str, precision: str, device: str):
 def _worker_init(model_dir: str, precision: str, device: str) -> None:
     from promptreg.quiet import quiet_libraries
 
-    quiet_libraries()
+    quiet_libraries(False)
     _load_model(model_dir, precision, device)
 
 
