@@ -19,23 +19,41 @@ def narrow_model_dir(tmp_path_factory):
     return build_tiny_llama(tmp_path_factory.mktemp("tiny_narrow") / "model", seed=3, hidden_size=32)
 
 
-def _incumbent(tmp_path, tiny_model_dir) -> Registry:
+@pytest.fixture(scope="module")
+def incumbent(tmp_path_factory, tiny_model_dir):
+    """toy:1 trained on the tiny model, toy@production -> 1; shared by the tests of this module (trained
+    once: they run in file order and each says which versions it expects)."""
     from promptreg.services.train import run_training
     from promptreg.training.trainer import TrainConfig
 
+    tmp_path = tmp_path_factory.mktemp("migrate")
     reg = Registry(home=str(tmp_path / ".promptreg"))
     cfg = TrainConfig(method="prompt_tuning", method_options={"num_virtual_tokens": 4, "init": "labels"},
                       template=TEMPLATE, max_steps=4, batch_size=8, lr=5e-2, seed=0)
     run_training(reg, _job(tmp_path, tiny_model_dir, push="toy", test_path=None, config=cfg))
     reg.set_alias("toy", "production", 1)
-    return reg
+    return reg, tmp_path
+
+
+def test_migrate_refuses_when_the_training_data_changed(incumbent, narrow_model_dir):
+    reg, tmp_path = incumbent
+    train = tmp_path / "train.jsonl"
+    original = train.read_text()
+    train.write_text(original + '{"text": "a late extra row", "label": "positive"}\n')
+    try:
+        with pytest.raises(InputError, match="no longer matches") as exc:
+            reg.migrate("toy@production", str(narrow_model_dir), max_steps=2)
+    finally:
+        train.write_text(original)
+    assert "\n" not in str(exc.value) and "toy:1" in str(exc.value)
+    assert [v.version for v in reg.list_versions("toy")] == [1]  # nothing registered
 
 
 def test_migrate_to_a_narrower_model_is_gated_against_the_incumbent_on_its_own_model(
-        tmp_path, tiny_model_dir, narrow_model_dir):
+        incumbent, tiny_model_dir, narrow_model_dir, tmp_path):
     from promptreg.fingerprints.model import model_fingerprint
 
-    reg = _incumbent(tmp_path, tiny_model_dir)
+    reg, _ = incumbent
     old_fp = model_fingerprint(tiny_model_dir).fingerprint
     new_fp = model_fingerprint(narrow_model_dir).fingerprint
 
@@ -73,21 +91,11 @@ def test_migrate_to_a_narrower_model_is_gated_against_the_incumbent_on_its_own_m
     assert reg.promote("toy:2", "production").version == 2
 
 
-def test_migrate_refuses_when_the_training_data_changed(tmp_path, tiny_model_dir, narrow_model_dir):
-    reg = _incumbent(tmp_path, tiny_model_dir)
-    train = tmp_path / "train.jsonl"
-    train.write_text(train.read_text() + '{"text": "a late extra row", "label": "positive"}\n')
-    with pytest.raises(InputError, match="no longer matches") as exc:
-        reg.migrate("toy@production", str(narrow_model_dir), max_steps=2)
-    assert "\n" not in str(exc.value) and "toy:1" in str(exc.value)
-    assert [v.version for v in reg.list_versions("toy")] == [1]  # nothing registered
-
-
-def test_migrate_between_same_sized_models_warm_starts(tmp_path, tiny_model_dir):
-    reg = _incumbent(tmp_path, tiny_model_dir)
+def test_migrate_between_same_sized_models_warm_starts(incumbent, tmp_path):
+    reg, _ = incumbent
     other = build_tiny_llama(tmp_path / "other", seed=7)  # same dimensions, other weights
-    out = reg.migrate("toy@production", str(other), max_steps=2)
-    assert out.init == "warm-start" and out.gate is None
-    assert reg.manifest("toy:2")["extra"]["migrated_from"]["init"] == "warm-start"
+    out = reg.migrate("toy:1", str(other), max_steps=2)
+    assert out.init == "warm-start" and out.gate is None and out.candidate.version == 3
+    assert reg.manifest("toy:3")["extra"]["migrated_from"]["init"] == "warm-start"
     with pytest.raises(InputError, match="already bound"):
-        reg.migrate("toy:2", str(other))
+        reg.migrate("toy:3", str(other))

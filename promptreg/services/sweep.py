@@ -245,6 +245,8 @@ def run_sweep(registry: Registry, job: SweepJob) -> SweepReport:
     except BaseException:
         safe(mirror.end_run, parent, "FAILED")
         raise
+    finally:
+        _MODEL.clear()  # the in-process trials' base model: not kept past the sweep
 
 
 def _run_rungs(job, trials, budgets, spec, splits, model_dir, device, folder, on_rows):
