@@ -25,7 +25,7 @@ from tests.fixtures.services import free_port
 from tests.helpers import make_artifact
 
 VERBS = ("init", "doctor", "push", "pull", "show", "manifest", "list_prompts", "list_versions", "history", "sync",
-         "set_alias", "train", "import_peft", "evaluator", "eval", "gate", "promote", "rollback", "drift",
+         "set_alias", "train", "sweep", "migrate", "import_peft", "evaluator", "eval", "gate", "promote", "rollback", "drift",
          "set_environment_model", "list_environments", "add_schedule", "list_schedules", "get_schedule",
          "remove_schedule", "schedule_runs", "run_due", "scheduler", "export_schedule", "gc", "repair_tracking_db",
          "list_events", "list_deliveries", "show_event", "retry_events", "add_webhook", "list_webhooks",

@@ -81,6 +81,9 @@ def env_set_base_model_cmd(obj, env, model, as_json):
     else:
         was = f" (was {out.previous[:12]})" if out.previous and out.previous != out.fingerprint else ""
         click.echo(f"{env}: base model {out.fingerprint[:12]} at {out.path}{was}")
+        for v in out.incompatible:
+            click.echo(f"incompatible: {v['prompt']}@{v['alias']} (version {v['version']}, base model "
+                       f"{v['fingerprint'][:12]}); to carry it over: {v['suggest']}")
     return 0
 
 

@@ -27,6 +27,7 @@ from promptreg.cli.schedule_cmds import schedule_group, scheduler_cmd
 from promptreg.cli.serve_cmds import classify_cmd, generate_cmd, serve_cmd
 from promptreg.cli.server_cmds import login_cmd, logout_cmd, server_cmd, token_group
 from promptreg.cli.train_cmds import import_peft_cmd, train_cmd
+from promptreg.cli.tuning_cmds import migrate_cmd, sweep_cmd
 from promptreg.cli.ui_cmds import ui_cmd
 from promptreg.cli.webhook_cmds import webhook_group
 from promptreg.errors import PromptregError, one_line
@@ -117,7 +118,7 @@ for command in (init_cmd, doctor_cmd, db_group, push_cmd, list_cmd, show_cmd, hi
                 models_group, datasets_group, train_cmd, import_peft_cmd, eval_cmd, gate_cmd, promote_cmd,
                 rollback_cmd, drift_cmd, env_group, schedule_group, scheduler_cmd, generate_cmd, classify_cmd,
                 serve_cmd, ui_cmd, gc_cmd, events_group, webhook_group, completion_cmd, server_cmd, token_group,
-                login_cmd, logout_cmd, inspect_cmd):
+                login_cmd, logout_cmd, inspect_cmd, sweep_cmd, migrate_cmd):
     add_output_modes(command)
     cli.add_command(command)
 

@@ -239,6 +239,12 @@ class RemoteRegistry:
                                       "the pushed version's run holds its metrics")
         return report
 
+    def sweep(self, job):
+        raise _local_only("sweep", "sweep in direct mode next to the data and the base model")
+
+    def migrate(self, ref, to_model, **_kw):
+        raise _local_only("migrate", "migrate in direct mode, next to both base models and the training data")
+
     def import_peft(self, folder, base_model, name, *, description=None, template=None, verbalizer=None):
         """Built here (it needs the local base model to fingerprint), pushed over HTTP."""
         from promptreg.services.peft_import import import_peft

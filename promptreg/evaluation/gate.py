@@ -82,8 +82,12 @@ def _bound_rules(value: float, th: dict[str, float | None]) -> list[RuleResult]:
 
 def compare(candidate: EvalResult, baseline: EvalResult | None, thresholds: dict[str, dict[str, dict]], *,
             against: str, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
-            labels: list[str] | None = None) -> GateReport:
+            labels: list[str] | None = None, across_base_models: bool = False) -> GateReport:
     """Gate ``candidate`` against ``baseline`` (None: no baseline, non-inferiority is skipped).
+
+    ``across_base_models``: the baseline was evaluated on ITS OWN base model and the candidate on
+    another (a migration to a new base model): the fingerprints may differ, the examples are still
+    paired one by one (same golden sets, same order).
 
     ``thresholds``: golden-set name -> metric name -> {"margin", "min", "max"} (each optional/None).
     Every listed metric is gated with rules ``min``, ``max`` and, when ``margin`` is set,
@@ -102,7 +106,7 @@ def compare(candidate: EvalResult, baseline: EvalResult | None, thresholds: dict
         if baseline.suite_sha256 != candidate.suite_sha256:
             raise InputError(f"baseline was evaluated on a different suite (sha256 {baseline.suite_sha256[:12]} "
                              f"vs candidate {candidate.suite_sha256[:12]})")
-        if baseline.base_model_fingerprint != candidate.base_model_fingerprint:
+        if baseline.base_model_fingerprint != candidate.base_model_fingerprint and not across_base_models:
             raise InputError(f"baseline was evaluated with a different base model (fingerprint "
                              f"{baseline.base_model_fingerprint[:12]} vs candidate "
                              f"{candidate.base_model_fingerprint[:12]})")

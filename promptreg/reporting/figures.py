@@ -168,6 +168,43 @@ def loss_figure(history: dict[str, Any]) -> Figure:
     return fig
 
 
+def sweep_figure(rows: list[dict[str, Any]], metric: str) -> Figure:
+    """A sweep (services.sweep rows): the eval metric against the prompt length, one line per method (the
+    best trial of each length), trials stopped by successive halving as hollow markers at their last score."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, method in enumerate(sorted({r["method"] for r in rows})):
+        mine = [r for r in rows if r["method"] == method and r["metric"] is not None]
+        done = [r for r in mine if not r["status"].startswith("stopped")]
+        best: dict[int, float] = {}
+        for r in done:
+            n = r["num_virtual_tokens"]
+            sign = -1 if metric == "eval_loss" else 1
+            if n not in best or sign * r["metric"] > sign * best[n]:
+                best[n] = r["metric"]
+        xs = sorted(best)
+        ax.plot(xs, [best[x] for x in xs], "o-", color=f"C{i}", label=method)
+        stopped = [r for r in mine if r["status"].startswith("stopped")]
+        if stopped:
+            ax.plot([r["num_virtual_tokens"] for r in stopped], [r["metric"] for r in stopped], "o",
+                    mfc="none", color=f"C{i}", label=f"{method} (stopped early)")
+    lengths = sorted({r["num_virtual_tokens"] for r in rows})
+    if lengths and lengths[-1] / max(lengths[0], 1) >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(lengths)
+    ax.set_xticklabels([str(n) for n in lengths])
+    ax.set_xlabel("virtual tokens")
+    ax.set_ylabel(metric)
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title("promptreg sweep")
+    fig.tight_layout()
+    return fig
+
+
 def drift_figure(out: DriftOutcome, plot: dict[str, Any]) -> Figure:
     """Reference vs current: token lengths, predicted-label shares, top-label confidence."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

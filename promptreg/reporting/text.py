@@ -56,3 +56,25 @@ def gate_text(report: GateReport) -> list[str]:
     lines += [f"note: {note}" for note in report.notes]
     lines += [f"failed: {failure}" for failure in report.failures()]
     return lines
+
+
+SWEEP_COLUMNS = ["trial", "method", "tokens", "init", "lr", "metric", "steps", "seconds", "parameters", "status"]
+
+
+def sweep_table(rows: list[dict[str, Any]], metric: str) -> list[str]:
+    """A sweep's trials (services.sweep rows, best first): the metric and the cost of each."""
+    return text_table([c if c != "metric" else metric for c in SWEEP_COLUMNS],
+                      [[r["key"], r["method"], r["num_virtual_tokens"], r["init"] or "-", f"{r['lr']:g}",
+                        fmt(r["metric"], 4), r["steps"], f"{r['seconds']:.1f}", r["parameters"], r["status"]]
+                       for r in rows])
+
+
+def sweep_markdown(rows: list[dict[str, Any]], metric: str) -> list[str]:
+    """The same table as :func:`sweep_table` in Markdown (docs, closing notes)."""
+    head = [c if c != "metric" else metric for c in SWEEP_COLUMNS]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in (
+            r["key"], r["method"], r["num_virtual_tokens"], r["init"] or "-", f"{r['lr']:g}", fmt(r["metric"], 4),
+            r["steps"], f"{r['seconds']:.1f}", r["parameters"], r["status"])) + " |")
+    return out

@@ -6,6 +6,7 @@ Invariants: every change is one transaction with its audit event.
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING
 
 from promptreg.registry import queries as q
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
 
 
 def set_environment_model(registry: Registry, env: str, model: str) -> EnvironmentInfo:
-    """Record the base model deployed in ``env`` (its fingerprint and path); an audit event."""
+    """Record the base model deployed in ``env`` (its fingerprint and path); an audit event. The result
+    lists every aliased version bound to another base model, with the ``migrate`` command for each."""
     from promptreg.fingerprints.model import model_fingerprint
     from promptreg.refs import check_alias
     from promptreg.runtime.loader import resolve_model_path
@@ -29,7 +31,12 @@ def set_environment_model(registry: Registry, env: str, model: str) -> Environme
         row, previous = q.put_environment(s, env, fp, str(path.resolve()), user)
         q.add_event(s, actor=user, action="env.set_base_model", details={
             "environment": env, "fingerprint": fp, "previous": previous, "path": str(path.resolve())})
-        return _environment_info(row, previous)
+        out = _environment_info(row, previous)
+        out.incompatible = [
+            {"prompt": name, "alias": alias, "version": number, "fingerprint": vfp, "status": status,
+             "suggest": f"promptreg migrate {name}@{alias} --to-model {shlex.quote(str(path.resolve()))}"}
+            for name, alias, number, vfp, status in q.aliased_versions_off_model(s, fp)]
+        return out
 
 
 def _environment_info(row, previous: str | None = None) -> EnvironmentInfo:

@@ -268,6 +268,19 @@ class Evaluator:
             self._describe(cand)
         return report
 
+    def record_gate(self, cand, baseline, cand_eval: EvalResult, base_eval: EvalResult | None,
+                    report: GateReport) -> GateReport:
+        """Store and log a gate report computed outside :meth:`gate` (``migrate``: the baseline evaluated
+        on its own base model by another Evaluator), exactly as :meth:`gate` stores its own."""
+        report.candidate_eval_id = cand_eval.eval_run_id
+        report.baseline_eval_id = base_eval.eval_run_id if base_eval else None
+        report.created_at = _now()
+        report.gate_id = self._save_gate(cand, baseline, report)
+        if self.log_mlflow:
+            self._log_gate(cand, cand_eval, base_eval, report)
+            self._describe(cand)
+        return report
+
     def base_labels(self, info) -> list[str]:
         verbalizer = ((self.registry.manifest(f"{info.name}:{info.version}").get("task") or {}).get("verbalizer")
                       or {})

@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from promptreg.services.evaluate import Evaluator
     from promptreg.services.gc import GcReport
     from promptreg.services.lifecycle import MoveResult
+    from promptreg.services.migrate import MigrateReport
+    from promptreg.services.sweep import SweepJob, SweepReport
     from promptreg.services.train import TrainJob, TrainReport
     from promptreg.services.views import EnvironmentInfo
     from promptreg.softprompt.inspection import PromptInspection
@@ -290,6 +292,27 @@ class Registry(EventVerbs):
         from promptreg.services.train import run_training
 
         return run_training(self, job)
+
+    def sweep(self, job: SweepJob) -> SweepReport:
+        """Train a grid of trials (methods x prompt lengths x inits x learning rates; successive halving
+        stops those that fall behind), each an MLflow child run of one parent run; with ``job.base.push``
+        register only the best (by eval metric, tie -> fewer parameters), the sweep in its manifest."""
+        from promptreg.services.sweep import run_sweep
+
+        return run_sweep(self, job)
+
+    def migrate(self, ref: str, to_model: str, *, suite: SuiteArg | None = None, from_model: str | None = None,
+                max_steps: int | None = None, device: str = "auto", description: str | None = None,
+                progress: bool = False, notes: bool = False) -> MigrateReport:
+        """Carry ``ref`` (NAME@ALIAS or NAME:V) to base model ``to_model``: retrain it on its recorded,
+        fingerprint-checked data (warm start when the dimensions allow, else from text), register the
+        candidate bound to the new model and, with ``suite``, gate it against the incumbent evaluated on
+        its own base model (see promptreg.services.migrate)."""
+        from promptreg.services.migrate import migrate
+
+        return migrate(self, ref, to_model, suite=_suite(suite) if suite is not None else None,
+                       from_model=from_model, max_steps=max_steps, device=device, description=description,
+                       progress=progress, notes=notes)
 
     def import_peft(self, folder: Path | str, base_model: str, name: str, *, description: str | None = None,
                     template: str | None = None, verbalizer: dict[str, str] | None = None) -> PushResult:

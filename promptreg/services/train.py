@@ -54,6 +54,16 @@ class TrainJob:
     device: str = "auto"                         # auto (cuda when available), cpu, cuda, cuda:N
     max_memory: int | None = None                # bytes: refuse a job estimated to need more
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
+    warm_start: tuple[dict, dict] | None = None  # (method_config, tensors) to start from (migrate)
+    extra: dict | None = None                    # more manifest ``extra`` (migrate: migrated_from)
+
+    def data_record(self) -> dict:
+        """How the splits were made (files, fractions, limits, columns): enough to rebuild them."""
+        return {"train_path": str(Path(self.train_path).resolve()),
+                "eval_path": str(Path(self.eval_path).resolve()) if self.eval_path else None,
+                "test_path": str(Path(self.test_path).resolve()) if self.test_path else None,
+                "eval_fraction": self.eval_fraction, "train_limit": self.train_limit, "test_limit": self.test_limit,
+                "spec": asdict(self.spec)}
 
 
 @dataclass
@@ -95,6 +105,12 @@ def _load_splits(job: TrainJob) -> tuple[DataSpec, dict[str, list[Example]]]:
             test = test[: job.test_limit]
         splits["test"] = test
     return resolve_labels(job.spec, train), splits
+
+
+def load_splits(job: TrainJob) -> tuple[DataSpec, dict[str, list[Example]]]:
+    """The job's splits (train, eval, test when given) exactly as training makes them (seeded split and
+    sample), with the resolved data spec: what the dataset fingerprints recorded in a manifest are of."""
+    return _load_splits(job)
 
 
 def _versions() -> dict[str, str]:
@@ -254,7 +270,6 @@ def _generation_test(job, base, tokenizer, soft_prompt, test: list[Example]) -> 
 def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_id, on_metrics, warnings, user, ctx):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from promptreg.artifact.builder import write_artifact
     from promptreg.softprompt.collate import Encoder, answer_tokens
     from promptreg.softprompt.precision import Precision
     from promptreg.softprompt.scoring import accuracy_metrics, classify
@@ -269,7 +284,7 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
     checkpoint_dir = job.checkpoint_dir
     trainer = Trainer(base, tokenizer, job.config, spec, splits["train"], splits["eval"],
                       checkpoint_dir=checkpoint_dir, on_metrics=on_metrics, progress=job.progress,
-                      notes=job.notes, dist_ctx=ctx)
+                      notes=job.notes, dist_ctx=ctx, warm_start=job.warm_start)
     result = trainer.run(resume=job.resume)
     metrics = {f"eval_{k}": v for k, v in result.eval_metrics.items()}
     if result.interrupted:
@@ -306,6 +321,19 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
     if not ctx.is_main:
         return None
 
+    output = export_artifact(job, spec, splits, info, fps, validation, run_id, user, result, metrics,
+                             device=device, world=ctx.world)
+    return TrainReport(output, run_id, metrics, result.steps, result.seconds, result.tokens_per_second,
+                       {k: v for k, v in validation.to_dict().items() if k != "gx"}, history=result.history)
+
+
+
+def export_artifact(job: TrainJob, spec, splits, info, fps, validation, run_id, user, result, metrics, *,
+                    device: str, world: int = 1, extra: dict | None = None) -> Path:
+    """Write the trained prompt (``result``: a TrainResult) to ``job.output`` with everything its
+    manifest records: method, tensors, base model, task, dataset, metrics, reproducibility, ``extra``."""
+    from promptreg.artifact.builder import write_artifact
+
     output = Path(job.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     soft = result.soft_prompt
@@ -322,11 +350,11 @@ def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_i
         created_by=user, validation={k: v for k, v in validation.to_dict().items() if k != "gx"},
         reproducibility={"command_line": job.command_line, "seed": job.config.seed, "config": asdict(job.config),
                          "data": {name: {"fingerprint": fps[name], "rows": len(rows)} for name, rows in splits.items()},
-                         "packages": _versions(), "device": device, "world_size": ctx.world,
+                         "job": job.data_record(),
+                         "packages": _versions(), "device": device, "world_size": world,
                          "mlflow_run_id": run_id, "steps": result.steps,
                          "best_step": result.best_step, "stopped_early": result.stopped_early,
                          "resumed": job.resume, "interrupted": result.interrupted},
+        extra={**(job.extra or {}), **(extra or {})},
     )
-    return TrainReport(output, run_id, metrics, result.steps, result.seconds, result.tokens_per_second,
-                       {k: v for k, v in validation.to_dict().items() if k != "gx"}, history=result.history)
-
+    return output

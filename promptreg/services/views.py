@@ -152,6 +152,9 @@ class EnvironmentInfo:
     updated_by: str
     updated_at: str
     previous: str | None = None  # set_environment_model: the fingerprint recorded before (None: new)
+    # set_environment_model: every aliased version bound to another base model (incompatible with this
+    # environment's), each with the ``promptreg migrate`` command that would carry it over
+    incompatible: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -99,6 +99,38 @@ class PromptInspection:
                            for t in self.tokens[:max_tokens]]}
 
 
+def nearest(vectors, vocab, k: int, exclude=()):
+    """(token ids [N, k], cosines [N, k]): for each row of ``vectors`` [N, H] the ``k`` rows of ``vocab``
+    [V, H] with the highest cosine, best first; equal cosines keep the lower id first; ids in
+    ``exclude`` (e.g. special tokens) are never returned. The one nearest-token computation
+    (``inspect_vectors`` and :func:`nearest_text` use it)."""
+    import torch
+
+    with torch.no_grad():
+        x = vectors.detach().float()
+        w = vocab.detach().to(device=x.device, dtype=torch.float32)
+        xn = x / x.norm(dim=-1).clamp_min(1e-12).unsqueeze(-1)
+        wn = w / w.norm(dim=-1).clamp_min(1e-12).unsqueeze(-1)
+        cos = xn @ wn.T                                               # [N, V]
+        banned = sorted({int(i) for i in exclude if 0 <= int(i) < cos.shape[1]})
+        if banned:
+            cos[:, banned] = -float("inf")
+        k = min(k, w.shape[0] - len(banned))
+        order = torch.argsort(-cos, dim=-1, stable=True)[:, :k]
+        return order, cos.gather(-1, order)
+
+
+def nearest_text(vectors, vocab, tokenizer) -> str:
+    """The text of each vector's nearest (non-special) token, in order: what ``promptreg migrate`` starts
+    a prompt for a base model of another width from (a starting point, not a description: see
+    :data:`WAYWARDNESS_CAVEAT`)."""
+    if vectors.dim() != 2 or vocab.dim() != 2 or vectors.shape[1] != vocab.shape[1]:
+        raise InputError(f"vectors {list(vectors.shape)} and vocabulary {list(vocab.shape)} must be [N, H] and "
+                         f"[V, H] with the same H")
+    ids, _ = nearest(vectors, vocab, 1, exclude=tokenizer.all_special_ids)
+    return tokenizer.decode([row[0] for row in ids.tolist()], skip_special_tokens=True)
+
+
 def inspect_vectors(vectors, vocab, top_k: int = 5) -> VectorStats:
     """Nearest tokens, norm percentiles and pairwise cosines of ``vectors`` [N, H] against the vocabulary
     ``vocab`` [V, H] (the input embedding matrix)."""
@@ -114,12 +146,7 @@ def inspect_vectors(vectors, vocab, top_k: int = 5) -> VectorStats:
         w = vocab.detach().to(device=x.device, dtype=torch.float32)
         norms, vocab_norms = x.norm(dim=-1), w.norm(dim=-1)
         xn = x / norms.clamp_min(1e-12).unsqueeze(-1)
-        wn = w / vocab_norms.clamp_min(1e-12).unsqueeze(-1)
-        k = min(top_k, w.shape[0])
-        cos = xn @ wn.T                                               # [N, V]
-        # stable top-k: sort by (-cosine, id) so equal cosines keep the lower id first
-        order = torch.argsort(-cos, dim=-1, stable=True)[:, :k]
-        top = cos.gather(-1, order)
+        order, top = nearest(x, w, top_k)
         ranked = torch.sort(vocab_norms).values
         below = torch.searchsorted(ranked, norms.contiguous(), right=True)  # rows with norm <= the vector's
         pct = [100.0 * int(c) / ranked.numel() for c in below.tolist()]
@@ -133,4 +160,5 @@ def inspect_vectors(vectors, vocab, top_k: int = 5) -> VectorStats:
     return VectorStats(reports, [[float(v) for v in row] for row in pairwise.tolist()], vocab_norm)
 
 
-__all__ = ["WAYWARDNESS_CAVEAT", "PromptInspection", "VectorReport", "VectorStats", "inspect_vectors"]
+__all__ = ["WAYWARDNESS_CAVEAT", "PromptInspection", "VectorReport", "VectorStats", "inspect_vectors", "nearest",
+           "nearest_text"]

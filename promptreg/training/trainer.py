@@ -95,6 +95,7 @@ class TrainResult:
     seconds: float
     label_names: list[str]
     label_ids: list[list[int]]            # each label's answer tokens
+    trainable_parameters: int = 0         # what the optimizer updated (encoders and generators included)
 
     @property
     def tokens_per_second(self) -> float:
@@ -119,9 +120,12 @@ class Trainer:
     def __init__(self, base_model, tokenizer, config: TrainConfig, spec: DataSpec, train: list[Example],
                  eval_examples: list[Example] | None = None, *, checkpoint_dir: Path | None = None,
                  on_metrics: Callable[[list[tuple[str, float, int]]], None] | None = None,
-                 progress: bool = True, notes: bool = False, dist_ctx: dist.DistContext | None = None):
+                 progress: bool = True, notes: bool = False, dist_ctx: dist.DistContext | None = None,
+                 warm_start: tuple[dict, dict] | None = None):
         """``progress``: the live bar on stderr (a terminal only); ``notes``: the per-evaluation lines on
-        stderr, shown with or without the bar (the bar prints them above itself); both on rank 0 only."""
+        stderr, shown with or without the bar (the bar prints them above itself); both on rank 0 only.
+        ``warm_start``: (method_config, tensors) of an exported prompt of the same method and shapes to
+        start from instead of a fresh initialisation (``promptreg migrate`` onto a same-sized model)."""
         from promptreg.softprompt.precision import Precision
 
         config.validate()
@@ -133,6 +137,7 @@ class Trainer:
         if config.eval_limit is not None:
             self.eval_examples = self.eval_examples[: config.eval_limit]
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.warm_start = warm_start
         self.dist = dist_ctx or dist.current(str(device_of(base_model)))
         self.on_metrics = (on_metrics or (lambda rows: None)) if self.dist.is_main else (lambda rows: None)
         self.progress, self.notes = progress and self.dist.is_main, notes and self.dist.is_main
@@ -150,6 +155,9 @@ class Trainer:
         dims = ModelDims.from_config(self.base.config)
         if resume_tensors is not None:
             soft = method_from_tensors(self.cfg.method, method_config, resume_tensors, dims, trainable=True)
+        elif self.warm_start is not None:
+            warm_config, warm_tensors = self.warm_start
+            soft = method_from_tensors(self.cfg.method, warm_config, warm_tensors, dims, trainable=True)
         else:
             torch.manual_seed(self.cfg.seed)
             label_words = [self.spec.answer(lab) for lab in self.spec.labels] if self.spec.task == "classification" else None
@@ -387,7 +395,7 @@ class Trainer:
                         if st.best_step in history["eval_step"] else {})
         return TrainResult(best_soft, st.step, st.epoch, st.best_metric, st.best_step, stopped_early, interrupted,
                            eval_metrics, history, st.real_tokens, st.seconds, list(self.spec.labels or []),
-                           [list(t) for t in Answers.of(r.label_ids).tokens])
+                           [list(t) for t in Answers.of(r.label_ids).tokens], sum(p.numel() for p in r.params))
 
 
 @dataclass

@@ -316,6 +316,16 @@ def alias_numbers(s: Session, prompt: Prompt | None = None) -> dict[int, dict[st
     return out
 
 
+def aliased_versions_off_model(s: Session, fingerprint: str) -> list[tuple[str, str, int, str, str]]:
+    """(prompt, alias, version number, version's base-model fingerprint, status) of every alias whose
+    version is bound to another base model than ``fingerprint``, by prompt and alias."""
+    stmt = (select(Prompt.name, Alias.name, PromptVersion.number, PromptVersion.base_model_fingerprint,
+                   PromptVersion.status)
+            .join(Alias, Alias.prompt_id == Prompt.id).join(PromptVersion, PromptVersion.id == Alias.version_id)
+            .where(PromptVersion.base_model_fingerprint != fingerprint).order_by(Prompt.name, Alias.name))
+    return [tuple(r) for r in s.exec(stmt).all()]
+
+
 def mlflow_aliases(s: Session, prompt: Prompt | None = None) -> list[tuple[str, str, str | None]]:
     """(prompt name, alias, MLflow model version of its target) for every alias (of ``prompt``)."""
     stmt = (select(Prompt.name, Alias.name, PromptVersion.mlflow_model_version)
@@ -382,6 +392,7 @@ def events(s: Session, prompt: Prompt) -> list[AuditEvent]:
 
 __all__ = [
     "VersionPage",
+    "aliased_versions_off_model",
     "aliases_moved_since",
     "numbers_of_mlflow_versions",
     "add_alias",
