@@ -19,6 +19,16 @@ _METHOD_OPTIONS = {
 DEFAULT_TEMPLATE = "{virtual}Review: {text}\nSentiment:"
 
 
+def data_spec(kw: dict):
+    """The DataSpec of the data options train and sweep share (--task, the columns, --labels, --verbalizer)."""
+    from promptreg.data.examples import DataSpec
+
+    return DataSpec(task=kw["task"], text_column=kw["text_column"], label_column=kw["label_column"],
+                    target_column=kw["target_column"],
+                    labels=[x.strip() for x in kw["labels"].split(",")] if kw["labels"] else None,
+                    verbalizer=_verbalizer(kw["verbalizer"]))
+
+
 def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
     from promptreg.errors import InputError
 
@@ -103,7 +113,6 @@ def _verbalizer(items: tuple[str, ...]) -> dict[str, str] | None:
 @click.pass_obj
 def train_cmd(obj, **kw):
     """Train a soft prompt against a frozen base model (and register it with --push)."""
-    from promptreg.data.examples import DataSpec
     from promptreg.services.train import TrainJob
     from promptreg.training.trainer import TrainConfig
 
@@ -125,10 +134,7 @@ def train_cmd(obj, **kw):
         max_text_tokens=kw["max_text_tokens"], seed=kw["seed"], precision=precision,
         gradient_checkpointing=kw["gradient_checkpointing"], stop_after_steps=kw["stop_after_steps"],
         fsdp=kw["fsdp"], label_score=kw["label_score"])
-    spec = DataSpec(task=kw["task"], text_column=kw["text_column"], label_column=kw["label_column"],
-                    target_column=kw["target_column"],
-                    labels=[x.strip() for x in kw["labels"].split(",")] if kw["labels"] else None,
-                    verbalizer=_verbalizer(kw["verbalizer"]))
+    spec = data_spec(kw)
     job = TrainJob(model=kw["model"], train_path=kw["train_path"], spec=spec, config=config,
                    eval_path=kw["eval_path"], test_path=kw["test_path"], eval_fraction=kw["eval_fraction"],
                    train_limit=kw["train_limit"], test_limit=kw["test_limit"], zero_shot=kw["zero_shot"],

@@ -10,7 +10,7 @@ import click
 from promptreg.cli.completion import complete_ref
 from promptreg.cli.config_file import config_option
 from promptreg.cli.output import emit_json, quiet, short, warn
-from promptreg.cli.train_cmds import DEFAULT_TEMPLATE, _verbalizer
+from promptreg.cli.train_cmds import DEFAULT_TEMPLATE, data_spec
 
 
 def _list(value: str | None, cast, what: str) -> list:
@@ -65,7 +65,6 @@ def _list(value: str | None, cast, what: str) -> list:
 def sweep_cmd(obj, **kw):
     """Train a grid of soft prompts (methods x lengths x inits x learning rates), stop those that fall
     behind (successive halving), compare them, and with --push register only the best."""
-    from promptreg.data.examples import DataSpec
     from promptreg.reporting.text import sweep_table
     from promptreg.services.sweep import SweepJob
     from promptreg.services.train import TrainJob
@@ -74,10 +73,7 @@ def sweep_cmd(obj, **kw):
     config = TrainConfig(template=kw["template"], max_steps=kw["max_steps"], batch_size=kw["batch_size"],
                          eval_limit=kw["eval_limit"], patience=kw["patience"], max_text_tokens=kw["max_text_tokens"],
                          seed=kw["seed"], precision=kw["precision"])
-    spec = DataSpec(task=kw["task"], text_column=kw["text_column"], label_column=kw["label_column"],
-                    target_column=kw["target_column"],
-                    labels=[x.strip() for x in kw["labels"].split(",")] if kw["labels"] else None,
-                    verbalizer=_verbalizer(kw["verbalizer"]))
+    spec = data_spec(kw)
     base = TrainJob(model=kw["model"], train_path=kw["train_path"], spec=spec, config=config,
                     eval_path=kw["eval_path"], eval_fraction=kw["eval_fraction"], train_limit=kw["train_limit"],
                     zero_shot=False, push=kw["push_name"], description=kw["description"], progress=False,

@@ -153,13 +153,9 @@ def run_rung(task: dict) -> dict:
 # ----- the sweep --------------------------------------------------------------------------------
 def run_sweep(registry: Registry, job: SweepJob) -> SweepReport:
     """Run the sweep end to end (see the module docstring); raises PromptregError (one line) on bad input."""
-    from promptreg.data.examples import rows_for_fingerprint
-    from promptreg.evaluation.data_validation import validate_splits
-    from promptreg.fingerprints.dataset import dataset_fingerprint
-    from promptreg.fingerprints.model import model_fingerprint
     from promptreg.refs import check_name
-    from promptreg.runtime.loader import pick_device, resolve_model_path
-    from promptreg.services.train import load_splits
+    from promptreg.runtime.loader import pick_device
+    from promptreg.services.train import load_splits, prepare_data
 
     base = job.base
     if base.push:
@@ -175,13 +171,9 @@ def run_sweep(registry: Registry, job: SweepJob) -> SweepReport:
     spec, splits = load_splits(base)
     if not splits["eval"]:
         raise InputError("a sweep needs an eval split to compare trials (--eval or --eval-fraction)")
-    validation = validate_splits(splits, spec)
-    if not validation.success:
-        raise InputError(f"dataset validation failed ({len(validation.failures)} critical): "
-                         + "; ".join(validation.failures))
-    model_dir = resolve_model_path(base.model)
-    info = model_fingerprint(model_dir)
-    fps = {name: dataset_fingerprint(rows_for_fingerprint(rows)) for name, rows in splits.items()}
+    data = prepare_data(base, (spec, splits))
+    spec, splits, validation, model_dir, info, fps = (data.spec, data.splits, data.validation, data.model_dir,
+                                                      data.info, data.fps)
     device = pick_device(base.device)
     metric = "eval_accuracy" if spec.task == "classification" else "eval_loss"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -86,7 +86,9 @@ class TrainReport:
         return out
 
 
-def _load_splits(job: TrainJob) -> tuple[DataSpec, dict[str, list[Example]]]:
+def load_splits(job: TrainJob) -> tuple[DataSpec, dict[str, list[Example]]]:
+    """The job's splits (train, eval, test when given) exactly as training makes them (seeded split and
+    sample), with the resolved data spec: what the dataset fingerprints recorded in a manifest are of."""
     import random
 
     from promptreg.data.examples import load_examples, resolve_labels, seeded_split
@@ -107,10 +109,35 @@ def _load_splits(job: TrainJob) -> tuple[DataSpec, dict[str, list[Example]]]:
     return resolve_labels(job.spec, train), splits
 
 
-def load_splits(job: TrainJob) -> tuple[DataSpec, dict[str, list[Example]]]:
-    """The job's splits (train, eval, test when given) exactly as training makes them (seeded split and
-    sample), with the resolved data spec: what the dataset fingerprints recorded in a manifest are of."""
-    return _load_splits(job)
+@dataclass
+class PreparedData:
+    """A job's data and base model, checked: what training and a sweep both start from."""
+
+    spec: DataSpec
+    splits: dict[str, list[Example]]
+    validation: Any                       # the data validation result (GX)
+    model_dir: Path
+    info: Any                             # the base model's fingerprint info
+    fps: dict[str, str]                   # split -> dataset fingerprint
+
+
+def prepare_data(job: TrainJob, loaded: tuple[DataSpec, dict[str, list[Example]]] | None = None) -> PreparedData:
+    """Load the splits (unless ``loaded`` already holds ``load_splits(job)``), refuse data that fails
+    validation (one line), resolve and fingerprint the base model and fingerprint every split."""
+    from promptreg.data.examples import rows_for_fingerprint
+    from promptreg.evaluation.data_validation import validate_splits
+    from promptreg.fingerprints.dataset import dataset_fingerprint
+    from promptreg.fingerprints.model import model_fingerprint
+    from promptreg.runtime.loader import resolve_model_path
+
+    spec, splits = loaded if loaded is not None else load_splits(job)
+    validation = validate_splits(splits, spec)
+    if not validation.success:
+        raise InputError(f"dataset validation failed ({len(validation.failures)} critical): "
+                         + "; ".join(validation.failures))
+    model_dir = resolve_model_path(job.model)
+    return PreparedData(spec, splits, validation, model_dir, model_fingerprint(model_dir),
+                        {name: dataset_fingerprint(rows_for_fingerprint(rows)) for name, rows in splits.items()})
 
 
 def _versions() -> dict[str, str]:
@@ -139,24 +166,14 @@ def run_training(registry: Registry | None, job: TrainJob) -> TrainReport | None
 
 
 def _run_training(registry: Registry | None, job: TrainJob, ctx) -> TrainReport | None:
-    from promptreg.data.examples import rows_for_fingerprint
-    from promptreg.evaluation.data_validation import validate_splits
-    from promptreg.fingerprints.dataset import dataset_fingerprint
-    from promptreg.fingerprints.model import model_fingerprint
     from promptreg.refs import check_name
-    from promptreg.runtime.loader import resolve_model_path
 
     if job.push:
         check_name(job.push)
     job.config.validate()
-    spec, splits = _load_splits(job)
-    validation = validate_splits(splits, spec)
-    if not validation.success:
-        raise InputError(f"dataset validation failed ({len(validation.failures)} critical): "
-                         + "; ".join(validation.failures))
-    model_dir = resolve_model_path(job.model)
-    info = model_fingerprint(model_dir)
-    fps = {name: dataset_fingerprint(rows_for_fingerprint(rows)) for name, rows in splits.items()}
+    data = prepare_data(job)
+    spec, splits, validation, model_dir, info, fps = (data.spec, data.splits, data.validation, data.model_dir,
+                                                      data.info, data.fps)
     warnings: list[str] = list(validation.warnings)
     if job.max_memory is not None:
         _check_memory(job, model_dir, splits)
