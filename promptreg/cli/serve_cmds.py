@@ -114,14 +114,16 @@ def _authenticator(obj, host: str, no_auth: bool):
             raise InputError(f"--no-auth only on a loopback --host (127.0.0.1, ::1, localhost), not {host}")
         click.echo("warning: serving WITHOUT authentication (--no-auth)", err=True)
         return None
-    if obj.remote:
-        from promptreg.client.verify import RemoteVerifier
-
-        return RemoteVerifier(obj.settings.url)
     from promptreg.server.auth import Authenticator
-    from promptreg.server.tokens import TokenStore
 
-    auth = Authenticator(TokenStore(obj.get().engine))
+    if obj.remote:
+        from promptreg.client.verify import RemoteTokens
+
+        auth = Authenticator(RemoteTokens(obj.settings.url))
+    else:
+        from promptreg.server.tokens import TokenStore
+
+        auth = Authenticator(TokenStore(obj.get().engine))
     return lambda header: auth.cached(header) or auth.authenticate(header)
 
 
