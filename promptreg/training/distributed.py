@@ -119,22 +119,25 @@ def shard_frozen_layers(model, ctx: DistContext) -> int:
     layers, and they are a small part of a large model. The trainable prompt is never sharded (its
     gradient is all-reduced like DDP's). Each layer is its own FSDP root, so ``reshard_after_forward``
     is set explicitly (a root's default keeps its parameters gathered after forward, which would hold
-    the whole model on every rank). Returns how many layers were sharded."""
+    the whole model on every rank). A layer already sharded (a second run on the same model) is left
+    as it is. Returns how many layers were sharded now."""
     if not ctx.enabled:
         return 0
     import torch
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import FSDPModule, fully_shard
 
     from promptreg.errors import InputError
 
     layers = getattr(getattr(model, "model", None), "layers", None)
     if not isinstance(layers, torch.nn.ModuleList) or not len(layers):
         raise InputError(f"--fsdp needs a decoder whose blocks are model.layers ({type(model).__name__} has none)")
-    mesh = init_device_mesh("cuda" if ctx.device.startswith("cuda") else "cpu", (ctx.world,))
-    for layer in layers:
-        fully_shard(layer, mesh=mesh, reshard_after_forward=True)   # explicit: each layer is its own root
-    return len(layers)
+    todo = [layer for layer in layers if not isinstance(layer, FSDPModule)]
+    if todo:
+        mesh = init_device_mesh("cuda" if ctx.device.startswith("cuda") else "cpu", (ctx.world,))
+        for layer in todo:
+            fully_shard(layer, mesh=mesh, reshard_after_forward=True)   # explicit: each layer is its own root
+    return len(todo)
 
 
 def all_reduce_grads(ctx: DistContext, params: list) -> None:

@@ -300,9 +300,8 @@ class Trainer:
             scaler.load_state_dict({**scaler.state_dict(), "scale": float(saved["grad_scale"])})
         from promptreg.training.memory import gradient_checkpointing
 
-        if cfg.fsdp and self.dist.enabled and not getattr(self.base, "_promptreg_fsdp", False):
+        if cfg.fsdp:
             dist.shard_frozen_layers(self.base, self.dist)   # after the prompt was initialised from the embeddings
-            self.base._promptreg_fsdp = True
         checkpointing = gradient_checkpointing(self.base, soft, enabled=cfg.gradient_checkpointing)
         if cfg.gradient_checkpointing or (cfg.fsdp and self.dist.enabled):
             model.share_prefix = False  # the shared-prefix path runs through a cache, which checkpointing
