@@ -385,6 +385,8 @@ def create_app(runtime, *, max_batch: int = 64, max_wait_ms: float = 10, max_que
             return await run_in_threadpool(authenticate, request.headers.get("authorization")), None
         except AuthenticationError as exc:
             return None, answer(kind, 401, {"error": str(exc)}, {"WWW-Authenticate": "Bearer"})
+        except PromptregError as exc:      # the token store (database, registry server) did not answer
+            return None, answer(kind, _STATUS.get(error_type(exc), 503), {"error": str(exc)})
 
     @app.post("/feedback")
     async def feedback(http_request: Request):
