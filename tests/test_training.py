@@ -239,26 +239,15 @@ def test_real_smollm2_train_push_end_to_end(tmp_path):
     from promptreg.training.trainer import TrainConfig
 
     splits = fetch_rotten_tomatoes(tmp_path / "rt")
+    small_eval = tmp_path / "eval16.jsonl"  # keep the eval split small: this proves the path, not the accuracy
+    small_eval.write_text("".join(splits["eval"].read_text().splitlines(keepends=True)[:16]))
     cfg = TrainConfig(method="prompt_tuning", method_options={"num_virtual_tokens": 4, "init": "labels"},
                       template="{virtual}Review: {text}\nSentiment:", max_steps=3, batch_size=4, lr=3e-2, seed=0)
-    job = TrainJob(model="smollm2", train_path=splits["train"], eval_path=splits["eval"], test_path=splits["test"],
+    job = TrainJob(model="smollm2", train_path=splits["train"], eval_path=small_eval, test_path=splits["test"],
                    spec=DataSpec(labels=["negative", "positive"]), config=cfg, train_limit=24, test_limit=16,
                    progress=False, push="rt-smoke", output=tmp_path / "artifact")
     reg = Registry(home=str(tmp_path / ".promptreg"))
-    import promptreg.services.train as svc
-
-    original = svc._load_splits
-
-    def limited(job):  # keep the eval split small: this proves the path, not the accuracy
-        spec, s = original(job)
-        s["eval"] = s["eval"][:16]
-        return spec, s
-
-    svc._load_splits = limited
-    try:
-        report = run_training(reg, job)
-    finally:
-        svc._load_splits = original
+    report = run_training(reg, job)
     v = report.pushed.version
     assert v.base_model_fingerprint == reg.manifest("rt-smoke:1")["base_model"]["fingerprint"]
     assert 0.0 <= report.metrics["test_accuracy"] <= 1.0 and report.steps == 3
