@@ -55,6 +55,21 @@ class ServerContext:
     _mlflow_checked_at: float = field(default=-1e9, repr=False)
     _mlflow_probing: bool = field(default=False, repr=False)
     _probe_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _long_limiter: Any = field(default=None, repr=False)
+
+    async def run_long(self, fn, /, *args, **kwargs):
+        """Run the body of a long request (unpacking and hashing an upload, push, eval, gate, drift,
+        gc, sync, run-due) in threads of its own, at most ``long_concurrency`` at once per worker.
+        Reads and alias moves keep the shared thread pool (40 threads), so they do not queue behind
+        uploads and evaluations; a long request over the limit waits for a slot (under its own
+        timeout)."""
+        import functools
+
+        import anyio
+
+        if self._long_limiter is None:  # created on the event loop, on first use
+            self._long_limiter = anyio.CapacityLimiter(self.config.long_concurrency)
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self._long_limiter)
 
     @property
     def protected(self) -> tuple[str, ...]:

@@ -11,6 +11,7 @@
     max_body_kb = 1024           # every other body
     request_timeout_s = 30       # reads and alias moves (504 after)
     long_request_timeout_s = 3600  # eval, gate, drift, gc, sync, run-due
+    long_concurrency = 4         # push/eval/gate/drift/gc/sync bodies at once per worker (their own threads)
     auth_failures = 20           # failed authentications per client and window before 429
     auth_window_s = 60
     auth_cache_s = 2             # a verified token is re-checked in the database after this (revocation delay)
@@ -78,6 +79,7 @@ class ServerConfig:
     max_body_kb: float = 1024.0
     request_timeout_s: float = 30.0
     long_request_timeout_s: float = 3600.0
+    long_concurrency: int = 4
     auth_failures: int = 20
     auth_window_s: float = 60.0
     auth_cache_s: float = 2.0
@@ -105,6 +107,8 @@ class ServerConfig:
         """Refuse what cannot run safely; returns self."""
         if self.workers < 1 or not 0 <= self.port <= 65535:
             raise InputError("workers must be at least 1 and port in 0..65535")
+        if self.long_concurrency < 1:
+            raise InputError("long_concurrency must be at least 1")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise InputError("TLS needs both --ssl-certfile and --ssl-keyfile")
         for path in (self.ssl_certfile, self.ssl_keyfile):

@@ -40,8 +40,11 @@ def _file_chunks(f, size: int = 1 << 20):
 
 
 @asynccontextmanager
-async def received_folder(request: Request, limit: int, *, required: bool = True) -> AsyncIterator[Path | None]:
-    """The tar body of ``request`` unpacked into a temporary folder (None for an empty optional body)."""
+async def received_folder(call, *, required: bool = True) -> AsyncIterator[Path | None]:
+    """The tar body of ``call``'s request unpacked into a temporary folder (None for an empty optional
+    body); the unpacking runs with the long requests (``ServerContext.run_long``)."""
+    request: Request = call.request
+    limit: int = call.server.config.max_upload_bytes
     ctype = request.headers.get("content-type", "").split(";")[0].strip()
     if ctype and ctype != CONTENT_TYPE:
         raise InputError(f"the body must be {CONTENT_TYPE} (an artifact or bundle packed by promptreg), not {ctype}")
@@ -60,7 +63,7 @@ async def received_folder(request: Request, limit: int, *, required: bool = True
                 yield None
                 return
             dest = tmp / "content"
-            await run_in_threadpool(lambda: unpack(_file_chunks(raw), dest, max_bytes=limit))
+            await call.server.run_long(lambda: unpack(_file_chunks(raw), dest, max_bytes=limit))
         yield dest
     finally:
         await run_in_threadpool(shutil.rmtree, tmp, True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from fastapi import Depends, Query
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from promptreg.errors import InputError
 from promptreg.refs import parse_ref
@@ -34,7 +33,7 @@ def register(router) -> None:
             # a rollback policy (the suite's, or the default's) may move the alias: the caller must be allowed to
             call.require(Action.MOVE, prompt=parsed.name, alias=parsed.alias,
                          what=f"run a drift check that may roll back {parsed.name}@{parsed.alias}")
-        async with received_folder(call.request, call.server.config.max_upload_bytes, required=False) as folder:
+        async with received_folder(call, required=False) as folder:
             files = sorted((folder / DATA_DIR).iterdir()) if folder is not None and (folder / DATA_DIR).is_dir() else []
             if data_uri is not None and files:
                 raise InputError("give the data as an upload or as data_uri (s3://...), not both")
@@ -46,7 +45,7 @@ def register(router) -> None:
                     raise InputError("the drift bundle must hold exactly one data file under data/")
                 data_uri = str(files[0])
             suite = suite_in(folder / SUITE_DIR) if folder is not None and (folder / SUITE_DIR).is_dir() else None
-            outcome = await run_in_threadpool(call.registry.drift, ref, data_uri, suite=suite, env=env,
+            outcome = await call.server.run_long(call.registry.drift, ref, data_uri, suite=suite, env=env,
                                               reference=reference, action=action, text_column=text_column,
                                               label_column=label_column)
         return reply(outcome)

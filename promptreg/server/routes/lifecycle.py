@@ -39,8 +39,8 @@ def register(router) -> None:
                summary="Evaluate a version on an uploaded suite (runs on the server)")
     async def evaluate(ref: str, against: str | None = Query(default="production"), use_cache: bool = True,
                        env: str | None = None, call: Call = Depends(current_call)):
-        async with received_folder(call.request, call.server.config.max_upload_bytes) as folder:
-            result = await run_in_threadpool(call.registry.eval, ref, suite_in(folder),
+        async with received_folder(call) as folder:
+            result = await call.server.run_long(call.registry.eval, ref, suite_in(folder),
                                              against=None if against in (None, "", "none") else against,
                                              env=env or None, use_cache=use_cache)
         return reply(result)
@@ -49,8 +49,8 @@ def register(router) -> None:
                summary="The regression gate of a version against an alias or version (runs on the server)")
     async def gate(ref: str, against: str = "production", use_cache: bool = True, env: str | None = None,
                    call: Call = Depends(current_call)):
-        async with received_folder(call.request, call.server.config.max_upload_bytes) as folder:
-            report = await run_in_threadpool(call.registry.gate, ref, suite_in(folder), against=against,
+        async with received_folder(call) as folder:
+            report = await call.server.run_long(call.registry.gate, ref, suite_in(folder), against=against,
                                              env=env or None, use_cache=use_cache)
         return reply(report)
 
@@ -66,9 +66,11 @@ def register(router) -> None:
             call.require(Action.FORCE, prompt=prompt, alias=to)
             if not (reason or "").strip():
                 raise InputError("--force needs --reason TEXT: say why the gate is bypassed (it is recorded)")
-        async with received_folder(call.request, call.server.config.max_upload_bytes, required=False) as folder:
-            result = await run_in_threadpool(call.registry.promote, ref, to, suite=suite_in(folder),
-                                             env=env or None, force=force, reason=reason)
+        async with received_folder(call, required=False) as folder:
+            # with a suite the gate runs (long); a bare alias move stays in the shared pool
+            run = call.server.run_long if folder is not None else run_in_threadpool
+            result = await run(call.registry.promote, ref, to, suite=suite_in(folder),
+                               env=env or None, force=force, reason=reason)
         return reply(result)
 
     @api_route(router, "POST", f"{API}/prompts/{{name}}/aliases/{{alias}}/rollback", action=Action.MOVE, body="json",

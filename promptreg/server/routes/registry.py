@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from fastapi import Depends, Query
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from promptreg.errors import IntegrityError
 from promptreg.server.policy import Action
@@ -40,12 +39,12 @@ def register(router) -> None:
         from promptreg.artifact.hashing import folder_sha256
 
         claimed = call.request.headers.get(SHA_HEADER)
-        async with received_folder(call.request, call.server.config.max_upload_bytes) as folder:
-            actual = await run_in_threadpool(folder_sha256, folder)
+        async with received_folder(call) as folder:
+            actual = await call.server.run_long(folder_sha256, folder)
             if claimed is not None and claimed != actual:
                 raise IntegrityError(f"the upload hashes to {actual}, not the claimed sha256 {claimed}: "
                                      "refused, nothing stored (transfer corrupted or tampered?)")
-            result = await run_in_threadpool(call.registry.push, folder, name, description)
+            result = await call.server.run_long(call.registry.push, folder, name, description)
         return reply(result, 201 if result.created else 200)
 
     # the routes below a {ref:path} end with a fixed word, so they are declared before the bare one

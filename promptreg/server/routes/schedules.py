@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import Depends, Query
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from promptreg.refs import parse_ref
 from promptreg.server.policy import Action
@@ -48,7 +47,7 @@ def register(router) -> None:
     @api_route(router, "POST", f"{API}/schedules/run-due", action=Action.ADMIN, what="run due schedules", long=True,
                summary="Run every due check once (safe with several replicas)")
     async def run_due(lease_s: float | None = Query(default=None, ge=1, le=86_400), call: Call = Depends(current_call)):
-        return reply(await run_in_threadpool(lambda: call.registry.run_due(lease_s=lease_s)))
+        return reply(await call.server.run_long(lambda: call.registry.run_due(lease_s=lease_s)))
 
     @api_route(router, "GET", f"{API}/schedules/{{schedule_id}}", action=Action.READ, summary="One schedule")
     def get_schedule(schedule_id: int, call: Call = Depends(current_call)):
