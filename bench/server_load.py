@@ -239,6 +239,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--prompts", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--long-concurrency", type=int, default=None,
+                    help="[server] long_concurrency (default: the server's, 4); 40 = the shared pool, as before it")
     args = ap.parse_args()
     if not pg_available():
         sys.exit("PostgreSQL is not reachable at 127.0.0.1:5432 (make services)")
@@ -269,6 +271,8 @@ def main() -> None:
         admin = json.loads(run([PROMPTREG, "token", "create", "bench-admin", "--role", "admin", "--json"], work, env))
         contrib = json.loads(run([PROMPTREG, "token", "create", "bench-client", "--role", "contributor", "--json"],
                                  work, env))
+        if args.long_concurrency is not None:
+            (work / "promptreg.toml").write_text(f"[server]\nlong_concurrency = {args.long_concurrency}\n")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         with open(work / "server.log", "wb") as logf:
@@ -332,6 +336,7 @@ def main() -> None:
                  "final_alias_is_last_audit_event": check["alias_equals_last_audit_event"],
                  "mlflow_converges_to_the_database": check["mlflow_equals_database"]}
         print(json.dumps({"bench": "server_load", "machine_cpus": os.cpu_count(), "workers": args.workers,
+                          "long_concurrency": args.long_concurrency,
                           "promptreg": ours, "mlflow": theirs, "consistency": check, "ratios": ratio,
                           "goals": goals}, indent=2))
     finally:
