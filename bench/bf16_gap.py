@@ -43,11 +43,11 @@ def _base(model_dir, weights: str):
             AutoTokenizer.from_pretrained(model_dir))
 
 
-def _config(precision: str, steps: int, lr: float, seed: int):
+def _config(precision: str, steps: int, lr: float, seed: int, warmup: float = 0.0):
     from promptreg.training.trainer import TrainConfig
 
     return TrainConfig(method="prompt_tuning", method_options={"num_virtual_tokens": 8, "init": "labels"},
-                       template=TEMPLATE, max_steps=steps, batch_size=8, lr=lr, warmup_ratio=0.0, eval_every=steps,
+                       template=TEMPLATE, max_steps=steps, batch_size=8, lr=lr, warmup_ratio=warmup, eval_every=steps,
                        patience=100, precision=precision, seed=seed)
 
 
@@ -56,7 +56,9 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--warmup", type=float, default=0.0, help="warm-up ratio of the training runs")
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    ap.add_argument("--trainings", default=",".join(TRAININGS), help="which of fp32,bf16,autocast to train")
     args = ap.parse_args()
 
     import torch
@@ -68,13 +70,15 @@ def main() -> None:
     model = resolve_model_path(args.model)
     train, evals = toy_examples(128, 21), toy_examples(200, 22)
     bases = {w: _base(model, w) for w in ("fp32", "bf16")}
-    out: dict = {"bench": "bf16_gap", "model": args.model, "steps": args.steps, "lr": args.lr, "runs": []}
+    out: dict = {"bench": "bf16_gap", "model": args.model, "steps": args.steps, "lr": args.lr,
+                 "warmup": args.warmup, "runs": []}
     for seed in (int(s) for s in args.seeds.split(",")):
         prompts, losses, row = {}, {}, {"seed": seed, "trained_eval_accuracy": {}, "scored": {}}
-        for name, (weights, precision) in TRAININGS.items():
+        for name in args.trainings.split(","):
+            weights, precision = TRAININGS[name]
             t0 = time.monotonic()
             base, tok = bases[weights]
-            result = Trainer(base, tok, _config(precision, args.steps, args.lr, seed), _spec(), train, evals,
+            result = Trainer(base, tok, _config(precision, args.steps, args.lr, seed, args.warmup), _spec(), train, evals,
                              progress=False).run()
             soft = result.soft_prompt
             prompts[name] = (soft.method_config(), {k: v.detach().float().clone() for k, v in soft.export_tensors().items()})
@@ -88,12 +92,13 @@ def main() -> None:
                 result = Trainer(base, tok, _config(scoring, 1, 1e-12, seed), _spec(), train[:8], evals,
                                  progress=False, warm_start=warm).run()
                 row["scored"][f"{name}->{scoring}"] = result.history["eval"][-1]["accuracy"]
-        ref = torch.cat([t.flatten() for t in prompts["fp32"][1].values()])
-        row["distance_from_fp32_prompt"] = {
+        first = next(iter(prompts))
+        ref = torch.cat([t.flatten() for t in prompts[first][1].values()])
+        row[f"distance_from_{first}_prompt"] = {
             name: {"relative_l2": float((torch.cat([t.flatten() for t in p[1].values()]) - ref).norm() / ref.norm()),
                    "cosine": float(torch.nn.functional.cosine_similarity(
                        torch.cat([t.flatten() for t in p[1].values()]), ref, dim=0))}
-            for name, p in prompts.items() if name != "fp32"}
+            for name, p in prompts.items() if name != first}
         row["step_losses"] = losses
         out["runs"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
