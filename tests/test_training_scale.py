@@ -99,22 +99,45 @@ def test_mixed_precision_keeps_fp32_master_weights(tmp_path, tiny_model_dir, pre
 
 @pytest.mark.heavy
 def test_bf16_and_fp32_end_within_one_accuracy_point():
-    """SmolLM2-135M (real logits of magnitude 20-30, where bf16-quantised label logits tied), lr 0.1."""
+    """SmolLM2-135M (real logits of magnitude 20-30, where bf16-quantised label logits tied), lr 0.1,
+    16 steps, three seeds.
+
+    At this learning rate one run's final accuracy is decided by its trajectory, not by its numerics
+    (bench/bf16_gap.py): seed 0 ended fp32 0.755 / bf16 0.970 in one run and fp32 0.83 / bf16 0.70 in
+    an earlier one, while seeds 1 and 2 end at 1.0 in both precisions, with prompts whose cosine is
+    about 0.5. So the test asserts what bf16 can be blamed for: (1) every trained prompt scores the
+    same accuracy (within 1 point) under fp32 and bf16 scoring, and (2) over the seeds, the median
+    bf16-fp32 gap is within 1 point and both precisions' median accuracy is above 0.8."""
+    import statistics
+
     from promptreg.runtime.loader import resolve_model_path
     from promptreg.training.trainer import TrainConfig, Trainer
 
+    def config(precision, seed, steps=16, lr=0.1):
+        return TrainConfig(method="prompt_tuning", method_options={"num_virtual_tokens": 8, "init": "labels"},
+                           template=TEMPLATE, max_steps=steps, batch_size=8, lr=lr, warmup_ratio=0.0,
+                           eval_every=steps, patience=100, precision=precision, seed=seed)
+
     model = resolve_model_path("smollm2")
-    accuracy = {}
-    for precision in ("fp32", "bf16"):
-        base, tok = _base(model, precision)
-        cfg = TrainConfig(method="prompt_tuning", method_options={"num_virtual_tokens": 8, "init": "labels"},
-                          template=TEMPLATE, max_steps=16, batch_size=8, lr=0.1, warmup_ratio=0.0, eval_every=16,
-                          patience=100, precision=precision, seed=0)
-        result = Trainer(base, tok, cfg, _spec(), toy_examples(128, 21), toy_examples(200, 22), progress=False).run()
-        accuracy[precision] = result.history["eval"][-1]["accuracy"]
-    print("bf16 vs fp32 eval accuracy:", accuracy)
-    assert accuracy["fp32"] > 0.8, accuracy
-    assert abs(accuracy["bf16"] - accuracy["fp32"]) <= 0.01, accuracy
+    bases = {p: _base(model, p) for p in ("fp32", "bf16")}
+    train, evals = toy_examples(128, 21), toy_examples(200, 22)
+    accuracy = {"fp32": [], "bf16": []}
+    for seed in (0, 1, 2):
+        for precision in ("fp32", "bf16"):
+            base, tok = bases[precision]
+            result = Trainer(base, tok, config(precision, seed), _spec(), train, evals, progress=False).run()
+            accuracy[precision].append(result.history["eval"][-1]["accuracy"])
+            soft = result.soft_prompt
+            warm = (soft.method_config(), {k: v.detach().float().clone() for k, v in soft.export_tensors().items()})
+            other = "bf16" if precision == "fp32" else "fp32"
+            base, tok = bases[other]   # the same prompt scored under the other precision (lr ~0: one no-op step)
+            scored = Trainer(base, tok, config(other, seed, steps=1, lr=1e-12), _spec(), train[:8], evals,
+                             progress=False, warm_start=warm).run().history["eval"][-1]["accuracy"]
+            assert abs(scored - accuracy[precision][-1]) <= 0.01, (seed, precision, scored, accuracy)
+    print("bf16 vs fp32 eval accuracy per seed:", accuracy)
+    gaps = [abs(b - f) for f, b in zip(accuracy["fp32"], accuracy["bf16"], strict=True)]
+    assert statistics.median(gaps) <= 0.01, accuracy
+    assert min(statistics.median(v) for v in accuracy.values()) > 0.8, accuracy
 
 
 # ---------------------------------------------------------------------------- memory
