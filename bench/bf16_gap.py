@@ -29,26 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.test_training import TEMPLATE, _spec, toy_examples  # noqa: E402
+from tests.test_training import _spec, toy_examples  # noqa: E402
+from tests.test_training_scale import _base, exported, precision_job, score_prompt  # noqa: E402
 
 TRAININGS = {"fp32": ("fp32", "fp32"), "bf16": ("bf16", "bf16"), "autocast": ("fp32", "bf16")}  # weights, autocast
-
-
-def _base(model_dir, weights: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from promptreg.softprompt.precision import Precision
-
-    return (AutoModelForCausalLM.from_pretrained(model_dir, dtype=Precision(weights).dtype).eval(),
-            AutoTokenizer.from_pretrained(model_dir))
-
-
-def _config(precision: str, steps: int, lr: float, seed: int, warmup: float = 0.0):
-    from promptreg.training.trainer import TrainConfig
-
-    return TrainConfig(method="prompt_tuning", method_options={"num_virtual_tokens": 8, "init": "labels"},
-                       template=TEMPLATE, max_steps=steps, batch_size=8, lr=lr, warmup_ratio=warmup, eval_every=steps,
-                       patience=100, precision=precision, seed=seed)
 
 
 def main() -> None:
@@ -66,7 +50,6 @@ def main() -> None:
     from promptreg.runtime.loader import resolve_model_path
     from promptreg.training.trainer import Trainer
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model = resolve_model_path(args.model)
     train, evals = toy_examples(128, 21), toy_examples(200, 22)
     bases = {w: _base(model, w) for w in ("fp32", "bf16")}
@@ -78,27 +61,23 @@ def main() -> None:
             weights, precision = TRAININGS[name]
             t0 = time.monotonic()
             base, tok = bases[weights]
-            result = Trainer(base, tok, _config(precision, args.steps, args.lr, seed, args.warmup), _spec(), train, evals,
-                             progress=False).run()
-            soft = result.soft_prompt
-            prompts[name] = (soft.method_config(), {k: v.detach().float().clone() for k, v in soft.export_tensors().items()})
+            cfg = precision_job(precision, seed, steps=args.steps, lr=args.lr, warmup=args.warmup)
+            result = Trainer(base, tok, cfg, _spec(), train, evals, progress=False).run()
+            prompts[name] = exported(result.soft_prompt)
             losses[name] = [round(x, 4) for x in result.history["loss"]]
             row["trained_eval_accuracy"][name] = result.history["eval"][-1]["accuracy"]
             print(f"[bf16_gap] seed {seed} trained {name}: acc {row['trained_eval_accuracy'][name]:.3f} "
                   f"({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
-        for name, warm in prompts.items():
+        for name, prompt in prompts.items():
             for scoring in ("fp32", "bf16"):
-                base, tok = bases[scoring]
-                result = Trainer(base, tok, _config(scoring, 1, 1e-12, seed), _spec(), train[:8], evals,
-                                 progress=False, warm_start=warm).run()
-                row["scored"][f"{name}->{scoring}"] = result.history["eval"][-1]["accuracy"]
-        first = next(iter(prompts))
-        ref = torch.cat([t.flatten() for t in prompts[first][1].values()])
+                row["scored"][f"{name}->{scoring}"] = score_prompt(*bases[scoring], prompt, scoring, seed, train, evals)
+        flat = {name: torch.cat([t.flatten() for t in p[1].values()]) for name, p in prompts.items()}
+        first = next(iter(flat))
+        ref = flat[first]
         row[f"distance_from_{first}_prompt"] = {
-            name: {"relative_l2": float((torch.cat([t.flatten() for t in p[1].values()]) - ref).norm() / ref.norm()),
-                   "cosine": float(torch.nn.functional.cosine_similarity(
-                       torch.cat([t.flatten() for t in p[1].values()]), ref, dim=0))}
-            for name, p in prompts.items() if name != first}
+            name: {"relative_l2": float((v - ref).norm() / ref.norm()),
+                   "cosine": float(torch.nn.functional.cosine_similarity(v, ref, dim=0))}
+            for name, v in flat.items() if name != first}
         row["step_losses"] = losses
         out["runs"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)

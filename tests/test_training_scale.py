@@ -97,6 +97,31 @@ def test_mixed_precision_keeps_fp32_master_weights(tmp_path, tiny_model_dir, pre
     assert (state["grad_scale"] is not None) == (precision == "fp16")
 
 
+def precision_job(precision: str, seed: int, *, steps: int = 16, lr: float = 0.1, warmup: float = 0.0):
+    """The SmolLM2 bf16-vs-fp32 job (the heavy test; bench/bf16_gap.py): prompt tuning, 8 tokens from the
+    labels, batches of 8, evaluated once at the end."""
+    from promptreg.training.trainer import TrainConfig
+
+    return TrainConfig(method="prompt_tuning", method_options={"num_virtual_tokens": 8, "init": "labels"},
+                       template=TEMPLATE, max_steps=steps, batch_size=8, lr=lr, warmup_ratio=warmup,
+                       eval_every=steps, patience=100, precision=precision, seed=seed)
+
+
+def exported(soft) -> tuple[dict, dict]:
+    """A trained prompt as (method_config, float32 tensors): what a Trainer warm-starts from."""
+    return soft.method_config(), {k: v.detach().float().clone() for k, v in soft.export_tensors().items()}
+
+
+def score_prompt(base, tok, prompt: tuple[dict, dict], precision: str, seed: int, train, evals) -> float:
+    """The eval accuracy of ``prompt`` on ``base`` under ``precision``, by training's own evaluation: one
+    step at lr 1e-12 (a no-op update) warm-started from it."""
+    from promptreg.training.trainer import Trainer
+
+    cfg = precision_job(precision, seed, steps=1, lr=1e-12)
+    return Trainer(base, tok, cfg, _spec(), train[:8], evals, progress=False,
+                   warm_start=prompt).run().history["eval"][-1]["accuracy"]
+
+
 @pytest.mark.heavy
 def test_bf16_and_fp32_end_within_one_accuracy_point():
     """SmolLM2-135M (real logits of magnitude 20-30, where bf16-quantised label logits tied), lr 0.1,
@@ -111,12 +136,7 @@ def test_bf16_and_fp32_end_within_one_accuracy_point():
     import statistics
 
     from promptreg.runtime.loader import resolve_model_path
-    from promptreg.training.trainer import TrainConfig, Trainer
-
-    def config(precision, seed, steps=16, lr=0.1):
-        return TrainConfig(method="prompt_tuning", method_options={"num_virtual_tokens": 8, "init": "labels"},
-                           template=TEMPLATE, max_steps=steps, batch_size=8, lr=lr, warmup_ratio=0.0,
-                           eval_every=steps, patience=100, precision=precision, seed=seed)
+    from promptreg.training.trainer import Trainer
 
     model = resolve_model_path("smollm2")
     bases = {p: _base(model, p) for p in ("fp32", "bf16")}
@@ -125,14 +145,10 @@ def test_bf16_and_fp32_end_within_one_accuracy_point():
     for seed in (0, 1, 2):
         for precision in ("fp32", "bf16"):
             base, tok = bases[precision]
-            result = Trainer(base, tok, config(precision, seed), _spec(), train, evals, progress=False).run()
+            result = Trainer(base, tok, precision_job(precision, seed), _spec(), train, evals, progress=False).run()
             accuracy[precision].append(result.history["eval"][-1]["accuracy"])
-            soft = result.soft_prompt
-            warm = (soft.method_config(), {k: v.detach().float().clone() for k, v in soft.export_tensors().items()})
-            other = "bf16" if precision == "fp32" else "fp32"
-            base, tok = bases[other]   # the same prompt scored under the other precision (lr ~0: one no-op step)
-            scored = Trainer(base, tok, config(other, seed, steps=1, lr=1e-12), _spec(), train[:8], evals,
-                             progress=False, warm_start=warm).run().history["eval"][-1]["accuracy"]
+            other = "bf16" if precision == "fp32" else "fp32"   # the same prompt scored under the other precision
+            scored = score_prompt(*bases[other], exported(result.soft_prompt), other, seed, train, evals)
             assert abs(scored - accuracy[precision][-1]) <= 0.01, (seed, precision, scored, accuracy)
     print("bf16 vs fp32 eval accuracy per seed:", accuracy)
     gaps = [abs(b - f) for f, b in zip(accuracy["fp32"], accuracy["bf16"], strict=True)]
