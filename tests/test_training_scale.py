@@ -97,13 +97,15 @@ def test_mixed_precision_keeps_fp32_master_weights(tmp_path, tiny_model_dir, pre
     assert (state["grad_scale"] is not None) == (precision == "fp16")
 
 
-def precision_job(precision: str, seed: int, *, steps: int = 16, lr: float = 0.1, warmup: float = 0.0):
+def precision_job(precision: str, seed: int, *, steps: int = 16, lr: float = 0.1, warmup: float = 0.0,
+                  batch_size: int = 8, template: str = TEMPLATE):
     """The SmolLM2 bf16-vs-fp32 job (the heavy test; bench/bf16_gap.py): prompt tuning, 8 tokens from the
-    labels, batches of 8, evaluated once at the end."""
+    labels, batches of 8, evaluated once at the end (bench/bf16_gap.py --data: the demo's batch 16 and
+    template)."""
     from promptreg.training.trainer import TrainConfig
 
     return TrainConfig(method="prompt_tuning", method_options={"num_virtual_tokens": 8, "init": "labels"},
-                       template=TEMPLATE, max_steps=steps, batch_size=8, lr=lr, warmup_ratio=warmup,
+                       template=template, max_steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup,
                        eval_every=steps, patience=100, precision=precision, seed=seed)
 
 
@@ -112,12 +114,13 @@ def exported(soft) -> tuple[dict, dict]:
     return soft.method_config(), {k: v.detach().float().clone() for k, v in soft.export_tensors().items()}
 
 
-def score_prompt(base, tok, prompt: tuple[dict, dict], precision: str, seed: int, train, evals) -> float:
+def score_prompt(base, tok, prompt: tuple[dict, dict], precision: str, seed: int, train, evals,
+                 template: str = TEMPLATE) -> float:
     """The eval accuracy of ``prompt`` on ``base`` under ``precision``, by training's own evaluation: one
     step at lr 1e-12 (a no-op update) warm-started from it."""
     from promptreg.training.trainer import Trainer
 
-    cfg = precision_job(precision, seed, steps=1, lr=1e-12)
+    cfg = precision_job(precision, seed, steps=1, lr=1e-12, template=template)
     return Trainer(base, tok, cfg, _spec(), train[:8], evals, progress=False,
                    warm_start=prompt).run().history["eval"][-1]["accuracy"]
 
