@@ -16,7 +16,7 @@ def main() -> None:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from promptreg.training import distributed as dist
+    from promptreg.softprompt import distributed as dist
     from promptreg.training.trainer import Trainer
     from tests.test_training_scale import ddp_job
 

@@ -199,7 +199,7 @@ def test_max_memory_guard_fails_early_in_one_line(tmp_path, tiny_model_dir):
 def test_shard_and_gather_roundtrip_single_process():
     import torch
 
-    from promptreg.training import distributed as dist
+    from promptreg.softprompt import distributed as dist
 
     ctx = dist.DistContext(rank=1, world=3)
     assert dist.shard(ctx, list(range(8))) == [1, 4, 7]

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from promptreg.cli.completion import complete_ref
+from promptreg.cli.launch import data_parallel
 from promptreg.cli.output import emit_json, table, warn
 
 
@@ -24,16 +25,19 @@ from promptreg.cli.output import emit_json, table, warn
               help="Regression suite: its drift policy and golden sets (reference data).")
 @click.option("--env", "env", help="Environment whose deployed base model to check against (promptreg env set-base-model).")
 @click.option("--model", help="Deployed base model folder (instead of --env).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--reference", help="Reference data file (default: the version's training file, else the suite's golden sets).")
 @click.option("--action", type=click.Choice(["report", "flag", "rollback"]), help="Override the policy's action.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
-def drift_cmd(obj, ref, data_uri, suite_path, env, model, reference, action, text_column, label_column, as_json):
+@data_parallel
+def drift_cmd(obj, ref, data_uri, suite_path, env, model, device, reference, action, text_column, label_column,
+              as_json):
     """Check NAME@ALIAS (or NAME:VERSION) for base-model, data and performance drift; act by policy."""
     out = obj.get().drift(ref, data_uri, suite=suite_path, env=env, model=model, reference=reference,
-                          action=action, text_column=text_column, label_column=label_column)
+                          action=action, text_column=text_column, label_column=label_column, device=device)
     for w in out.warnings:
         warn(w)
     if as_json:

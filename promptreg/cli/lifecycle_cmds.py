@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from promptreg.cli.completion import complete_ref, complete_version_of_ref
+from promptreg.cli.launch import data_parallel
 from promptreg.cli.output import emit_json, table, warn
 
 _SUITE = click.Path(path_type=Path, dir_okay=False)
@@ -38,6 +39,7 @@ def echo_gate(report) -> None:
               help="Also write a markdown summary here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with per-example outcomes).")
 @click.pass_obj
+@data_parallel
 def eval_cmd(obj, ref, suite_path, model, env, against, device, no_cache, markdown_path, as_json):
     """Evaluate REF (NAME:VERSION or NAME@ALIAS) on a regression suite and record the eval run."""
     result = obj.get().eval(ref, suite_path, against=against, model=model, device=device, use_cache=not no_cache,
@@ -79,6 +81,7 @@ def eval_cmd(obj, ref, suite_path, model, env, against, device, no_cache, markdo
 @click.option("--no-cache", is_flag=True, help="Recompute even if this exact gate already ran.")
 @click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
 @click.pass_obj
+@data_parallel
 def gate_cmd(obj, ref, against, suite_path, model, env, device, junit_path, markdown_path, no_cache, as_json):
     """Run the regression gate of REF against the version it would replace. Exit 0 pass, 1 fail, 2 could not run."""
     from promptreg.errors import PromptregError
@@ -122,6 +125,7 @@ def gate_cmd(obj, ref, against, suite_path, model, env, device, junit_path, mark
 @click.option("--reason", help="Why (recorded in the audit log; required with --force).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
+@data_parallel
 def promote_cmd(obj, ref, to, suite_path, model, env, device, force, reason, as_json):
     """Point NAME@TO at REF after its gate passes (compare-and-swap + audit event + MLflow alias)."""
     from promptreg.errors import GateFailedError

@@ -80,6 +80,12 @@ def warn(message: str) -> None:
         click.echo(f"warning: {message}", err=True)
 
 
+def note(message: str) -> None:
+    """One informational line on stderr (not with -q)."""
+    if not quiet():
+        click.echo(f"note: {message}", err=True)
+
+
 def short(sha: str | None, n: int = 12) -> str:
     return (sha or "")[:n]
 

@@ -142,7 +142,7 @@ def train_cmd(obj, **kw):
                    push=kw["push_name"], description=kw["description"],
                    progress=kw["progress"] and not quiet(), notes=not quiet(), device=kw["device"],
                    max_memory=max_memory)
-    from promptreg.training.distributed import env_rank
+    from promptreg.softprompt.distributed import env_rank
 
     if env_rank() == 0:
         report = obj.get().train(job)

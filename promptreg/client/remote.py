@@ -289,12 +289,12 @@ class RemoteRegistry:
 
     # ----- drift and environments ---------------------------------------------------------------
     def drift(self, ref, data_uri, *, suite=None, env=None, model=None, reference=None, action=None,
-              text_column="text", label_column="label"):
+              text_column="text", label_column="label", device="auto"):
         from promptreg.client.bundle import write_drift_bundle
         from promptreg.evaluation.suite import Suite, load_suite
         from promptreg.services.drift import DriftOutcome
 
-        self._no_local_model(model)
+        self._no_local_model(model, device)
         loaded = None if suite is None else suite if isinstance(suite, Suite) else load_suite(Path(suite))
         remote_uri = data_uri if str(data_uri).startswith(("s3://", "captured")) else None  # read by the server
         local = None

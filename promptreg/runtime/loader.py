@@ -7,7 +7,9 @@ when the version was trained on a base model with another fingerprint: a soft pr
 meaningful for the exact weights and tokenizer it was trained against.
 
 A :class:`LoadedPrompt` classifies (probabilities over the version's verbalizer labels) and generates
-(greedy) with the version's own template, batching rows of similar length.
+(greedy) with the version's own template, batching rows of similar length; under a launcher
+(``torchrun``) whose other ranks serve scoring (:mod:`promptreg.runtime.parallel`), each rank scores
+its share of the rows and the results come back in input order.
 """
 
 from __future__ import annotations
@@ -93,34 +95,58 @@ class LoadedPrompt:
     labels: list[str] = field(default_factory=list)
     answers: Any = None               # softprompt.collate.Answers (classification)
 
+    folder: Path | None = None        # the verified artifact folder (data-parallel scoring ships its tensors)
+
     def classify(self, texts: list[str], *, batch_size: int = 32):
-        """Probabilities [n, K] (numpy float32) over ``self.labels``, in input order."""
-        from promptreg.softprompt.scoring import classify
+        """Probabilities [n, K] (numpy float32) over ``self.labels``, in input order. Under a launcher
+        whose ranks serve scoring (runtime.parallel), every rank scores its share of ``texts``."""
+        from promptreg.runtime import parallel
 
         if self.task != "classification":
             raise InputError(f"{self.label} is a {self.task} prompt: it has no labels to classify with")
+        group = parallel.active()
+        if group is not None:
+            return group.classify(self, texts, batch_size=batch_size)
+        return self.label_probs(texts, batch_size=batch_size).numpy()
+
+    def label_probs(self, texts: list[str], *, batch_size: int = 32):
+        """This process's probabilities [n, K] (a float32 tensor) for ``texts``."""
+        import torch
+
+        from promptreg.softprompt.scoring import classify
+
+        if not texts:
+            return torch.zeros((0, len(self.labels)), dtype=torch.float32)
         rows = [self.encoder.classification(t, 0) for t in texts]
-        probs = classify(self.base.model, self.soft_model, rows, self.answers, batch_size=batch_size,
-                         pad_id=self.encoder.pad_id)
-        return probs.numpy()
+        return classify(self.base.model, self.soft_model, rows, self.answers, batch_size=batch_size,
+                        pad_id=self.encoder.pad_id).float().cpu()
 
     def generate(self, texts: list[str], *, max_new_tokens: int = 64, batch_size: int = 16) -> list[str]:
-        """Greedy continuations (decoded, special tokens skipped), in input order."""
+        """Greedy continuations (decoded, special tokens skipped), in input order (data-parallel as
+        :meth:`classify`)."""
+        from promptreg.runtime import parallel
+
+        group = parallel.active()
+        ids = (group.generate(self, texts, max_new_tokens=max_new_tokens, batch_size=batch_size) if group is not None
+               else self.generated_ids(texts, max_new_tokens=max_new_tokens, batch_size=batch_size))
+        return [self.base.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
+
+    def generated_ids(self, texts: list[str], *, max_new_tokens: int = 64, batch_size: int = 16) -> list[list[int]]:
+        """This process's greedy continuations as token ids, in input order."""
         import torch
 
         from promptreg.softprompt.collate import Encoded, collate, length_batches
 
-        tok = self.base.tokenizer
         rows = [Encoded(*self.encoder.prompt(t)) for t in texts]
-        out: list[str] = [""] * len(rows)
-        eos = tok.eos_token_id
+        out: list[list[int]] = [[] for _ in rows]
+        eos = self.base.tokenizer.eos_token_id
         with torch.no_grad():
             for idx in length_batches([len(r.ids) for r in rows], batch_size, shuffle=False):
                 batch = collate([rows[i] for i in idx], self.encoder.pad_id, self.base.device)
                 new = self.soft_model.generate(batch["input_ids"], batch["attention_mask"], batch["virtual_mask"],
                                                max_new_tokens=max_new_tokens, eos_token_id=eos)
-                for i, ids in zip(idx, new, strict=True):
-                    out[i] = tok.decode(ids, skip_special_tokens=True)
+                for i, row in zip(idx, new, strict=True):
+                    out[i] = [int(t) for t in row]
         return out
 
 
@@ -187,4 +213,4 @@ def load_soft_prompt(folder: Path, manifest: dict, base: LoadedBaseModel, *, lab
     soft_model.eval()
     encoder, task_type, labels, ids = task_parts(manifest, base.tokenizer, soft.input_slots, label=label,
                                                  max_text_tokens=max_text_tokens)
-    return LoadedPrompt(label, sha256, manifest, base, soft_model, encoder, task_type, labels, ids)
+    return LoadedPrompt(label, sha256, manifest, base, soft_model, encoder, task_type, labels, ids, Path(folder))

@@ -401,17 +401,18 @@ class Registry(EventVerbs):
     # ----- drift and environments ---------------------------------------------------------------
     def drift(self, ref: str, data_uri: str, *, suite: SuiteArg | None = None, env: str | None = None,
               model: str | None = None, reference: str | None = None, action: str | None = None,
-              text_column: str = "text", label_column: str = "label") -> DriftOutcome:
+              text_column: str = "text", label_column: str = "label", device: str = "auto") -> DriftOutcome:
         """Check ``ref`` (``NAME@ALIAS`` to let a rollback policy move the alias) for base-model, data
         and performance drift on fresh data (a .jsonl/.json/.csv file or ``s3://`` prefix), against the
-        base model deployed in ``env`` (or ``model``); act by policy (``report``/``flag``/``rollback``)."""
+        base model deployed in ``env`` (or ``model``), scored on ``device``; act by policy
+        (``report``/``flag``/``rollback``)."""
         from promptreg.services.drift import check_drift
 
         if env and model:
             raise InputError("use --env or --model, not both")
         return check_drift(self, ref, data_uri, suite=_suite(suite) if suite is not None else None, env=env,
                            model=model, reference=reference, action=action, text_column=text_column,
-                           label_column=label_column)
+                           label_column=label_column, device=device)
 
     def set_environment_model(self, env: str, model: str) -> EnvironmentInfo:
         """Record that deployment environment ``env`` runs base model ``model`` (a folder or

@@ -8,7 +8,7 @@ eval metrics, the datasets as inputs with our sha256 digests, the GX result and 
 ``--push`` then attaches the artifact and the model version to that same run.
 
 Under ``torchrun`` / ``accelerate launch`` (WORLD_SIZE > 1) every rank loads the data and the model
-and trains its share (training/distributed.py); rank 0 alone opens the MLflow run, writes
+and trains its share (softprompt/distributed.py); rank 0 alone opens the MLflow run, writes
 checkpoints and the artifact and pushes, so N processes make one run and one version. A rank that
 dies mid-run leaves the last (atomic) checkpoint and no version: push happens only after training.
 """
@@ -156,7 +156,7 @@ def run_training(registry: Registry | None, job: TrainJob) -> TrainReport | None
     """Run the job end to end; raises PromptregError (one line) on bad input. Under a multi-process
     launcher every rank calls this; rank 0 returns the report, the other ranks None (and never touch
     ``registry``, which is then None: see ``distributed.env_rank``)."""
-    from promptreg.training import distributed as dist
+    from promptreg.softprompt import distributed as dist
 
     ctx, job.device = dist.init_from_env(job.device)
     try:
@@ -287,10 +287,10 @@ def _generation_test(job, base, tokenizer, soft_prompt, test: list[Example]) -> 
 def _train_and_export(job, spec, splits, model_dir, info, fps, validation, run_id, on_metrics, warnings, user, ctx):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from promptreg.softprompt import distributed as dist
     from promptreg.softprompt.collate import Encoder, answer_tokens
     from promptreg.softprompt.precision import Precision
     from promptreg.softprompt.scoring import accuracy_metrics, classify
-    from promptreg.training import distributed as dist
     from promptreg.training.trainer import Trainer
 
     device = job.device

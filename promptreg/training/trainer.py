@@ -7,7 +7,7 @@ rows of the LM head; multi-token answers score each label's whole answer (``labe
 log-probability, softprompt/collate.py); generation computes full logits only at target positions.
 
 Precision (softprompt/precision.py): the base runs in ``cfg.precision`` under autocast, the prompt and
-AdamW state stay float32, fp16 scales the loss. Several processes (training/distributed.py): every
+AdamW state stay float32, fp16 scales the loss. Several processes (softprompt/distributed.py): every
 rank walks the same global batches and takes its strided share; losses are sums over local rows
 divided by the global count, prompt gradients are summed across ranks, so N processes compute the
 1-process update; evaluation is sharded and gathered; only rank 0 writes checkpoints and metrics.
@@ -26,11 +26,11 @@ from typing import Any
 
 from promptreg.data.examples import DataSpec, Example
 from promptreg.errors import InputError
+from promptreg.softprompt import distributed as dist
 from promptreg.softprompt.collate import Answers, Encoded, Encoder, answer_tokens, collate, length_batches
 from promptreg.softprompt.precision import check_finite_grads
 from promptreg.softprompt.scoring import accuracy_metrics, classify, device_of, generation_loss, label_logits
 from promptreg.training import checkpoint as ckpt
-from promptreg.training import distributed as dist
 from promptreg.training.checkpoint import LoopState
 
 

@@ -68,13 +68,13 @@ def check_drift(registry: Registry, ref: str, data_uri: str, *, suite: Suite | N
                 model: str | None = None, reference: str | None = None, action: str | None = None,
                 text_column: str = "text", label_column: str = "label", seed: int = 0,
                 schedule_run_id: int | None = None, log_mlflow: bool = True,
-                since: dt.datetime | None = None) -> DriftOutcome:
+                since: dt.datetime | None = None, device: str = "auto") -> DriftOutcome:
     """Check ``ref`` for base-model, data and performance drift on ``data_uri`` (a file, an S3 prefix, or
     ``captured[:SINCE]``: the served traffic, see :mod:`.captured`; ``since``: a schedule's window start)
     and act by policy."""
     t0 = time.perf_counter()
     c = _prepare(registry, ref, data_uri, suite=suite, env=env, model=model, reference=reference, action=action,
-                 text_column=text_column, label_column=label_column, seed=seed, since=since)
+                 text_column=text_column, label_column=label_column, seed=seed, since=since, device=device)
     out, info = c.out, c.info
     incompatible = c.deployed_fp != info.base_model_fingerprint
     if incompatible:
@@ -103,7 +103,7 @@ def check_drift(registry: Registry, ref: str, data_uri: str, *, suite: Suite | N
 
 def _prepare(registry: Registry, ref: str, data_uri: str, *, suite: Suite | None, env: str | None,
              model: str | None, reference: str | None, action: str | None, text_column: str, label_column: str,
-             seed: int, since: dt.datetime | None = None) -> _Check:
+             seed: int, since: dt.datetime | None = None, device: str = "auto") -> _Check:
     from promptreg.fingerprints.model import model_fingerprint
     from promptreg.runtime.loader import resolve_model_path
     from promptreg.services.evaluate import Evaluator
@@ -119,7 +119,8 @@ def _prepare(registry: Registry, ref: str, data_uri: str, *, suite: Suite | None
         rows, window, source = captured.rows, captured.window(), "captured"
     else:
         rows = read_data(data_uri, registry.settings, text_column=text_column, label_column=label_column)
-    ev = Evaluator(registry, model=environment_model(registry, env) if env else model, log_mlflow=False)
+    ev = Evaluator(registry, model=environment_model(registry, env) if env else model, device=device,
+                   log_mlflow=False)
     deployed_fp = model_fingerprint(resolve_model_path(ev.model_path(info))).fingerprint
     ref_rows, ref_desc = reference_rows(registry, info, reference=reference, suite=suite, text_column=text_column,
                                         label_column=label_column)
