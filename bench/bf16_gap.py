@@ -89,9 +89,9 @@ def main() -> None:
             prompts[name] = exported(result.soft_prompt)
             losses[name] = [round(x, 4) for x in result.history["loss"]]
             row["trained_eval_accuracy"][name] = result.history["eval"][-1]["accuracy"]
-            row.setdefault("train_seconds", {})[name] = round(time.monotonic() - t0, 1)
+            seconds = row.setdefault("train_seconds", {})[name] = round(time.monotonic() - t0, 1)
             print(f"[bf16_gap] seed {seed} trained {name}: acc {row['trained_eval_accuracy'][name]:.3f} "
-                  f"({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+                  f"({seconds:.0f} s)", file=sys.stderr, flush=True)
         for name, prompt in prompts.items():
             for scoring in ("fp32", "bf16"):
                 row["scored"][f"{name}->{scoring}"] = score_prompt(*bases[scoring], prompt, scoring, seed, train, evals,

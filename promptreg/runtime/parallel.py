@@ -175,6 +175,7 @@ def serve(ctx: DistContext, device: str) -> None:
     """A worker rank: load what the leader ships, score its share of each request, return at STOP."""
     import sys
 
+    from promptreg.artifact.manifest import TENSORS_FILE
     from promptreg.runtime.loader import load_base_model, load_soft_prompt
 
     bases: dict[str, Any] = {}
@@ -197,8 +198,6 @@ def serve(ctx: DistContext, device: str) -> None:
                                              f"on rank {ctx.rank}, {doc['fingerprint'][:12]} on rank 0")
                     folder = Path(tmp) / str(doc["id"])
                     folder.mkdir()
-                    from promptreg.artifact.manifest import TENSORS_FILE
-
                     (folder / TENSORS_FILE).write_bytes(blob)
                     # rank 0 already checked the version against its base model (or, for drift on a new
                     # base, chose not to): this rank only has to hold the same weights
